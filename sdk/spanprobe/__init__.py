@@ -1,0 +1,19 @@
+"""spanprobe: stable, near-zero-cost USDT probes for Python applications.
+
+    provider = spanprobe.Provider("simplehttp")
+    transfer = provider.add_probe("file_transfer", client=str, path=str, size="u32")
+    provider.load()
+    transfer.fire(client, path, size)   # ~a semaphore read when nobody listens
+"""
+
+from .errors import (DeclarationError, ProbeArgumentError, ProviderStateError, SchemaError,
+                     SpanprobeError)
+from .provider import Arg, Probe, Provider
+from .types import ArgType
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Arg", "ArgType", "DeclarationError", "Probe", "ProbeArgumentError", "Provider",
+    "ProviderStateError", "SchemaError", "SpanprobeError", "__version__",
+]
