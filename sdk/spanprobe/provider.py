@@ -60,13 +60,13 @@ class Probe:
     __slots__ = ("provider", "name", "args", "role", "fire", "enabled", "_emit",
                  "_gate_cell", "_site_cell", "__weakref__")
 
-    def __init__(self, provider, name, args, role):
+    def __init__(self, provider, name, args, role, converters=None):
         self.provider = provider
         self.name = name
         self.args: Tuple[Arg, ...] = tuple(args)
         self.role = role
-        converters = tuple(
-            converter(a.type, f"probe {provider.name}:{name} argument {a.name!r}") for a in self.args)
+        converters = tuple(converters or (
+            converter(a.type, f"probe {provider.name}:{name} argument {a.name!r}") for a in self.args))
         factory = firing.generate(self.qualname, self.args)
         #: The probe's Semaphore: truthy while a tracer is attached. Read it
         #: where you test it; after unload() an old one reads 0 forever.
@@ -171,7 +171,7 @@ class Provider:
         """
         return self._declare(name, _parse_args(args, named_args), "plain")
 
-    def _declare(self, name, args, role):
+    def _declare(self, name, args, role, converters=None):
         with self._lock:
             if self._loaded:
                 raise ProviderStateError(
@@ -180,7 +180,7 @@ class Provider:
             if name in self.probes:
                 raise DeclarationError(f"provider {self.name!r} already has a probe named {name!r}")
             _check_args(name, args)
-            probe = Probe(self, name, args, role)
+            probe = Probe(self, name, args, role, converters)
             self.probes[name] = probe
             return probe
 

@@ -1,0 +1,1 @@
+"""BPF C sources rendered by the tracer."""

@@ -1,0 +1,1 @@
+"""Small demo applications instrumented with the spanprobe SDK."""

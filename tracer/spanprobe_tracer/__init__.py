@@ -1,0 +1,1 @@
+"""spanprobe tracer: attaches to spanprobe USDT probes with bcc and exports OpenTelemetry spans."""
