@@ -154,3 +154,32 @@ def test_bpftrace_reads_the_same_values(probed):
         bt.kill()
     lines = [line for line in out.splitlines() if line[:2] in ("I ", "T ")]
     assert lines == [f"T 200 -300 -70000 {-(2**40)} seventh?"], out + err
+
+
+def test_forked_child_is_traced_by_its_own_pid():
+    proc = tracee('''
+import spanprobe
+p = spanprobe.Provider("forky")
+hello = p.add_probe("hello", who=str, n="i32")
+p.load()
+pid = os.fork()
+if pid == 0:
+    ready(role="child")
+    wait_go()
+    import select
+    while not select.select([sys.stdin], [], [], 0.05)[0]:
+        hello.fire("child", os.getpid())
+    os._exit(0)
+os.waitpid(pid, 0)
+''')
+    try:
+        info = ready_info(proc)
+        cap = capture(info["pid"], {"hello": ["str", "i32"]})
+        go(proc)
+        try:
+            (hit,) = hits(cap, 1)
+        finally:
+            cap.stop()
+        assert hit["args"] == ["child", info["pid"]]
+    finally:
+        proc.stop()
