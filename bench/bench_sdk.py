@@ -13,7 +13,6 @@ this kind of machine (DESIGN.md): ~400 ns detached, ~2.5 us attached.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import subprocess
@@ -95,7 +94,7 @@ def main():
 
     provider = spanprobe.Provider("bench")
     transfer = provider.add_probe("file_transfer", client=str, path=str, size="u32")
-    bare = provider.add_probe("bare")
+    provider.add_probe("bare")
     provider.load()
     n, r = args.n, args.repeat
     empty = best(loop_empty, None, n, r)

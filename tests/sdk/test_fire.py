@@ -1,7 +1,6 @@
 """fire(): arity, types, ranges and strings are checked; laziness; threads; fork."""
 
 import os
-import sys
 import threading
 
 import pytest

@@ -1,7 +1,6 @@
 """Declaring providers and probes, loading and unloading: errors are clear and early."""
 
 import ctypes
-import os
 import warnings
 
 import pytest

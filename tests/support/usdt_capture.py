@@ -32,7 +32,7 @@ C_TYPES = {"i8": "s8", "u8": "u8", "bool": "u8", "i16": "s16", "u16": "u16",
            "i32": "s32", "u32": "u32", "i64": "s64"}
 handlers = []
 for p, (name, types) in enumerate(probes):
-    body = [f"    struct hit_t *h = events.ringbuf_reserve(sizeof(struct hit_t));",
+    body = ["    struct hit_t *h = events.ringbuf_reserve(sizeof(struct hit_t));",
             "    if (!h) return 0;",
             f"    h->probe = {p};"]
     for i, t in enumerate(types):
