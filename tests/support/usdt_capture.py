@@ -90,11 +90,13 @@ def on_event(ctx, data, size):
 
 bpf["events"].open_ring_buffer(on_event)
 # bcc raises semaphores by writing /proc/PID/mem and lowers them only when it
-# cleans up, so a SIGTERM must unwind like Ctrl-C.
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+# cleans up, so SIGTERM must end the loop normally. (Raising from the handler
+# is not enough: inside bcc's ctypes callback the exception is swallowed.)
+stopping = []
+signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
 print("ATTACHED", flush=True)
 try:
-    while True:
+    while not stopping:
         bpf.ring_buffer_poll(100)
 except KeyboardInterrupt:
     pass
