@@ -184,6 +184,46 @@ class Provider:
             self.probes[name] = probe
             return probe
 
+    # --- spans and events (span.py, event.py; protocol in docs/abi.md) --------
+
+    def span(self, name=None, *, kind="internal", attributes=None, computed=None,
+             record_return=None, probe=None):
+        """Decorator: each call of the function is a span (probes ``<name>__start``/``__end``).
+
+        Works on functions, async functions (the span covers the awaits),
+        methods, classmethods and staticmethods; usable as ``@provider.span``
+        or ``@provider.span("name", ...)``. ``name`` defaults to the
+        function's qualified name. ``attributes``: parameters to capture,
+        as True (all), names (types from annotations) or ``{param: type}``
+        / ``{param: ("attribute.name", type)}``. ``computed``: ``{"attr":
+        (type, fn)}``, fn called with the call's arguments, only when
+        traced. ``record_return``: the return value's type (attribute
+        ``result``) or ``("name", type)``. docs/sdk-spans.md has the details.
+        """
+        from .span import span_decorator
+        return span_decorator(self, name, kind=kind, attributes=attributes, computed=computed,
+                              record_return=record_return, probe=probe)
+
+    def span_block(self, name, *, kind="internal", attributes=None, probe=None):
+        """Declare a span for ``with`` blocks; returns ``block(*values)`` -> context manager.
+
+        ``attributes`` is ``{name: type}`` (or (name, type) pairs); values
+        are given at entry, in that order or by name (dots read as '_'):
+        ``with db_query(sql): ...``.
+        """
+        from .span import span_block
+        return span_block(self, name, kind=kind, attributes=attributes, probe=probe)
+
+    def event(self, name, attributes=None, *, probe=None, **attr_types):
+        """Declare an event probe tied to the current span; returns an Event (``.fire(...)``)."""
+        from .event import event
+        return event(self, name, attributes, probe=probe, **attr_types)
+
+    def call_event(self, name=None, *, attributes=None, computed=None, probe=None):
+        """Decorator: fire an event at each call of the function (attributes as for span())."""
+        from .event import call_event_decorator
+        return call_event_decorator(self, name, attributes=attributes, computed=computed, probe=probe)
+
     def schema(self):
         """The schema embedded in this provider's object (docs/abi.md)."""
         return schema_mod.build(self.name, self.probes.values(), self._spans, self._events)

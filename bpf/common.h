@@ -1,0 +1,74 @@
+/* spanprobe: declarations shared by every BPF module the tracer loads.
+ *
+ * One "core" module (core.c) owns the ring buffer and the counters; each
+ * provider module (rendered from spans.c) refers to them as extern tables, so
+ * every record from every provider arrives in one ring buffer that userspace
+ * drains on a timer, and every drop is counted in one place.
+ *
+ * Record layout (little endian, all records start with struct sp_hdr):
+ *   kind SP_KIND_SPAN   one finished span: start and end arguments, both times
+ *   kind SP_KIND_POINT  one event or plain probe hit
+ *   kind SP_KIND_LOAD   a traced process dlopen()ed something that may be a
+ *                       provider and was stopped (-- COMMAND mode only)
+ * The tracer's program.py computes the same offsets; _Static_asserts in the
+ * rendered module fail the build if the two ever disagree.
+ */
+
+#define SP_KIND_SPAN  1
+#define SP_KIND_POINT 2
+#define SP_KIND_LOAD  3
+
+/* Counter slots (per-CPU array sp_counters); keep in sync with program.Counter. */
+#define SP_CNT_STARTS            0  /* span starts stored in the open-span map */
+#define SP_CNT_START_MAP_FULL    1  /* span starts dropped: open-span map full */
+#define SP_CNT_END_WITHOUT_START 2  /* span ends with no stored start */
+#define SP_CNT_FILTERED          3  /* spans shorter than the threshold (not a loss) */
+#define SP_CNT_SPAN_RB_FULL      4  /* finished spans dropped: ring buffer full */
+#define SP_CNT_SPANS             5  /* finished spans submitted */
+#define SP_CNT_POINT_RB_FULL     6  /* events/plain probe hits dropped: ring buffer full */
+#define SP_CNT_POINTS            7  /* events/plain probe hits submitted */
+#define SP_CNT_LOADS             8  /* provider-looking dlopen()s that stopped a process */
+#define SP_CNT_LOAD_RB_FULL      9  /* ...whose notification was lost (process left stopped
+                                       until the next scan resumes it) */
+#define SP_NCOUNTERS            16
+
+struct sp_hdr {
+    u16 kind;
+    u16 index;     /* span index (SP_KIND_SPAN) or probe index (SP_KIND_POINT) in its module */
+    u32 program;   /* module id, assigned by the tracer */
+    u32 pid;       /* tgid */
+    u32 tid;
+};
+
+/* bcc gives "extern" and "export" tables the generic table struct, which
+ * lacks the ring buffer methods: spell out the struct BPF_RINGBUF_OUTPUT makes. */
+struct sp_events_table_t {
+    int key;
+    u32 leaf;
+    int (*ringbuf_output)(void *, u64, u64);
+    void *(*ringbuf_reserve)(u64);
+    void (*ringbuf_discard)(void *, u64);
+    void (*ringbuf_submit)(void *, u64);
+    u32 max_entries;
+};
+
+#ifdef SP_CORE
+/* BPF_RINGBUF_OUTPUT plus BPF_TABLE_PUBLIC's export line. */
+__attribute__((section("maps/ringbuf"))) struct sp_events_table_t sp_events = {
+    .max_entries = SP_RINGBUF_BYTES
+};
+__attribute__((section("maps/export"))) struct sp_events_table_t __sp_events;
+BPF_TABLE_PUBLIC("percpu_array", int, u64, sp_counters, SP_NCOUNTERS);
+#else
+__attribute__((section("maps/extern"))) struct sp_events_table_t sp_events = {
+    .max_entries = SP_RINGBUF_BYTES
+};
+BPF_TABLE("extern", int, u64, sp_counters, SP_NCOUNTERS);
+#endif
+
+static __always_inline void sp_count(int slot)
+{
+    u64 *c = sp_counters.lookup(&slot);
+    if (c)
+        __sync_fetch_and_add(c, 1);
+}

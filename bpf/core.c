@@ -1,0 +1,84 @@
+/* spanprobe core module: owns the shared ring buffer and counters.
+ *
+ * Rendered by spanprobe_tracer.program: SP_RINGBUF_BYTES is defined before
+ * this file, and common.h is prepended with SP_CORE defined.
+ *
+ * It also holds the dlopen() watcher used by `spanprobe trace -- COMMAND`,
+ * which must see a provider's probes from the very first hit: a provider is
+ * a library the application dlopen()s at run time, so when a traced process
+ * returns from dlopen() of something that looks like a provider, the watcher
+ * stops it (SIGSTOP) and tells userspace, which attaches to the new provider
+ * and resumes the process (SIGCONT). Other dlopen()s cost one uprobe hit.
+ */
+
+#define SP_SIGSTOP 19
+#define SP_NAME_MAX 160
+
+BPF_HASH(sp_dlopen_pending, u32, u8, 4096);
+
+struct sp_load_rec {
+    struct sp_hdr h;
+};
+
+/* Does the dlopen()ed path look like an SDK provider? The SDK opens memfds as
+ * /proc/self/fd/N (or /proc/self/./fd/N) and files from a private directory
+ * named spanprobe-PID-XXXXXX. False positives only cost a stop/resume. */
+static __always_inline int sp_provider_path(const char *name)
+{
+    if (name[0] == '/' && name[1] == 'p' && name[2] == 'r' && name[3] == 'o' && name[4] == 'c'
+        && name[5] == '/' && name[6] == 's' && name[7] == 'e' && name[8] == 'l' && name[9] == 'f'
+        && name[10] == '/')
+        return 1;
+    for (int i = 0; i < SP_NAME_MAX - 11; i++) {
+        if (name[i] == 0)
+            return 0;
+        if (name[i] == '/' && name[i + 1] == 's' && name[i + 2] == 'p' && name[i + 3] == 'a'
+            && name[i + 4] == 'n' && name[i + 5] == 'p' && name[i + 6] == 'r' && name[i + 7] == 'o'
+            && name[i + 8] == 'b' && name[i + 9] == 'e' && name[i + 10] == '-')
+            return 1;
+    }
+    return 0;
+}
+
+int sp_dlopen_enter(struct pt_regs *ctx)
+{
+    char name[SP_NAME_MAX] = {};
+    const char *path = (const char *)PT_REGS_PARM1(ctx);
+    if (!path)
+        return 0;
+    if (bpf_probe_read_user_str(name, sizeof(name), path) <= 0)
+        return 0;
+    if (!sp_provider_path(name))
+        return 0;
+    u32 tid = (u32)bpf_get_current_pid_tgid();
+    u8 one = 1;
+    sp_dlopen_pending.update(&tid, &one);
+    return 0;
+}
+
+int sp_dlopen_return(struct pt_regs *ctx)
+{
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    u32 tid = (u32)pid_tgid;
+    u8 *pending = sp_dlopen_pending.lookup(&tid);
+    if (!pending)
+        return 0;
+    sp_dlopen_pending.delete(&tid);
+    if (PT_REGS_RC(ctx) == 0)
+        return 0;   /* dlopen failed: nothing was loaded */
+    struct sp_load_rec *r = sp_events.ringbuf_reserve(sizeof(struct sp_load_rec));
+    if (!r) {
+        sp_count(SP_CNT_LOAD_RB_FULL);
+        /* Do not stop a process nobody will be told to resume. */
+        return 0;
+    }
+    bpf_send_signal(SP_SIGSTOP);
+    r->h.kind = SP_KIND_LOAD;
+    r->h.index = 0;
+    r->h.program = 0;
+    r->h.pid = pid_tgid >> 32;
+    r->h.tid = tid;
+    sp_events.ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);
+    sp_count(SP_CNT_LOADS);
+    return 0;
+}

@@ -1,0 +1,40 @@
+/* spanprobe provider module: rendered by spanprobe_tracer.program from one
+ * provider's schema and SDT argument specs, then shared by every process that
+ * loads a provider with the same layout (one compile per layout, not per pid).
+ *
+ * Per span (schema "spans" entry) the renderer emits:
+ *   struct sp_start_N   what the start probe captured: time, thread, argument
+ *                       words and string/bytes slots
+ *   sp_starts_N         open spans, keyed by (tgid, span id): a hash map with no
+ *                       preallocation, bounded by SP_MAX_OPEN; a full map drops
+ *                       the start and counts it
+ *   struct sp_span_N    the ring-buffer record of a finished span: header, end
+ *                       time, the start struct copied whole, end arguments
+ * and a handler for its start probe (store) and its end probe (look up, apply
+ * the duration threshold, emit one record, delete). Event and plain probes get
+ * a handler that emits one SP_KIND_POINT record.
+ *
+ * Argument words hold the raw register (or memory) value; userspace masks and
+ * sign-extends them to the declared type. A str argument is copied into a
+ * slot of SP_STR_MAX + 2 bytes, so that userspace can tell a string of exactly
+ * SP_STR_MAX bytes (kept whole) from a longer one (marked truncated). A bytes
+ * argument's word is its [u32 length | bit31 SDK-truncated] header and its slot
+ * holds up to SP_STR_MAX bytes of data. A bit set in a record's fail mask says
+ * that argument could not be read from the process's memory.
+ *
+ * Every record is submitted with BPF_RB_NO_WAKEUP: the tracer drains the ring
+ * buffer on a timer, so no probe hit pays for waking it up.
+ */
+#include <uapi/linux/ptrace.h>
+
+/*@COMMON@*/
+
+struct sp_key {
+    u32 tgid;
+    u32 pad;
+    u64 span_id;
+};
+
+/*@DECLARATIONS@*/
+
+/*@HANDLERS@*/

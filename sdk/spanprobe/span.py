@@ -1,0 +1,630 @@
+"""Spans: a start probe and an end probe around a call or a block.
+
+``@provider.span()`` declares a span's two probes (``<name>__start`` and
+``<name>__end``, layouts in docs/abi.md "Span protocol") and wraps the
+function in a closure generated from source with the function's exact
+parameters. Untraced, a call costs two semaphore tests more than the bare
+call: no ``*args`` tuple, no ids, no context. Traced, the wrapper takes ids
+from the context (spanprobe.context), fires the start probe with the
+captured parameters, calls the function, and fires the end probe with the
+outcome: ok, the exception's type and message, or cancelled.
+
+The application must never notice the probe. So the traced path never
+raises into the call: a value that does not fit its attribute's type is
+sent as the type's zero value with the attribute's bit set in ``flags``
+(the documented conversion-failure record), computed attributes that raise
+are recorded the same way, and an unexpected internal error is logged once
+and swallowed. Captured parameters are never called, even when callable:
+only values given explicitly to a block or an event may be lazy.
+
+wrapt is not used here: its proxy costs ~0.5 µs per call even untraced.
+Code you do not own is instrumented by spanprobe.instrument, which uses
+wrapt and the same SpanDef.
+"""
+
+import ctypes
+import functools
+import hashlib
+import inspect
+import logging
+import re
+import sys
+import typing
+
+from . import context
+from .convert import converter, f64_bits
+from .errors import DeclarationError
+from . import firing
+from .firing import param_names
+from .provider import Arg
+from .schema import FIXED_ARGS, SPAN_KINDS
+from .types import ArgType
+
+log = logging.getLogger("spanprobe")
+
+#: Fixed leading arguments of each probe role (docs/abi.md, "Span protocol").
+START_ARGS, END_ARGS, EVENT_ARGS = (tuple(Arg(n, ArgType(t)) for n, t in FIXED_ARGS[role])
+                                    for role in ("span_start", "span_end", "event"))
+
+STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
+#: flags bit of attribute i (0-based among the probe's attributes): its value could not be converted.
+FLAG_CONVERSION_FAILED = 8
+MAX_ERROR_MESSAGE = 256
+MAX_PROBE_BASE = 64 - len("__start")
+RESULT_ATTRIBUTE = "result"
+
+# --- attribute values ------------------------------------------------------------
+
+#: Values of these exact types go to the probe as they are: converting them runs no user code.
+_PLAIN = frozenset((str, int, float, bool, bytes))
+_ZERO = {ArgType.STR: "", ArgType.BYTES: b"", ArgType.F64: 0.0, ArgType.BOOL: False}
+
+
+class _Failed:
+    """Stands for a value that could not be obtained (a computed attribute raised)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<failed>"
+
+
+FAILED = _Failed()
+
+
+def _plain(value):
+    """``value`` as an exact builtin type, without running any of its methods; TypeError if impossible."""
+    if isinstance(value, str):
+        return str.__str__(value)      # str subclasses (StrEnum) by their characters
+    if isinstance(value, int):
+        return int.__int__(value)      # IntEnum, bool stay numbers
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(value))
+    raise TypeError(type(value).__name__)
+
+
+_logged_internal = False
+
+
+def internal_error():
+    """Log an SDK bug once; the traced call goes on regardless."""
+    global _logged_internal
+    if not _logged_internal:
+        _logged_internal = True
+        log.warning("spanprobe: internal error while firing a probe (ignored; reported once)",
+                    exc_info=True)
+
+
+def emitter(probe, fixed_count, lazy):
+    """``emit(*fixed, *attributes)`` for a span or event probe: fires it and never raises.
+
+    Generated per probe, like the probe's own fire() (firing.py, whose
+    per-type inline conversions it reuses), with one difference: the fixed
+    protocol arguments arrive ready for the probe site (ids as c_uint64,
+    strings as bytes) and are passed as they are, which halves the cost of
+    a traced span. Attribute values of the plain types convert inline; any
+    other value, or a failing one, goes to the slow path, which records
+    conversion failures in the flags (the last fixed argument). ``lazy``:
+    zero-argument callables among the values are called there (values the
+    application passes explicitly); otherwise a callable is just a value
+    that does not convert.
+    """
+    attrs = probe.args[fixed_count:]
+    checks = tuple(converter(a.type, f"probe {probe.qualname} attribute {a.name!r}") for a in attrs)
+    zeros = tuple(check(_ZERO.get(a.type, 0)) for a, check in zip(attrs, checks))
+    site_cell = probe._site_cell  # load() and unload() repoint it; read it at each call
+
+    def slow(fixed, values):
+        try:
+            out, failed = [], 0
+            for i, (v, check, zero) in enumerate(zip(values, checks, zeros)):
+                try:
+                    if lazy and callable(v):
+                        v = v()
+                    out.append(check(_plain(v)))
+                except Exception:
+                    out.append(zero)
+                    failed |= 1 << (FLAG_CONVERSION_FAILED + i)
+            site_cell.cell_contents(*fixed[:-1], fixed[-1] | failed, *out)
+        except Exception:
+            internal_error()
+
+    fixed = [f"f{i}" for i in range(fixed_count)]
+    params = [f"a{i}" for i in range(len(attrs))]
+    fast = [firing._fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, attrs))]
+    lines = [f"def emit({', '.join(fixed + params)}):"]
+    if all(f is not None for f in fast):
+        # str values are type-checked before the setup calls .encode(): never a user's method.
+        prechecks = [f"type({p}) is str" for p, a in zip(params, attrs) if a.type is ArgType.STR]
+        setup = [line for f in fast for line in f[2]]
+        lines += ["    try:",
+                  f"        if {' and '.join(prechecks) or 'True'}:",
+                  *(f"            {line}" for line in setup),
+                  f"            if {' and '.join(f[0] for f in fast) or 'True'}:",
+                  f"                return _sp_cell.cell_contents({', '.join(fixed + [f[1] for f in fast])})",
+                  "    except Exception:",
+                  "        pass"]
+    lines.append(f"    _sp_slow(({''.join(f + ', ' for f in fixed)}), ({''.join(p + ', ' for p in params)}))")
+    # The names firing._fast_path's expressions use.
+    namespace = {"_sp_u64": ctypes.c_uint64, "_sp_i64": ctypes.c_int64, "_sp_f64_bits": f64_bits,
+                 "_sp_cell": site_cell, "_sp_slow": slow}
+    source = "def _sp_factory():\n" + "".join(f"    {line}\n" for line in lines) + "    return emit\n"
+    return compile_function(probe.qualname, source, namespace)()
+
+
+def describe_exception(exc):
+    """(status, error_type, error_message) of an exception that ended a span; the strings as C strings."""
+    asyncio = sys.modules.get("asyncio")  # not imported: then it cannot be its CancelledError
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError):
+        status, error_type = STATUS_CANCELLED, "asyncio.CancelledError"
+    else:
+        cls = type(exc)
+        module = getattr(cls, "__module__", None)
+        error_type = cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
+        status = STATUS_ERROR
+    try:
+        message = str.__str__(str(exc))[:MAX_ERROR_MESSAGE]
+    except Exception:
+        message = "<str() of the exception failed>"
+    return status, _c_string(error_type), _c_string(message)
+
+
+def _c_string(text):
+    """UTF-8 with no NUL: lone surrogates and NULs are written as backslash escapes."""
+    return text.replace("\0", "\\0").encode("utf-8", "backslashreplace")
+
+
+# --- declared spans ----------------------------------------------------------------
+
+
+class SpanDef:
+    """A declared span: its probes, and how to begin and finish one instance.
+
+    begin() and finish() never raise; begin() returns the state finish() needs.
+    Generated wrappers call context.start_span(span._start, values) directly.
+    """
+
+    def __init__(self, provider, name, kind, start_attrs, end_attrs=(), *, probe=None,
+                 code=None, lazy=False):
+        if not isinstance(name, str) or not name:
+            raise DeclarationError(f"span name must be a non-empty str, got {name!r}")
+        if kind not in SPAN_KINDS:
+            raise DeclarationError(f"span {name!r}: kind {kind!r} is not one of {', '.join(SPAN_KINDS)}")
+        self.name, self.kind = name, kind
+        base = probe_base(name) if probe is None else probe
+        start_name, end_name = f"{base}__start", f"{base}__end"
+        for probe_name in (start_name, end_name):
+            if probe_name in provider.probes:
+                raise DeclarationError(
+                    f"span {name!r} needs the probe {probe_name!r}, which provider {provider.name!r} "
+                    "already has; give this span another name or probe= base name")
+        self.start = declare(provider, start_name, START_ARGS, start_attrs, "span_start", f"span {name!r}")
+        try:
+            self.end = declare(provider, end_name, END_ARGS, end_attrs, "span_end", f"span {name!r}")
+        except Exception:
+            del provider.probes[start_name]  # declare both probes or neither
+            raise
+        self._start = emitter(self.start, len(START_ARGS), lazy)
+        self._end = emitter(self.end, len(END_ARGS), lazy)
+        self._end_zeros = tuple(_ZERO.get(a.type, 0) for a in end_attrs)
+        entry = {"name": name, "kind": kind, "start": start_name, "end": end_name}
+        if code:
+            entry["code"] = code
+        provider._spans.append(entry)
+
+    @property
+    def enabled(self):
+        """Whether a tracer listens to either probe of this span."""
+        return bool(self.start.enabled or self.end.enabled)
+
+    def begin(self, values):
+        """Make a new span current and fire the start probe; returns finish()'s state."""
+        return context.start_span(self._start, values)
+
+    def finish(self, state, exc=None, values=None):
+        """Fire the end probe (ok, or the exception's status) and restore the parent context."""
+        if state is None:
+            return
+        token, span_id = state
+        context.leave(token)
+        if exc is None:
+            self._end(span_id, STATUS_OK, b"", b"", 0, *(values or self._end_zeros))
+            return
+        try:
+            status, error_type, message = describe_exception(exc)
+        except Exception:
+            internal_error()
+            status, error_type, message = STATUS_ERROR, b"", b""
+        self._end(span_id, status, error_type, message, 0, *self._end_zeros)
+
+    def __repr__(self):
+        return f"<SpanDef {self.name!r} kind={self.kind} {self.start.name}/{self.end.name}>"
+
+
+def declare(provider, probe_name, fixed, attrs, role, what):
+    """Declare a span or event probe: the fixed protocol arguments, then the attributes."""
+    room = 12 - len(fixed)
+    if len(attrs) > room:
+        raise DeclarationError(f"{what}: {len(attrs)} attributes for probe {probe_name!r}; "
+                               f"a {role} probe carries at most {room}")
+    for a in attrs:
+        if a.name in {f.name for f in fixed}:
+            raise DeclarationError(f"{what}: attribute name {a.name!r} is reserved by the span protocol")
+    return provider._declare(probe_name, list(fixed) + list(attrs), role)
+
+
+def probe_base(name):
+    """A C identifier for a span or event name, unique for distinct names that need cutting."""
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", name.replace(".<locals>.", ".")).strip("_") or "span"
+    if base[0].isdigit():
+        base = "_" + base
+    if len(base) > MAX_PROBE_BASE:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        base = base[:MAX_PROBE_BASE - 9] + "_" + digest
+    return base
+
+
+def code_location(func):
+    """The schema's "code" entry of a function (OpenTelemetry code.* attributes), or None."""
+    func = inspect.unwrap(func)
+    code = getattr(func, "__code__", None)
+    qualname = getattr(func, "__qualname__", None)
+    if code is None or qualname is None:
+        return None
+    return {"function": f"{func.__module__}.{qualname}", "filepath": code.co_filename,
+            "lineno": code.co_firstlineno}
+
+
+# --- attribute declarations --------------------------------------------------------
+
+_ANNOTATION_NAMES = {"int": ArgType.I64, "float": ArgType.F64, "bool": ArgType.BOOL,
+                     "str": ArgType.STR, "bytes": ArgType.BYTES}
+
+
+def parse_type(value, what):
+    """An ArgType from a declared type; DeclarationError naming ``what`` if it cannot be carried."""
+    try:
+        return ArgType.parse(value)
+    except TypeError as exc:
+        raise DeclarationError(f"{what}: {exc}") from None
+
+
+def parse_attr(name, spec, what):
+    """``name: type`` or ``name: (attribute name, type)`` -> (attribute name, ArgType)."""
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str):
+        name, spec = spec
+    return name, parse_type(spec, f"{what} attribute {name!r}")
+
+
+def declared_attrs(attributes, what):
+    """[Arg] from {name: type} or [(name, type), ...]: attributes whose values are given explicitly."""
+    items = attributes.items() if isinstance(attributes, dict) else (attributes or ())
+    out = []
+    for item in items:
+        if not (isinstance(item, tuple) and len(item) == 2):
+            raise DeclarationError(f"{what}: attributes must be {{name: type}} or (name, type) pairs, "
+                                   f"got {item!r}")
+        out.append(Arg(*parse_attr(item[0], item[1], what)))
+    return out
+
+
+def _annotation_type(annotation):
+    """The ArgType an annotation stands for (Optional[X] counts as X: None then converts as a failure)."""
+    args = typing.get_args(annotation)
+    if args and type(None) in args and len(args) == 2:
+        annotation = next(a for a in args if a is not type(None))
+    if isinstance(annotation, str):
+        annotation = _ANNOTATION_NAMES.get(annotation.strip(), annotation)
+    if isinstance(annotation, ArgType):
+        return annotation
+    return ArgType.parse(annotation)
+
+
+def _hints(func):
+    try:
+        return typing.get_type_hints(func)
+    except Exception:  # unresolvable forward references: use what is written
+        return dict(getattr(inspect.unwrap(func), "__annotations__", {}))
+
+
+def _capturable(param):
+    return param.kind not in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
+
+
+def parameter_attrs(func, params, attributes, what):
+    """[(attribute name, ArgType, parameter name)] for the parameters to capture."""
+    if attributes is None or attributes is False:
+        return []
+    if attributes is True:
+        names = [p.name for i, p in enumerate(params.values()) if _capturable(p)
+                 and not (i == 0 and p.name in ("self", "cls") and p.annotation is p.empty)]
+        attributes = names
+    if isinstance(attributes, str):
+        attributes = [attributes]
+    hints = None
+    out = []
+    items = attributes.items() if isinstance(attributes, dict) else ((n, None) for n in attributes)
+    for param_name, spec in items:
+        param = params.get(param_name)
+        if param is None or not _capturable(param):
+            known = ", ".join(n for n, p in params.items() if _capturable(p)) or "none"
+            raise DeclarationError(f"{what}: {param_name!r} is not a parameter that can be captured "
+                                   f"(parameters: {known}); use computed= for other values")
+        if spec is not None:
+            attr_name, arg_type = parse_attr(param_name, spec, what)
+        else:
+            hints = _hints(func) if hints is None else hints
+            if param_name not in hints:
+                raise DeclarationError(f"{what}: parameter {param_name!r} has no annotation; declare "
+                                       f"its type, e.g. attributes={{{param_name!r}: str}}")
+            try:
+                arg_type = _annotation_type(hints[param_name])
+            except TypeError:
+                raise DeclarationError(
+                    f"{what}: parameter {param_name!r} is annotated {hints[param_name]!r}, which a probe "
+                    "cannot carry; declare a carriable type for it, e.g. "
+                    f"attributes={{{param_name!r}: str}}") from None
+            attr_name = param_name
+        out.append((attr_name, arg_type, param_name))
+    return out
+
+
+# --- generated wrappers ------------------------------------------------------------
+
+
+def _signature(func):
+    """The signature calls are forwarded with (func's own, not what __wrapped__ claims), or None."""
+    try:
+        return inspect.signature(func, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def forwarding(sig):
+    """(parameter list, call arguments, defaults) reproducing ``sig``; ``_sp_d`` holds the defaults.
+
+    With no signature the wrapper takes and passes ``*args, **kwargs``.
+    """
+    if sig is None:
+        return "*_sp_args, **_sp_kwargs", "*_sp_args, **_sp_kwargs", ()
+    params, call, defaults = [], [], []
+    kinds = inspect.Parameter
+    posonly_open = star_done = False
+    for p in sig.parameters.values():
+        if p.name.startswith("_sp_"):
+            raise DeclarationError(f"parameter {p.name!r}: names starting with '_sp_' are reserved by spanprobe")
+        if posonly_open and p.kind is not kinds.POSITIONAL_ONLY:
+            params.append("/")
+            posonly_open = False
+        text = p.name
+        if p.default is not p.empty:
+            text += f"=_sp_d[{len(defaults)}]"
+            defaults.append(p.default)
+        if p.kind is kinds.POSITIONAL_ONLY:
+            posonly_open = True
+            call.append(p.name)
+        elif p.kind is kinds.POSITIONAL_OR_KEYWORD:
+            call.append(p.name)
+        elif p.kind is kinds.VAR_POSITIONAL:
+            text, star_done = "*" + p.name, True
+            call.append(text)
+        elif p.kind is kinds.KEYWORD_ONLY:
+            if not star_done:
+                params.append("*")
+                star_done = True
+            call.append(f"{p.name}={p.name}")
+        else:
+            text = "**" + p.name
+            call.append(text)
+        params.append(text)
+    if posonly_open:
+        params.append("/")
+    return ", ".join(params), ", ".join(call), tuple(defaults)
+
+
+def compile_function(name, source, namespace):
+    """Exec one generated factory and return what it builds (see firing.py for why generate)."""
+    exec(compile(source, f"<spanprobe {name}>", "exec"), namespace)
+    return namespace["_sp_factory"]
+
+
+def guarded(fn, *args, **kwargs):
+    """Call a computed attribute; FAILED (recorded as a conversion failure) if it raises."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        return FAILED
+
+
+def computed_attrs(computed, what):
+    """[(attribute name, ArgType, callable)] from {name: (type, callable)}."""
+    out = []
+    for attr_name, spec in (computed or {}).items():
+        if not (isinstance(spec, tuple) and len(spec) == 2 and callable(spec[1])):
+            raise DeclarationError(f"{what}: computed attribute {attr_name!r} must be (type, callable), "
+                                   f"got {spec!r}")
+        out.append((attr_name, parse_type(spec[0], f"{what} computed attribute {attr_name!r}"), spec[1]))
+    return out
+
+
+def check_decoratable(func, what):
+    """Refuse what cannot be wrapped as a call, at decoration time."""
+    if isinstance(func, (classmethod, staticmethod)):
+        return
+    if inspect.isclass(func):
+        raise DeclarationError(f"{what}: cannot decorate the class {func.__qualname__}; decorate its methods")
+    if not callable(func):
+        raise DeclarationError(f"{what}: {func!r} ({type(func).__name__}) is not callable")
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise DeclarationError(
+            f"{what}: {getattr(func, '__qualname__', func)!r} is a generator function; a span around the "
+            "call would end before the first item. Decorate the code that consumes it, or use "
+            "span_block() inside the generator")
+
+
+def default_name(func, what):
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None)
+    if not isinstance(name, str):
+        raise DeclarationError(f"{what}: {func!r} has no __qualname__; give the span a name")
+    return name
+
+
+class Plan:
+    """What a generated wrapper evaluates when traced: parameter names and computed callables."""
+
+    def __init__(self, func, what, attributes, computed):
+        self.sig = _signature(func)
+        params = self.sig.parameters if self.sig is not None else {}
+        if attributes and self.sig is None:
+            raise DeclarationError(f"{what}: the parameters of {func!r} cannot be inspected; "
+                                   "use computed= attributes")
+        self.captured = parameter_attrs(func, params, attributes, what)
+        self.computed = computed_attrs(computed, what)
+        self.attrs = [Arg(n, t) for n, t, _ in self.captured] + [Arg(n, t) for n, t, _ in self.computed]
+
+    def generate(self, func, name, body, namespace):
+        """Build the wrapper of ``func``: ``body`` is the traced branch, with {call} and {values}."""
+        params, call, defaults = forwarding(self.sig)
+        values = [p for _, _, p in self.captured]
+        values += [f"_sp_guard(_sp_c{i}, {call})" for i in range(len(self.computed))]
+        namespace.update({f"_sp_c{i}": fn for i, (_, _, fn) in enumerate(self.computed)})
+        namespace.update(_sp_f=func, _sp_d=defaults, _sp_guard=guarded)
+        is_async = inspect.iscoroutinefunction(func)
+        call_expr = f"{'await ' if is_async else ''}_sp_f({call})"
+        body = body.format(call=call_expr, values="".join(v + ", " for v in values))
+        source = "\n".join([
+            f"def _sp_factory(_sp_d):",
+            f"    {'async ' if is_async else ''}def _sp_wrapper({params}):",
+            *("        " + line for line in body.strip("\n").splitlines()),
+            f"        return {call_expr}",
+            "    return _sp_wrapper",
+        ]) + "\n"
+        wrapper = compile_function(name, source, namespace)(defaults)
+        return functools.update_wrapper(wrapper, func)
+
+
+def decorator(what, decorate):
+    """Apply ``decorate`` to a function, or to the function inside a classmethod/staticmethod."""
+
+    def apply(func):
+        check_decoratable(func, what)
+        if isinstance(func, (classmethod, staticmethod)):
+            inner = func.__func__
+            check_decoratable(inner, what)
+            return type(func)(decorate(inner))
+        return decorate(func)
+
+    return apply
+
+
+_SPAN_BODY = """
+if _sp_a.enabled or _sp_b.enabled:
+    _sp_s = _sp_begin(_sp_emit, ({values}))
+    try:
+        _sp_r = {call}
+    except BaseException as _sp_e:
+        _sp_finish(_sp_s, _sp_e)
+        raise
+    _sp_finish(_sp_s, None, {result})
+    return _sp_r
+"""
+
+
+def span_decorator(provider, name=None, *, kind="internal", attributes=None, computed=None,
+                   record_return=None, probe=None):
+    """The decorator behind ``Provider.span`` (see there)."""
+    if callable(name) or isinstance(name, (classmethod, staticmethod)):  # @provider.span without ()
+        return span_decorator(provider)(name)
+
+    def decorate(func):
+        span_name = name or default_name(func, "span")
+        what = f"span {span_name!r}"
+        plan = Plan(func, what, attributes, computed)
+        end_attrs = []
+        if record_return is not None:
+            end_attrs.append(Arg(*parse_attr(RESULT_ATTRIBUTE, record_return, what)))
+        span = SpanDef(provider, span_name, kind, plan.attrs, end_attrs, probe=probe,
+                       code=code_location(func))
+        namespace = {"_sp_a": span.start, "_sp_b": span.end, "_sp_begin": context.start_span,
+                     "_sp_emit": span._start, "_sp_finish": span.finish}
+        body = _SPAN_BODY.replace("{result}", "(_sp_r,)" if end_attrs else "None")
+        wrapper = plan.generate(func, span_name, body, namespace)
+        wrapper.__spanprobe_span__ = span
+        return wrapper
+
+    return decorator(f"span {name!r}" if name else "span", decorate)
+
+
+# --- with-blocks -------------------------------------------------------------------
+
+
+class ActiveSpan:
+    """A span in progress inside a ``with`` (or ``async with``) block."""
+
+    __slots__ = ("_span", "_values", "_state", "ids")
+
+    def __init__(self, span, values):
+        self._span, self._values, self._state = span, values, None
+        #: (trace_id_high, trace_id_low, span_id, flags) inside the block, else None.
+        self.ids = None
+
+    def __enter__(self):
+        self._state = self._span.begin(self._values)
+        self.ids = context.current_span() if self._state else None
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._span.finish(self._state, exc)
+        self._state = self.ids = None
+        return False
+
+    async def __aenter__(self):
+        return self.__enter__()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        return self.__exit__(exc_type, exc, tb)
+
+
+class _Untraced:
+    """What a span block returns while nobody listens: a shared no-op context manager."""
+
+    __slots__ = ()
+    ids = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+
+UNTRACED = _Untraced()
+
+
+def span_block(provider, name, *, kind="internal", attributes=None, probe=None):
+    """The factory behind ``Provider.span_block`` (see there)."""
+    attrs = declared_attrs(attributes, f"span {name!r}")
+    span = SpanDef(provider, name, kind, attrs, probe=probe, lazy=True)
+    params = param_names(attrs)  # the probe's own parameter naming: dots become '_'
+    source = (f"def _sp_factory():\n"
+              f"    def block({', '.join(params)}):\n"
+              f"        if _sp_a.enabled or _sp_b.enabled:\n"
+              f"            return _sp_active(_sp_span, ({''.join(p + ', ' for p in params)}))\n"
+              f"        return _sp_untraced\n"
+              f"    return block\n")
+    namespace = {"_sp_a": span.start, "_sp_b": span.end, "_sp_span": span,
+                 "_sp_active": ActiveSpan, "_sp_untraced": UNTRACED}
+    block = compile_function(name, source, namespace)()
+    block.__name__ = block.__qualname__ = span.start.name[:-len("__start")]
+    block.__doc__ = (f"Open span {name!r} ({kind}) for a with-block; attribute values in order: "
+                     f"{', '.join(a.name for a in attrs) or 'none'}. Callables are evaluated only if traced.")
+    block.span = span
+    return block

@@ -1,0 +1,286 @@
+"""Finding probes in running processes: spanprobe providers and plain USDT libraries.
+
+A process's memory map lists every file it has mapped, including the SDK's
+providers (a memfd, ``/memfd:spanprobe:NAME (deleted)``, or a file in a
+private ``spanprobe-PID-XXXX`` directory). Each distinct ELF file in the map is
+looked at once (cached by inode and modification time): one that carries a
+spanprobe schema note is a *provider* and can be traced with no configuration;
+one with only SDT notes is a plain USDT library, listed but not traced.
+
+Everything read here is untrusted. A provider whose ELF or schema is malformed
+or of an unknown version is reported once and skipped; other providers, and
+other processes, keep being traced. A process that exits mid-scan is simply
+gone.
+
+Rescanning is cheap when nothing changed: a process whose maps read back
+identical to the previous scan is not looked at further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+
+from spanprobe import schema as schema_mod
+from spanprobe.errors import SchemaError
+from spanprobe.elf.reader import ElfError
+
+from . import argspec, procfs
+from .elffile import ElfProbes, SdtNote, read_probes
+
+log = logging.getLogger("spanprobe.tracer")
+
+#: Mappings that are never ELF files worth opening.
+_PSEUDO_PREFIXES = ("[", "anon_inode:", "/dev/", "/SYSV", "socket:", "pipe:")
+#: The SDK's spanprobe role values for span and event probes.
+SPAN_ROLES = ("span_start", "span_end", "event")
+
+
+@dataclass(frozen=True)
+class ProbeLocation:
+    """One probe site in a file: where the kernel must place the uprobe, and its semaphore."""
+
+    offset: int           # file offset of the probe instruction
+    semaphore: int        # file offset of the 16-bit semaphore, 0 if none
+
+
+@dataclass
+class ProbeInfo:
+    """One probe of a provider, as its schema declares it and its notes place it."""
+
+    name: str
+    role: str
+    args: List[Tuple[str, str]]                 # (name, type) from the schema
+    specs: List[argspec.ArgLocation]            # where each argument is at the probe site
+    spec_text: str                              # the raw note spec, kept for the layout key
+    locations: List[ProbeLocation]
+
+
+@dataclass
+class ProviderImage:
+    """A provider object whose schema validated: everything needed to render and attach."""
+
+    provider: str
+    schema: dict
+    machine: int
+    probes: Dict[str, ProbeInfo]
+    #: Probes that are declared but cannot be traced, with the reason (already logged).
+    broken: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProviderInstance:
+    """A provider as loaded in one process."""
+
+    pid: int
+    image: ProviderImage
+    attach_path: str      # a path the kernel resolves to the provider's file
+    key: Tuple[str, int]  # (dev, inode) of the file: identity within the process
+    display_path: str
+
+
+@dataclass(frozen=True)
+class UsdtLibrary:
+    """An ELF file with SDT notes but no spanprobe schema: listed, not traced."""
+
+    path: str
+    notes: List[SdtNote]
+
+
+@dataclass
+class ProcessScan:
+    pid: int
+    started: int
+    providers: List[ProviderInstance]
+    usdt: List[UsdtLibrary]
+
+
+class _NotAProvider:
+    """Cache marker: this file has no spanprobe schema (maybe plain USDT notes)."""
+
+    def __init__(self, notes: List[SdtNote]):
+        self.notes = notes
+
+
+def build_image(elf: ElfProbes, where: str) -> ProviderImage:
+    """Validate a provider's schema against its notes. Raises SchemaError or ElfError.
+
+    Probes whose notes are missing or disagree with the schema are kept out of
+    ``probes`` and listed in ``broken``: one bad probe does not cost the rest.
+    """
+    schema = schema_mod.decode(elf.schema)
+    provider = schema["provider"]
+    by_name: Dict[str, List[SdtNote]] = {}
+    for note in elf.notes:
+        if note.provider == provider:
+            by_name.setdefault(note.name, []).append(note)
+    probes: Dict[str, ProbeInfo] = {}
+    broken: Dict[str, str] = {}
+    for entry in schema["probes"]:
+        name = entry["name"]
+        notes = by_name.get(name)
+        args = [(a["name"], a["type"]) for a in entry["args"]]
+        if not notes:
+            broken[name] = "declared in the schema but has no SDT note"
+            continue
+        try:
+            spec_texts = {n.args for n in notes}
+            if len(spec_texts) != 1:
+                raise argspec.ArgSpecError("its sites disagree on argument locations")
+            spec_text = notes[0].args
+            specs = [argspec.parse(s, elf.machine) for s in argspec.split_specs(spec_text)]
+            if len(specs) != len(args):
+                raise argspec.ArgSpecError("the schema declares %d arguments, the SDT note %d"
+                                           % (len(args), len(specs)))
+            locations = []
+            for n in notes:
+                locations.append(ProbeLocation(
+                    elf.file_offset(elf.probe_pc(n)),
+                    elf.file_offset(n.semaphore) if n.semaphore else 0))
+        except (argspec.ArgSpecError, ElfError) as exc:
+            broken[name] = str(exc)
+            continue
+        probes[name] = ProbeInfo(name, entry["role"], args, specs, spec_text, locations)
+    for name, reason in broken.items():
+        log.warning("%s: provider %s: probe %s cannot be traced: %s", where, provider, name, reason)
+    return ProviderImage(provider, schema, elf.machine, probes, broken)
+
+
+def _candidate_files(mappings: Iterable[procfs.Mapping]) -> Dict[Tuple[str, int], procfs.Mapping]:
+    """The first (offset 0) mapping of each distinct file: where its ELF header is."""
+    files: Dict[Tuple[str, int], procfs.Mapping] = {}
+    for m in mappings:
+        if not m.path or m.inode == 0 or m.path.startswith(_PSEUDO_PREFIXES):
+            continue
+        key = (m.dev, m.inode)
+        if m.offset == 0 and key not in files:
+            files[key] = m
+    return files
+
+
+def is_spanprobe_mapping(path: str) -> bool:
+    """Does this maps path look like an SDK-made provider (memfd or private file)?"""
+    if path.startswith("/memfd:spanprobe:"):
+        return True
+    parts = path.split("/")
+    return len(parts) >= 2 and parts[-2].startswith("spanprobe-") and parts[-1].startswith("lib")
+
+
+class Scanner:
+    """Scans processes for providers, remembering what it has already read.
+
+    ``warn`` receives each problem once (per file), so a malformed provider in
+    a process that is rescanned every half second is reported once.
+    """
+
+    def __init__(self, include_usdt: bool = False, warn: Optional[Callable[[str], None]] = None):
+        self.include_usdt = include_usdt
+        self._warn = warn or log.warning
+        self._warned: Set[str] = set()
+        self._files: Dict[tuple, object] = {}
+        self._last: Dict[int, Tuple[int, bytes, ProcessScan]] = {}
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
+
+    def forget(self, pid: int) -> None:
+        self._last.pop(pid, None)
+
+    def scan(self, pid: int) -> ProcessScan:
+        """Providers (and, if asked, plain USDT libraries) in ``pid``. Raises ProcessGone."""
+        started = procfs.start_time(pid)
+        text = procfs._read(pid, "maps")
+        digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        last = self._last.get(pid)
+        if last is not None and last[0] == started and last[1] == digest:
+            return last[2]
+        result = ProcessScan(pid, started, [], [])
+        for key, mapping in _candidate_files(procfs.parse_maps(text)).items():
+            found = self._inspect(pid, key, mapping)
+            if isinstance(found, ProviderInstance):
+                result.providers.append(found)
+            elif isinstance(found, UsdtLibrary):
+                result.usdt.append(found)
+        if not procfs.alive(pid, started):
+            raise procfs.ProcessGone(pid)
+        self._last[pid] = (started, digest, result)
+        return result
+
+    def _open(self, pid: int, mapping: procfs.Mapping):
+        """Open the mapped file; returns (file, path the kernel can resolve for uprobes)."""
+        candidates = [procfs.map_file_path(pid, mapping)]
+        if not mapping.deleted and mapping.path.startswith("/"):
+            candidates.append(procfs.root_path(pid, mapping.path))
+        last_exc: Optional[OSError] = None
+        for path in candidates:
+            try:
+                return open(path, "rb"), path
+            except OSError as exc:
+                last_exc = exc
+        assert last_exc is not None
+        raise last_exc
+
+    def _inspect(self, pid: int, key: Tuple[str, int], mapping: procfs.Mapping):
+        looks_like_provider = is_spanprobe_mapping(mapping.clean_path)
+        where = "pid %d %s" % (pid, mapping.path)
+        # Files keep their inode while they exist, so (dev, inode, path) names
+        # their content; a memfd's inode number can be reused once it is freed,
+        # so its cache key also needs size and mtime from the open file.
+        memfd = mapping.path.startswith("/memfd:")
+        cache_key: tuple = (key, mapping.path)
+        cached = None if memfd else self._files.get(cache_key)
+        path = None
+        if cached is None or isinstance(cached, ProviderImage):
+            try:
+                f, path = self._open(pid, mapping)
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                if looks_like_provider:
+                    self.warn_once("open:%s:%s" % (pid, mapping.path),
+                                   "%s: cannot open the provider object (%s); run as root" % (where, exc))
+                return None
+            with f:
+                if memfd:
+                    try:
+                        st = os.fstat(f.fileno())
+                    except OSError:
+                        return None
+                    cache_key = (key, mapping.path, st.st_size, st.st_mtime_ns)
+                    cached = self._files.get(cache_key)
+                if cached is None:
+                    cached = self._read(f, where, looks_like_provider)
+                    self._files[cache_key] = cached
+        if isinstance(cached, ProviderImage):
+            assert path is not None
+            return ProviderInstance(pid, cached, path, key, mapping.clean_path)
+        if isinstance(cached, _NotAProvider) and cached.notes and self.include_usdt:
+            return UsdtLibrary(mapping.clean_path, cached.notes)
+        return None
+
+    def _read(self, f, where: str, looks_like_provider: bool):
+        try:
+            elf = read_probes(f)
+        except (ElfError, OSError) as exc:
+            if looks_like_provider:
+                self._warn("%s: not a usable provider object (%s); skipped" % (where, exc))
+            return False
+        if elf.schema is None:
+            if looks_like_provider:
+                self._warn("%s: provider object has no spanprobe schema note; skipped" % where)
+            return _NotAProvider(elf.notes)
+        try:
+            return build_image(elf, where)
+        except SchemaError as exc:
+            self._warn("%s: provider schema rejected (%s); this provider is skipped, "
+                       "others are still traced" % (where, exc))
+            return False
+
+
+def probe_arg_names(image: ProviderImage, probe: str) -> List[str]:
+    return [name for name, _ in image.probes[probe].args]

@@ -1,0 +1,172 @@
+"""`spanprobe doctor`: can this machine trace? Every prerequisite, and how to fix each one.
+
+Checks go from the most basic to the end-to-end one (compile and load a real
+provider module), so the first failure is usually the one to fix. Exit status
+is 0 when all pass, else that of the first failure's kind (permission or BPF).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import os
+import platform
+import struct
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+from . import privileges
+from .errors import ExitStatus
+
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+BPF_MAP_CREATE = 0
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_RINGBUF = 27
+TRACEFS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    status: ExitStatus = ExitStatus.BPF_UNAVAILABLE
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="skip the compile-and-load checks")
+
+
+def _bpf_map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
+    nr = _SYS_BPF.get(platform.machine())
+    if nr is None:
+        return -errno.ENOSYS
+    attr = ctypes.create_string_buffer(struct.pack("<IIII", map_type, key_size, value_size, max_entries), 128)
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(nr, BPF_MAP_CREATE, attr, 128)
+    if fd < 0:
+        return -ctypes.get_errno()
+    os.close(fd)
+    return 0
+
+
+def check_privileges() -> Check:
+    problem = privileges.problem()
+    if problem is None:
+        return Check("privileges", True, "root" if os.geteuid() == 0 else "required capabilities present")
+    return Check("privileges", False, "missing: " + "; ".join(privileges.missing()),
+                 "run as root (sudo spanprobe ...) or grant CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE",
+                 ExitStatus.PERMISSION)
+
+
+def check_bpf_syscall() -> Check:
+    rc = _bpf_map_create(BPF_MAP_TYPE_ARRAY, 4, 8, 1)
+    if rc == 0:
+        return Check("bpf() syscall", True, "can create BPF maps")
+    err = -rc
+    fix = {
+        errno.ENOSYS: "the kernel lacks CONFIG_BPF_SYSCALL; use a kernel built with BPF support",
+        errno.EPERM: "run as root; in a container add --privileged (or CAP_BPF); check kernel lockdown "
+                     "(/sys/kernel/security/lockdown) and seccomp",
+    }.get(err, "see dmesg")
+    return Check("bpf() syscall", False, os.strerror(err), fix,
+                 ExitStatus.PERMISSION if err == errno.EPERM else ExitStatus.BPF_UNAVAILABLE)
+
+
+def check_ringbuf() -> Check:
+    rc = _bpf_map_create(BPF_MAP_TYPE_RINGBUF, 0, 0, 4096)
+    if rc == 0:
+        return Check("BPF ring buffer", True, "supported")
+    return Check("BPF ring buffer", False, os.strerror(-rc), "spanprobe needs Linux 5.8 or later (BPF ring buffers)")
+
+
+def check_tracefs() -> Check:
+    try:
+        with open("/proc/mounts") as f:
+            mounts = [line.split() for line in f]
+    except OSError as exc:
+        return Check("tracefs", False, str(exc), "mount /proc")
+    for fields in mounts:
+        if len(fields) > 2 and fields[2] == "tracefs" and fields[1] in TRACEFS:
+            return Check("tracefs", True, "mounted at %s" % fields[1])
+    return Check("tracefs", False, "not mounted", "mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def check_uprobes() -> Check:
+    base = "/sys/bus/event_source/devices/uprobe"
+    if not os.path.exists(base + "/type"):
+        return Check("uprobes", False, "no uprobe PMU at %s" % base,
+                     "use a kernel with CONFIG_UPROBE_EVENTS=y")
+    if not os.path.exists(base + "/format/ref_ctr_offset"):
+        return Check("uprobes", False, "no uprobe reference counters",
+                     "USDT semaphores need Linux 4.20 or later")
+    return Check("uprobes", True, "uprobe PMU with reference counters (USDT semaphores)")
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+    except Exception as exc:
+        return Check("bcc", False, "%s: %s" % (type(exc).__name__, exc),
+                     "apt-get install python3-bpfcc bpfcc-tools, and run spanprobe with Debian's python3 "
+                     "(or a venv created with --system-site-packages, as scripts/setup.sh does)")
+    version = getattr(bcc, "__version__", "?")
+    return Check("bcc", True, "bcc %s importable" % version)
+
+
+def check_headers() -> Check:
+    release = os.uname().release
+    build = "/lib/modules/%s/build" % release
+    if os.path.isdir(build) and os.path.exists(os.path.join(build, "include")):
+        return Check("kernel headers", True, "%s -> %s" % (build, os.path.realpath(build)))
+    if os.path.exists("/sys/kernel/kheaders.tar.xz"):
+        return Check("kernel headers", True, "from CONFIG_IKHEADERS (/sys/kernel/kheaders.tar.xz)")
+    return Check("kernel headers", False, "%s does not exist and the kernel has no CONFIG_IKHEADERS" % build,
+                 "apt-get install linux-headers-$(dpkg --print-architecture), then link "
+                 "/lib/modules/%s/build to /usr/src/linux-headers-*-<arch> and .../source to "
+                 "/usr/src/linux-headers-*-common (scripts/setup.sh does this)" % release)
+
+
+def check_compile() -> Check:
+    """End to end: the core module and a provider module compile and load."""
+    try:
+        from .program import ProgramConfig, Programs
+        from .selftest import sample_image
+        programs = Programs(ProgramConfig(ringbuf_bytes=1 << 16))
+        try:
+            module = programs.module_for(programs.layout_for(sample_image()))
+            n = len(module.prog_fds)
+        finally:
+            programs.close()
+    except Exception as exc:
+        return Check("BPF compile and load", False, "%s: %s" % (type(exc).__name__, exc),
+                     "fix the failures above first; otherwise bcc's compile errors are printed above")
+    return Check("BPF compile and load", True, "core module and a sample provider module (%d handlers) loaded" % n)
+
+
+CHECKS: List[Callable[[], Check]] = [check_privileges, check_bpf_syscall, check_ringbuf, check_tracefs,
+                                     check_uprobes, check_bcc, check_headers]
+
+
+def run_checks(quick: bool = False) -> List[Check]:
+    results = [check() for check in CHECKS]
+    if not quick and all(r.ok for r in results):
+        results.append(check_compile())
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    results = run_checks(args.quick)
+    for r in results:
+        print("%-22s %s  %s" % (r.name, "ok  " if r.ok else "FAIL", r.detail))
+        if not r.ok and r.fix:
+            print("%-22s       fix: %s" % ("", r.fix))
+    failed: Optional[Check] = next((r for r in results if not r.ok), None)
+    if failed is None:
+        print("\nthis machine can trace spanprobe providers")
+        return 0
+    if len(results) == len(CHECKS) and not args.quick:
+        print("\n(compile-and-load check skipped until the failures above are fixed)")
+    return int(failed.status)
