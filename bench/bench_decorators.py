@@ -9,6 +9,8 @@ Rows (ns per call, best of several rounds, each round interleaving all rows):
   the provider loaded, no tracer. Target: at most +100 ns over the baseline;
 * decorated, attached: the same call while bcc has a trivial BPF program on
   the span's start and end probes (both uprobes fire). Target: at most 3 µs;
+* floor: the two probe sites called directly with ready arguments while
+  attached: what the uprobes and ctypes cost, which no SDK code can beat;
 * OpenTelemetry SDK: the same function making one in-process span with two
   attributes through the OpenTelemetry SDK (TracerProvider,
   BatchSpanProcessor, an exporter that drops everything). Target: the
@@ -19,6 +21,7 @@ other rows run anywhere and the attached row is then reported as skipped.
 """
 
 import argparse
+import ctypes
 import gc
 import os
 import sys
@@ -84,6 +87,18 @@ def otel_function():
     return handle, provider
 
 
+def sites_only(span):
+    """Both probe sites called with ready arguments: the uprobe + ctypes floor of a span."""
+    start, end = span.start._site_cell.cell_contents, span.end._site_cell.cell_contents
+    word = ctypes.c_uint64(0x1234567890ABCDEF)
+
+    def floor(method, status):
+        start(word, 0, word, word, 1, b"GET", status)
+        end(word, 0, b"", b"", 0)
+
+    return floor
+
+
 def attach(pid, probes):
     """bcc attached to ``probes`` of ``pid``; keep the USDT context alive (its GC clears semaphores)."""
     from bcc import BPF, USDT
@@ -122,6 +137,7 @@ def main():
     if bpf is not None:
         assert span.start.enabled and span.end.enabled, "bcc attached but the semaphores are 0"
         slow_rows["decorated, attached (bcc)"] = decorated
+        slow_rows["floor: both probe sites, attached"] = sites_only(span)
     results.update(best(slow_rows, n_slow, rounds))
     if bpf is not None:
         bpf.cleanup()

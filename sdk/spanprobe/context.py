@@ -6,9 +6,10 @@ runs, not the thread: every thread starts empty, every asyncio task starts
 with a copy of its creator's context, so nested calls, threads and
 concurrent tasks each see their own parent without locks.
 
-Nothing here runs while no tracer is attached: the span and event code
-tests the probe's semaphore first, so an untraced call generates no id and
-never touches the context.
+Starting a span is generated code in span.py (a traced call's cost is
+mostly Python calls, so it uses the primitives below inline); it runs only
+after a probe's semaphore says a tracer listens, so an untraced call
+generates no id and never touches the context.
 
 Ids come from a ``random.Random`` seeded from ``os.urandom``, which is much
 cheaper than ``uuid4``/``os.urandom`` per id and good enough for ids that
@@ -66,29 +67,15 @@ def parent_context():
     return _current.get() or _otel_current()
 
 
-def start_span(emit, values):
-    """Begin a span: make it current, fire ``emit``, return ``(token, span_id)`` for end_span().
-
-    ``emit(span_id, parent_span_id, trace_id_high, trace_id_low, flags,
-    *values)`` is the start probe's emitter (it never raises). Ids are
-    c_uint64, but a root span's parent id is the int 0. Ids are random and
-    non-zero. One function rather than several: this is most of what a
-    traced call costs beyond the probes themselves.
-    """
-    parent = _current.get() or _otel_current()
-    span_id = _U64(_bits(64) or 1)
-    if parent is None:
-        trace_id = _bits(128) or 1
-        high, low, parent_id, flags = _U64(trace_id >> 64), _U64(trace_id & _MASK64), 0, SAMPLED
-    else:
-        high, low, parent_id, flags = parent
-    token = _current.set((high, low, span_id, flags))
-    emit(span_id, parent_id, high, low, flags, *values)
-    return token, span_id
+#: Primitives for the generated span code (span.py), bound once.
+get_current = _current.get
+set_current = _current.set
+reset_current = _current.reset
+random_bits = _bits  # the bound method of _rng, which a fork re-seeds in place
 
 
 def leave(token):
-    """Restore the context ``start_span`` replaced.
+    """Restore the context a span's ``set_current`` replaced.
 
     A token made in another Context (a coroutine driven by hand from two
     contexts) cannot be reset; the span is over anyway, so that is ignored.
@@ -120,8 +107,8 @@ def _no_otel():
     return None
 
 
-def _span_getter(trace):
-    """A function returning OpenTelemetry's current span object or None.
+def _make_otel_reader():
+    """Import opentelemetry-api once and return a reader for its current span.
 
     The public ``trace.get_current_span()`` costs ~0.35 µs, most of a
     traced root span's budget. With the default contextvars runtime
@@ -129,27 +116,23 @@ def _span_getter(trace):
     other runtime context goes through the public API.
     """
     try:
-        from opentelemetry import context as otel_context
-        from opentelemetry.trace.propagation import _SPAN_KEY
-        var = otel_context._RUNTIME_CONTEXT._current_context
-        if isinstance(var, contextvars.ContextVar) and isinstance(var.get(), dict):
-            return lambda: var.get().get(_SPAN_KEY)
-    except Exception:
-        pass
-    return trace.get_current_span
-
-
-def _make_otel_reader():
-    """Import opentelemetry-api once and return a reader for its current span."""
-    try:
         from opentelemetry import trace
     except Exception:  # not installed, or broken: spanprobe works without it
         return _no_otel
-    current = _span_getter(trace)
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace.propagation import _SPAN_KEY as key
+        var = otel_context._RUNTIME_CONTEXT._current_context
+        if not (isinstance(var, contextvars.ContextVar) and isinstance(var.get(), dict)):
+            raise TypeError("not the contextvars runtime context")
+        var_get = var.get
+    except Exception:
+        var_get, key = None, None
+    get_current_span = trace.get_current_span
 
     def read():
         try:
-            span = current()
+            span = var_get().get(key) if var_get is not None else get_current_span()
             if span is None:
                 return None
             sc = span.get_span_context()

@@ -14,8 +14,9 @@ event. Layout: docs/abi.md, "Span protocol".
 
 from . import context
 from .errors import DeclarationError
+from . import firing
 from .firing import param_names
-from .span import (EVENT_ARGS, Plan, emitter, compile_function, declare, declared_attrs,
+from .span import (EVENT_ARGS, Plan, emitter, declare, declared_attrs,
                    decorator, default_name, probe_base)
 
 
@@ -41,7 +42,7 @@ class Event:
                   f"        if _sp_p.enabled:\n"
                   f"            _sp_emit(({''.join(p + ', ' for p in params)}))\n"
                   f"    return fire\n")
-        self.fire = compile_function(name, source, {"_sp_p": self.probe, "_sp_emit": self.emit})()
+        self.fire = firing.compile_factory(name, source, {"_sp_p": self.probe, "_sp_emit": self.emit})()
 
     @property
     def enabled(self):
@@ -68,10 +69,8 @@ def event(provider, name, attributes=None, *, probe=None, **attr_types):
     return Event(provider, name, attrs, probe=probe)
 
 
-_EVENT_BODY = """
-if _sp_p.enabled:
-    _sp_emit(({values}))
-"""
+def _traced(call, values):
+    return f"if _sp_p.enabled:\n    _sp_emit(({''.join(v + ', ' for v in values)}))\n"
 
 
 def call_event_decorator(provider, name=None, *, attributes=None, computed=None, probe=None):
@@ -83,7 +82,7 @@ def call_event_decorator(provider, name=None, *, attributes=None, computed=None,
         event_name = name or default_name(func, "event")
         plan = Plan(func, f"event {event_name!r}", attributes, computed)
         ev = Event(provider, event_name, plan.attrs, probe=probe, lazy=False)
-        wrapper = plan.generate(func, event_name, _EVENT_BODY, {"_sp_p": ev.probe, "_sp_emit": ev.emit})
+        wrapper = plan.generate(func, event_name, _traced, {"_sp_p": ev.probe, "_sp_emit": ev.emit})
         wrapper.__spanprobe_event__ = ev
         return wrapper
 

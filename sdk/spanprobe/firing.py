@@ -37,8 +37,16 @@ def param_names(args):
     return names
 
 
-def _fast_path(i, param, arg_type):
-    """(condition, value expression, setup lines) for one argument's inline conversion."""
+#: The names that fast_path()'s expressions refer to; generated code needs them in its namespace.
+FAST_PATH_NAMES = {"_sp_u64": ctypes.c_uint64, "_sp_i64": ctypes.c_int64, "_sp_f64_bits": f64_bits}
+
+
+def fast_path(i, param, arg_type):
+    """(condition, value expression, setup lines) for one argument's inline conversion.
+
+    None for types that always take the careful path (bytes). Shared by the
+    probes' emit() and the span and event emitters (span.py).
+    """
     if arg_type is ArgType.STR:
         # AttributeError from a non-str lands in the careful path (see below).
         return f"0 not in _sp_b{i}", f"_sp_b{i}", [f"_sp_b{i} = {param}.encode()"]
@@ -57,7 +65,7 @@ def generate(qualname, args):
     """Return factory(semaphore, site, converters) -> (fire, emit)."""
     params = param_names(args)
     plist = ", ".join(params)
-    fast = [_fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, args))]
+    fast = [fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, args))]
     careful_call = f"_sp_site({', '.join(f'_sp_c[{i}]({p})' for i, p in enumerate(params))})"
     lines = [
         "def _sp_factory(_sp_gate, _sp_site, _sp_c):",
@@ -81,6 +89,10 @@ def generate(qualname, args):
                   "        else:",
                   f"            {careful_call}"]
     lines.append("    return fire, emit")
-    namespace = {"_sp_u64": ctypes.c_uint64, "_sp_i64": ctypes.c_int64, "_sp_f64_bits": f64_bits}
-    exec(compile("\n".join(lines) + "\n", f"<spanprobe probe {qualname}>", "exec"), namespace)
+    return compile_factory(f"probe {qualname}", "\n".join(lines) + "\n", dict(FAST_PATH_NAMES))
+
+
+def compile_factory(name, source, namespace):
+    """Exec generated source defining ``_sp_factory`` and return that function."""
+    exec(compile(source, f"<spanprobe {name}>", "exec"), namespace)
     return namespace["_sp_factory"]

@@ -358,7 +358,8 @@ class Instrumentation:
         its classes are instrumented as they are created.
         """
         self._applied = True
-        for module in {h.module for h in self.hooks}:
+        # "__main__" is never imported: its classes are caught as they are created.
+        for module in {h.module for h in self.hooks} - {"__main__"}:
             wrapt.when_imported(module)(self._patch_module)
         if main_module is not None:
             self._main_aliases = {"__main__", main_module}

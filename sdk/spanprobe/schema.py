@@ -26,6 +26,16 @@ MAX_SCHEMA_BYTES = 1 << 20
 PROBE_ROLES = ("plain", "span_start", "span_end", "event")
 SPAN_KINDS = ("internal", "server", "client", "producer", "consumer")
 
+#: The fixed leading arguments of span and event probes, (name, type) in order
+#: (docs/abi.md, "Span protocol"). Attributes follow them.
+FIXED_ARGS = {
+    "span_start": (("span_id", "u64"), ("parent_span_id", "u64"), ("trace_id_high", "u64"),
+                   ("trace_id_low", "u64"), ("flags", "u32")),
+    "span_end": (("span_id", "u64"), ("status", "u8"), ("error_type", "str"),
+                 ("error_message", "str"), ("flags", "u32")),
+    "event": (("span_id", "u64"), ("trace_id_high", "u64"), ("trace_id_low", "u64"), ("flags", "u32")),
+}
+
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z", re.ASCII)
 
 
@@ -92,15 +102,15 @@ def validate(schema):
              f"schema provider name {schema.get('provider')!r} is not a C identifier")
     probes = schema.get("probes")
     _require(isinstance(probes, list), "schema 'probes' is not a list")
-    names = set()
+    roles = {}
     types = {t.value for t in ArgType}
     for probe in probes:
         _require(isinstance(probe, dict), "a schema probe entry is not an object")
         name = probe.get("name")
         _require(is_identifier(name), f"probe name {name!r} is not a C identifier")
-        _require(name not in names, f"probe {name!r} is declared twice")
-        names.add(name)
-        _require(probe.get("role") in PROBE_ROLES, f"probe {name!r} has unknown role {probe.get('role')!r}")
+        _require(name not in roles, f"probe {name!r} is declared twice")
+        role = roles[name] = probe.get("role")
+        _require(role in PROBE_ROLES, f"probe {name!r} has unknown role {role!r}")
         args = probe.get("args")
         _require(isinstance(args, list) and len(args) <= MAX_ARGS,
                  f"probe {name!r}: 'args' must be a list of at most {MAX_ARGS}")
@@ -108,13 +118,37 @@ def validate(schema):
             _require(isinstance(arg, dict) and isinstance(arg.get("name"), str)
                      and arg.get("type") in types,
                      f"probe {name!r}: bad argument entry {arg!r}")
+        fixed = FIXED_ARGS.get(role, ())
+        layout = [(a["name"], a["type"]) for a in args[:len(fixed)]]
+        _require(layout == list(fixed),
+                 f"probe {name!r}: a {role} probe must start with "
+                 f"{', '.join(f'{n}:{t}' for n, t in fixed)}; it starts with "
+                 f"{', '.join(f'{n}:{t}' for n, t in layout) or 'nothing'}")
     for key in ("spans", "events"):
         _require(isinstance(schema.get(key, []), list), f"schema {key!r} is not a list")
+    used = {}
     for span in schema.get("spans", []):
         _require(isinstance(span, dict), "a schema span entry is not an object")
-        for end in ("start", "end"):
-            _require(span.get(end) in names, f"span {span.get('name')!r}: {end} probe {span.get(end)!r} is not declared")
-        _require(span.get("kind", "internal") in SPAN_KINDS, f"span {span.get('name')!r}: unknown kind {span.get('kind')!r}")
+        what = f"span {span.get('name')!r}"
+        _require(isinstance(span.get("name"), str) and span["name"], f"{what}: name must be a non-empty string")
+        for end, role in (("start", "span_start"), ("end", "span_end")):
+            probe = span.get(end)
+            _require(probe in roles, f"{what}: {end} probe {probe!r} is not declared")
+            _require(roles[probe] == role, f"{what}: {end} probe {probe!r} has role {roles[probe]!r}, not {role!r}")
+            _require(probe not in used, f"{what}: probe {probe!r} already belongs to {used.get(probe)}")
+            used[probe] = what
+        _require(span.get("kind", "internal") in SPAN_KINDS, f"{what}: unknown kind {span.get('kind')!r}")
+        code = span.get("code", {})
+        _require(isinstance(code, dict)
+                 and all(isinstance(code.get(k, ""), str) for k in ("function", "filepath"))
+                 and isinstance(code.get("lineno", 0), int),
+                 f"{what}: bad code entry {code!r}")
     for event in schema.get("events", []):
-        _require(isinstance(event, dict) and event.get("probe") in names,
+        _require(isinstance(event, dict) and isinstance(event.get("name"), str) and event.get("probe") in roles,
                  f"event {event!r} names a probe that is not declared")
+        _require(roles[event["probe"]] == "event",
+                 f"event {event['name']!r}: probe {event['probe']!r} has role {roles[event['probe']]!r}, not 'event'")
+        _require(event["probe"] not in used, f"event {event['name']!r}: probe {event['probe']!r} is used twice")
+        used[event["probe"]] = f"event {event['name']!r}"
+    orphans = sorted(n for n, r in roles.items() if r != "plain" and n not in used)
+    _require(not orphans, f"probes {orphans} have a span or event role but no span or event entry")

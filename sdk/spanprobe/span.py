@@ -32,7 +32,7 @@ import sys
 import typing
 
 from . import context
-from .convert import converter, f64_bits
+from .convert import converter
 from .errors import DeclarationError
 from . import firing
 from .firing import param_names
@@ -55,8 +55,6 @@ RESULT_ATTRIBUTE = "result"
 
 # --- attribute values ------------------------------------------------------------
 
-#: Values of these exact types go to the probe as they are: converting them runs no user code.
-_PLAIN = frozenset((str, int, float, bool, bytes))
 _ZERO = {ArgType.STR: "", ArgType.BYTES: b"", ArgType.F64: 0.0, ArgType.BOOL: False}
 
 
@@ -103,8 +101,8 @@ def emitter(probe, fixed_count, lazy):
     Generated per probe, like the probe's own fire() (firing.py, whose
     per-type inline conversions it reuses), with one difference: the fixed
     protocol arguments arrive ready for the probe site (ids as c_uint64,
-    strings as bytes) and are passed as they are, which halves the cost of
-    a traced span. Attribute values of the plain types convert inline; any
+    strings as bytes) and are passed as they are: a child span reuses its
+    parent's id objects instead of converting four ids per probe. Attribute values of the plain types convert inline; any
     other value, or a failing one, goes to the slow path, which records
     conversion failures in the flags (the last fixed argument). ``lazy``:
     zero-argument callables among the values are called there (values the
@@ -133,7 +131,7 @@ def emitter(probe, fixed_count, lazy):
 
     fixed = [f"f{i}" for i in range(fixed_count)]
     params = [f"a{i}" for i in range(len(attrs))]
-    fast = [firing._fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, attrs))]
+    fast = [firing.fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, attrs))]
     lines = [f"def emit({', '.join(fixed + params)}):"]
     if all(f is not None for f in fast):
         # str values are type-checked before the setup calls .encode(): never a user's method.
@@ -147,11 +145,9 @@ def emitter(probe, fixed_count, lazy):
                   "    except Exception:",
                   "        pass"]
     lines.append(f"    _sp_slow(({''.join(f + ', ' for f in fixed)}), ({''.join(p + ', ' for p in params)}))")
-    # The names firing._fast_path's expressions use.
-    namespace = {"_sp_u64": ctypes.c_uint64, "_sp_i64": ctypes.c_int64, "_sp_f64_bits": f64_bits,
-                 "_sp_cell": site_cell, "_sp_slow": slow}
+    namespace = dict(firing.FAST_PATH_NAMES, _sp_cell=site_cell, _sp_slow=slow)
     source = "def _sp_factory():\n" + "".join(f"    {line}\n" for line in lines) + "    return emit\n"
-    return compile_function(probe.qualname, source, namespace)()
+    return firing.compile_factory(probe.qualname, source, namespace)()
 
 
 def describe_exception(exc):
@@ -179,11 +175,48 @@ def _c_string(text):
 # --- declared spans ----------------------------------------------------------------
 
 
+# A span's traced path as source, used twice: generated wrappers inline it
+# (a traced call then makes no Python call beyond the probes' emitters), and
+# SpanDef compiles it into begin() and finish() for with-blocks and
+# instrument.py. {values} and {result}: the start and end attribute values,
+# each followed by ", ". A parent is (trace_id_high, trace_id_low, span_id,
+# flags): its span id, index 2, is the new span's parent id.
+_BEGIN = """\
+_sp_p = _sp_get() or _sp_ctx._otel_current()
+_sp_id = _sp_U64(_sp_bits(64) or 1)
+if _sp_p is None:  # a root span: a new trace, parent span id 0
+    _sp_p = (_sp_U64(_sp_bits(64)), _sp_U64(_sp_bits(64) or 1), 0, _sp_SAMPLED)
+_sp_hi, _sp_lo, _sp_parent, _sp_fl = _sp_p
+_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl))
+_sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
+"""
+# _sp_end is the end probe's emitter, or its site itself when the end probe
+# has no attributes (nothing to convert: one Python call less).
+_END_OK = """\
+try:
+    _sp_reset(_sp_t)
+except ValueError:  # a coroutine driven from two contexts: the span is over anyway
+    pass
+{end}(_sp_id, 0, b"", b"", 0, {result})
+"""
+_TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
+                 "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_U64": ctypes.c_uint64,
+                 "_sp_bits": context.random_bits, "_sp_SAMPLED": context.SAMPLED}
+
+
+def _indent(source, spaces):
+    return "".join(" " * spaces + line + "\n" for line in source.splitlines())
+
+
+def _args(names):
+    return "".join(f"{n}, " for n in names)
+
+
 class SpanDef:
     """A declared span: its probes, and how to begin and finish one instance.
 
-    begin() and finish() never raise; begin() returns the state finish() needs.
-    Generated wrappers call context.start_span(span._start, values) directly.
+    begin() and finish() never raise; begin() returns the state finish()
+    needs. Decorated functions inline the same code (see _BEGIN).
     """
 
     def __init__(self, provider, name, kind, start_attrs, end_attrs=(), *, probe=None,
@@ -206,9 +239,22 @@ class SpanDef:
         except Exception:
             del provider.probes[start_name]  # declare both probes or neither
             raise
-        self._start = emitter(self.start, len(START_ARGS), lazy)
-        self._end = emitter(self.end, len(END_ARGS), lazy)
+        self.n_start, self.n_end = len(start_attrs), len(end_attrs)
         self._end_zeros = tuple(_ZERO.get(a.type, 0) for a in end_attrs)
+        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), lazy),
+                          _sp_end=emitter(self.end, len(END_ARGS), lazy), _sp_fail=self._fail,
+                          _sp_end_cell=self.end._site_cell)
+        values = [f"_sp_v{i}" for i in range(self.n_start)]
+        results = [f"_sp_r{i}" for i in range(self.n_end)]
+        source = ("def _sp_factory():\n"
+                  f"    def begin({_args(values)}):\n"
+                  + _indent(_BEGIN.format(values=_args(values)), 8)
+                  + "        return _sp_t, _sp_id\n"
+                  f"    def finish_ok(_sp_s, {_args(results)}):\n"
+                  "        _sp_t, _sp_id = _sp_s\n"
+                  + _indent(self._end_ok(results), 8)
+                  + "    return begin, finish_ok\n")
+        self._begin, self._finish_ok = firing.compile_factory(name, source, dict(self.names))()
         entry = {"name": name, "kind": kind, "start": start_name, "end": end_name}
         if code:
             entry["code"] = code
@@ -219,25 +265,37 @@ class SpanDef:
         """Whether a tracer listens to either probe of this span."""
         return bool(self.start.enabled or self.end.enabled)
 
+    def traced_source(self, call, values, result):
+        """The traced branch of a wrapper: begin, ``_sp_r = call``, end (needs self.names)."""
+        return (_BEGIN.format(values=_args(values))
+                + f"try:\n    _sp_r = {call}\n"
+                + "except BaseException as _sp_e:\n    _sp_fail(_sp_t, _sp_id, _sp_e)\n    raise\n"
+                + self._end_ok(result)
+                + "return _sp_r\n")
+
+    def _end_ok(self, result):
+        end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"
+        return _END_OK.format(end=end, result=_args(result))
+
     def begin(self, values):
         """Make a new span current and fire the start probe; returns finish()'s state."""
-        return context.start_span(self._start, values)
+        return self._begin(*values)
 
     def finish(self, state, exc=None, values=None):
         """Fire the end probe (ok, or the exception's status) and restore the parent context."""
-        if state is None:
-            return
-        token, span_id = state
-        context.leave(token)
         if exc is None:
-            self._end(span_id, STATUS_OK, b"", b"", 0, *(values or self._end_zeros))
-            return
+            self._finish_ok(state, *(values or self._end_zeros))
+        else:
+            self._fail(*state, exc)
+
+    def _fail(self, token, span_id, exc):
+        context.leave(token)
         try:
             status, error_type, message = describe_exception(exc)
         except Exception:
             internal_error()
             status, error_type, message = STATUS_ERROR, b"", b""
-        self._end(span_id, status, error_type, message, 0, *self._end_zeros)
+        self.names["_sp_end"](span_id, status, error_type, message, 0, *self._end_zeros)
 
     def __repr__(self):
         return f"<SpanDef {self.name!r} kind={self.kind} {self.start.name}/{self.end.name}>"
@@ -424,12 +482,6 @@ def forwarding(sig):
     return ", ".join(params), ", ".join(call), tuple(defaults)
 
 
-def compile_function(name, source, namespace):
-    """Exec one generated factory and return what it builds (see firing.py for why generate)."""
-    exec(compile(source, f"<spanprobe {name}>", "exec"), namespace)
-    return namespace["_sp_factory"]
-
-
 def guarded(fn, *args, **kwargs):
     """Call a computed attribute; FAILED (recorded as a conversion failure) if it raises."""
     try:
@@ -480,28 +532,31 @@ class Plan:
         if attributes and self.sig is None:
             raise DeclarationError(f"{what}: the parameters of {func!r} cannot be inspected; "
                                    "use computed= attributes")
+        self.forward = forwarding(self.sig)  # refuses reserved parameter names before anything is declared
         self.captured = parameter_attrs(func, params, attributes, what)
         self.computed = computed_attrs(computed, what)
         self.attrs = [Arg(n, t) for n, t, _ in self.captured] + [Arg(n, t) for n, t, _ in self.computed]
 
-    def generate(self, func, name, body, namespace):
-        """Build the wrapper of ``func``: ``body`` is the traced branch, with {call} and {values}."""
-        params, call, defaults = forwarding(self.sig)
+    def generate(self, func, name, traced, namespace):
+        """Build the wrapper of ``func``. ``traced(call, values)`` returns the source run first.
+
+        ``call`` is the expression calling ``func`` with the wrapper's
+        arguments (awaited for a coroutine function), ``values`` the
+        attribute value expressions; the wrapper then returns ``call``.
+        """
+        params, call, defaults = self.forward
         values = [p for _, _, p in self.captured]
         values += [f"_sp_guard(_sp_c{i}, {call})" for i in range(len(self.computed))]
         namespace.update({f"_sp_c{i}": fn for i, (_, _, fn) in enumerate(self.computed)})
         namespace.update(_sp_f=func, _sp_d=defaults, _sp_guard=guarded)
         is_async = inspect.iscoroutinefunction(func)
         call_expr = f"{'await ' if is_async else ''}_sp_f({call})"
-        body = body.format(call=call_expr, values="".join(v + ", " for v in values))
-        source = "\n".join([
-            f"def _sp_factory(_sp_d):",
-            f"    {'async ' if is_async else ''}def _sp_wrapper({params}):",
-            *("        " + line for line in body.strip("\n").splitlines()),
-            f"        return {call_expr}",
-            "    return _sp_wrapper",
-        ]) + "\n"
-        wrapper = compile_function(name, source, namespace)(defaults)
+        source = (f"def _sp_factory(_sp_d):\n"
+                  f"    {'async ' if is_async else ''}def _sp_wrapper({params}):\n"
+                  + _indent(traced(call_expr, values), 8)
+                  + f"        return {call_expr}\n"
+                  "    return _sp_wrapper\n")
+        wrapper = firing.compile_factory(name, source, namespace)(defaults)
         return functools.update_wrapper(wrapper, func)
 
 
@@ -519,19 +574,6 @@ def decorator(what, decorate):
     return apply
 
 
-_SPAN_BODY = """
-if _sp_a.enabled or _sp_b.enabled:
-    _sp_s = _sp_begin(_sp_emit, ({values}))
-    try:
-        _sp_r = {call}
-    except BaseException as _sp_e:
-        _sp_finish(_sp_s, _sp_e)
-        raise
-    _sp_finish(_sp_s, None, {result})
-    return _sp_r
-"""
-
-
 def span_decorator(provider, name=None, *, kind="internal", attributes=None, computed=None,
                    record_return=None, probe=None):
     """The decorator behind ``Provider.span`` (see there)."""
@@ -547,10 +589,13 @@ def span_decorator(provider, name=None, *, kind="internal", attributes=None, com
             end_attrs.append(Arg(*parse_attr(RESULT_ATTRIBUTE, record_return, what)))
         span = SpanDef(provider, span_name, kind, plan.attrs, end_attrs, probe=probe,
                        code=code_location(func))
-        namespace = {"_sp_a": span.start, "_sp_b": span.end, "_sp_begin": context.start_span,
-                     "_sp_emit": span._start, "_sp_finish": span.finish}
-        body = _SPAN_BODY.replace("{result}", "(_sp_r,)" if end_attrs else "None")
-        wrapper = plan.generate(func, span_name, body, namespace)
+        result = ["_sp_r"] if end_attrs else []
+
+        def traced(call, values):
+            return "if _sp_a.enabled or _sp_b.enabled:\n" + _indent(span.traced_source(call, values, result), 4)
+
+        namespace = dict(span.names, _sp_a=span.start, _sp_b=span.end)
+        wrapper = plan.generate(func, span_name, traced, namespace)
         wrapper.__spanprobe_span__ = span
         return wrapper
 
@@ -622,7 +667,7 @@ def span_block(provider, name, *, kind="internal", attributes=None, probe=None):
               f"    return block\n")
     namespace = {"_sp_a": span.start, "_sp_b": span.end, "_sp_span": span,
                  "_sp_active": ActiveSpan, "_sp_untraced": UNTRACED}
-    block = compile_function(name, source, namespace)()
+    block = firing.compile_factory(name, source, namespace)()
     block.__name__ = block.__qualname__ = span.start.name[:-len("__start")]
     block.__doc__ = (f"Open span {name!r} ({kind}) for a with-block; attribute values in order: "
                      f"{', '.join(a.name for a in attrs) or 'none'}. Callables are evaluated only if traced.")
