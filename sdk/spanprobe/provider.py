@@ -204,15 +204,18 @@ class Provider:
         return span_decorator(self, name, kind=kind, attributes=attributes, computed=computed,
                               record_return=record_return, probe=probe)
 
-    def span_block(self, name, *, kind="internal", attributes=None, probe=None):
+    def span_block(self, name, *, kind="internal", attributes=None, end_attributes=None, probe=None):
         """Declare a span for ``with`` blocks; returns ``block(*values)`` -> context manager.
 
         ``attributes`` is ``{name: type}`` (or (name, type) pairs); values
         are given at entry, in that order or by name (dots read as '_'):
-        ``with db_query(sql): ...``.
+        ``with db_query(sql): ...``. ``end_attributes`` (same form) are
+        known only later, such as a response's status: give them inside
+        the block with ``span.set_end(...)``; the end probe carries them.
         """
         from .span import span_block
-        return span_block(self, name, kind=kind, attributes=attributes, probe=probe)
+        return span_block(self, name, kind=kind, attributes=attributes, end_attributes=end_attributes,
+                          probe=probe)
 
     def event(self, name, attributes=None, *, probe=None, **attr_types):
         """Declare an event probe tied to the current span; returns an Event (``.fire(...)``)."""

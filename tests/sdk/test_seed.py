@@ -1,29 +1,16 @@
 """The seed article's http.server patch and bcc script, run on spanprobe."""
 
-import os
-import re
-
 import pytest
 
-from demo_apps.seed.__main__ import FILES, run
+from demo_apps.seed.__main__ import run
 from demo_apps.seed.patch import PatchError, patched_source
+from support import assert_seed_lines
 
 
 @pytest.mark.bpf
 def test_seed_tracer_prints_client_path_and_size():
     lines, served = run()
-    pattern = re.compile(r"^\d+: (\S+) is downloding file (\S+) \((\d+) bytes\)$")
-    seen = set()
-    for line in lines:
-        match = pattern.match(line)
-        assert match, line
-        client, path, size = match.groups()
-        assert client == "127.0.0.1"
-        name = os.path.basename(path)
-        assert path == os.path.join(served, name)
-        assert int(size) == len(FILES[name])
-        seen.add(name)
-    assert seen == set(FILES)
+    assert_seed_lines(lines, served)
 
 
 def test_patch_applies_to_this_pythons_http_server():

@@ -542,6 +542,33 @@ def test_span_block(provider):
         query("missing rows")  # a wrong call fails like any call, traced or not
 
 
+def test_span_block_end_attributes(provider):
+    request = provider.span_block("http.request", kind="server", attributes={"url.path": str},
+                                  end_attributes={"http.response.status_code": "u16", "body.size": "u64"})
+    with request("/a") as s:  # untraced: set_end is a no-op that still checks its arguments
+        s.set_end(200, body_size=5)
+        with pytest.raises(TypeError):
+            s.set_end(status=200)
+    rec = Recorder(provider)
+    with request("/b") as s:
+        s.set_end(http_response_status_code=404)
+        s.set_end(body_size=lambda: 9)  # later calls add to (or replace) earlier values
+    with request("/c") as s:
+        with pytest.raises(TypeError):
+            s.set_end(1, 2, 3)  # a wrong call fails the same way when traced
+        s.set_end(200)          # body.size never given
+    with pytest.raises(KeyError):
+        with request("/d") as s:
+            s.set_end(500, 1)
+            raise KeyError("k")
+    starts, ends = start_end(rec, "http_request")
+    assert [x["url.path"] for x in starts] == ["/b", "/c", "/d"]
+    assert [(e["http.response.status_code"], e["body.size"]) for e in ends] == [(404, 9), (200, 0), (0, 0)]
+    flag = 1 << (8 + 1)  # body.size, end attribute 1: absent, recorded as a conversion failure
+    assert [e["flags"] for e in ends] == [0, flag, 0]
+    assert [e["status"] for e in ends] == [0, 0, 1]
+
+
 def test_span_block_async(provider):
     block = provider.span_block("async.block")
 

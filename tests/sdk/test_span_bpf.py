@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from support import ROOT, Lines, capture, go, hits, ready_info, tracee
+from support import ROOT, Lines, as_dicts, by_probe, capture, go, hits, ready_info, run_traced, trace, tracee
 
 pytestmark = pytest.mark.bpf
 
@@ -20,41 +20,6 @@ EVENT = ["u64", "u64", "u64", "u32"]
 START_NAMES = ["span_id", "parent_span_id", "trace_id_high", "trace_id_low", "flags"]
 END_NAMES = ["span_id", "status", "error_type", "error_message", "flags"]
 EVENT_NAMES = ["span_id", "trace_id_high", "trace_id_low", "flags"]
-
-
-def as_dicts(raw, layouts):
-    """Name each hit's arguments: layouts maps probe -> argument names."""
-    out = []
-    for hit in raw:
-        record = dict(zip(layouts[hit["probe"]], hit["args"]))
-        record["probe"] = hit["probe"]
-        out.append(record)
-    return out
-
-
-def run_traced(body, probes, layouts, count):
-    """Run ``body`` (which must call ready() then wait_go()), capture ``count`` hits."""
-    proc = tracee(body)
-    cap = None
-    try:
-        info = ready_info(proc)
-        cap = capture(info["pid"], probes)
-        go(proc)
-        result = as_dicts(hits(cap, count, timeout=60), layouts)
-        proc.expect("DONE", timeout=60)
-        return result
-    finally:
-        if cap is not None:
-            cap.stop()
-        proc.stop()
-
-
-def by_probe(records, name):
-    return [r for r in records if r["probe"] == name]
-
-
-def trace(r):
-    return r["trace_id_high"], r["trace_id_low"]
 
 
 NESTING = '''

@@ -16,7 +16,8 @@ BCC_PYTHON = "/usr/bin/python3"
 CAPTURE = os.path.join(HERE, "usdt_capture.py")
 
 
-def _env():
+def child_env():
+    """The environment for a child Python: spanprobe and demo_apps importable from this checkout."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.join(ROOT, "sdk"), ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
@@ -29,7 +30,7 @@ class Lines:
     def __init__(self, argv, **kwargs):
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     stdin=subprocess.PIPE, text=True, env=_env(), **kwargs)
+                                     stdin=subprocess.PIPE, text=True, env=child_env(), **kwargs)
         self._lines = queue.Queue()
         self._stderr = []
         threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put), daemon=True).start()
@@ -114,3 +115,73 @@ def capture(pid, probes):
 
 def hits(cap, count, timeout=30.0):
     return [json.loads(cap.expect("{", timeout)) for _ in range(count)]
+
+
+def as_dicts(raw, layouts):
+    """Name each hit's arguments: layouts maps probe -> argument names."""
+    out = []
+    for hit in raw:
+        record = dict(zip(layouts[hit["probe"]], hit["args"]))
+        record["probe"] = hit["probe"]
+        out.append(record)
+    return out
+
+
+def by_probe(records, name):
+    return [r for r in records if r["probe"] == name]
+
+
+def trace(r):
+    return r["trace_id_high"], r["trace_id_low"]
+
+
+def declared(provider):
+    """(types, names) of every probe of an SDK provider: capture()'s and as_dicts()' arguments.
+
+    Read from the provider's own declarations, so a test follows the
+    application's probes instead of restating them.
+    """
+    probes = provider.probes.values()
+    return ({p.name: [a.type.value for a in p.args] for p in probes},
+            {p.name: [a.name for a in p.args] for p in probes})
+
+
+def assert_seed_lines(lines, served):
+    """``lines`` are the seed script's reports of downloads of every demo_apps.seed FILES from ``served``."""
+    from demo_apps.seed.drive import FILES, LINE
+    seen = set()
+    for line in lines:
+        match = LINE.match(line)
+        assert match, line
+        _, client, path, size = match.groups()
+        assert client == "127.0.0.1"
+        name = os.path.basename(path)
+        assert path == os.path.join(served, name)
+        assert int(size) == len(FILES[name])
+        seen.add(name)
+    assert seen == set(FILES)
+
+
+def run_traced(body, probes, layouts, count=None, last=None):
+    """Run ``body`` (see tracee(); it calls ready(), wait_go(), then prints DONE) under capture().
+
+    Returns the hits, named by ``layouts``: ``count`` of them, or all up to
+    and including the first hit of the probe ``last``.
+    """
+    proc = tracee(body)
+    cap = None
+    try:
+        cap = capture(ready_info(proc)["pid"], probes)
+        go(proc)
+        if count is not None:
+            records = as_dicts(hits(cap, count, timeout=60), layouts)
+        else:
+            records = []
+            while not records or records[-1]["probe"] != last:
+                records += as_dicts(hits(cap, 1, timeout=60), layouts)
+        proc.expect("DONE", timeout=60)
+        return records
+    finally:
+        if cap is not None:
+            cap.stop()
+        proc.stop()
