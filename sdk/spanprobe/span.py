@@ -501,6 +501,28 @@ def computed_attrs(computed, what):
     return out
 
 
+def check_computed_signature(fn, sig, what):
+    """Refuse, at decoration time, a computed callable that cannot take the call's arguments.
+
+    At call time a failing computed attribute is only a conversion-failure
+    bit; a wrong signature would fail on every call, so say so now.
+    """
+    fn_sig = _signature(fn)
+    if fn_sig is None or sig is None:
+        return
+    positional, keywords = [], {}
+    for param in sig.parameters.values():
+        if param.kind in (param.POSITIONAL_ONLY, param.POSITIONAL_OR_KEYWORD):
+            positional.append(param.name)
+        elif param.kind is param.KEYWORD_ONLY:
+            keywords[param.name] = param.name
+    try:
+        fn_sig.bind(*positional, **keywords)
+    except TypeError as exc:
+        raise DeclarationError(
+            f"{what}: {fn!r} is called with the function's arguments {sig}, but {exc}") from None
+
+
 def check_decoratable(func, what):
     """Refuse what cannot be wrapped as a call, at decoration time."""
     if isinstance(func, (classmethod, staticmethod)):
@@ -535,6 +557,8 @@ class Plan:
         self.forward = forwarding(self.sig)  # refuses reserved parameter names before anything is declared
         self.captured = parameter_attrs(func, params, attributes, what)
         self.computed = computed_attrs(computed, what)
+        for attr_name, _, fn in self.computed:
+            check_computed_signature(fn, self.sig, f"{what}: computed attribute {attr_name!r}")
         self.attrs = [Arg(n, t) for n, t, _ in self.captured] + [Arg(n, t) for n, t, _ in self.computed]
 
     def generate(self, func, name, traced, namespace):

@@ -176,7 +176,7 @@ def test_reserved_parameter_names(provider):
 
 def test_too_many_attributes(provider):
     with pytest.raises(DeclarationError, match="at most 7"):
-        provider.span("many", computed={f"a{i}": (int, len) for i in range(8)})(lambda: None)
+        provider.span("many", computed={f"a{i}": (int, lambda: 0) for i in range(8)})(lambda: None)
 
 
 def test_name_collision_is_clear(provider):
@@ -581,3 +581,17 @@ def test_span_block_async(provider):
     ids = asyncio.run(main())
     (start,) = rec.of("async_block__start")
     assert ids[2] == start["span_id"]
+
+
+def test_computed_attribute_with_the_wrong_signature_is_refused_at_decoration():
+    from spanprobe import DeclarationError, Provider
+
+    p = Provider("computedsig")
+    with pytest.raises(DeclarationError, match="computed attribute 'n'.*called with the function's arguments"):
+        @p.span(computed={"n": (int, lambda records: len(records))})
+        def store(batch, records):
+            pass
+
+    @p.span(computed={"n": (int, lambda batch, records: len(records))})
+    def store_ok(batch, records):
+        pass
