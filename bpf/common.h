@@ -5,6 +5,11 @@
  * every record from every provider arrives in one ring buffer that userspace
  * drains on a timer, and every drop is counted in one place.
  *
+ * Handlers are rendered per argument *shape* (types and locations), not per
+ * span: spans of the same shape share code and open-span map, and the tracer
+ * tells them apart by the BPF cookie it gives each attachment, which every
+ * record carries.
+ *
  * Record layout (little endian, all records start with struct sp_hdr):
  *   kind SP_KIND_SPAN   one finished span: start and end arguments, both times
  *   kind SP_KIND_POINT  one event or plain probe hit
@@ -34,11 +39,15 @@
 
 struct sp_hdr {
     u16 kind;
-    u16 index;     /* span index (SP_KIND_SPAN) or probe index (SP_KIND_POINT) in its module */
+    u16 shape;     /* shape index in its module (a check: the cookie says it all) */
     u32 program;   /* module id, assigned by the tracer */
     u32 pid;       /* tgid */
     u32 tid;
+    u64 cookie;    /* the attachment's BPF cookie: which probe of which provider, in which process */
 };
+
+/* bcc 0.26's helpers.h predates this helper (Linux 5.15). */
+static u64 (*sp_attach_cookie)(void *ctx) = (void *)BPF_FUNC_get_attach_cookie;
 
 /* bcc gives "extern" and "export" tables the generic table struct, which
  * lacks the ring buffer methods: spell out the struct BPF_RINGBUF_OUTPUT makes. */

@@ -74,8 +74,9 @@ int sp_dlopen_return(struct pt_regs *ctx)
     }
     bpf_send_signal(SP_SIGSTOP);
     r->h.kind = SP_KIND_LOAD;
-    r->h.index = 0;
+    r->h.shape = 0;
     r->h.program = 0;
+    r->h.cookie = 0;
     r->h.pid = pid_tgid >> 32;
     r->h.tid = tid;
     sp_events.ringbuf_submit(r, BPF_RB_FORCE_WAKEUP);

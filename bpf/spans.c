@@ -1,8 +1,9 @@
-/* spanprobe provider module: rendered by spanprobe_tracer.program from one
- * provider's schema and SDT argument specs, then shared by every process that
- * loads a provider with the same layout (one compile per layout, not per pid).
+/* spanprobe provider module: rendered by spanprobe_tracer.program from a
+ * provider's schema and SDT argument specs. It is shared by every provider
+ * and every process whose probes have the same argument shapes (one compile
+ * per shape set, not per provider or pid).
  *
- * Per span (schema "spans" entry) the renderer emits:
+ * Per span shape N (start probe and end probe argument types and locations):
  *   struct sp_start_N   what the start probe captured: time, thread, argument
  *                       words and string/bytes slots
  *   sp_starts_N         open spans, keyed by (tgid, span id): a hash map with no
@@ -10,9 +11,11 @@
  *                       the start and counts it
  *   struct sp_span_N    the ring-buffer record of a finished span: header, end
  *                       time, the start struct copied whole, end arguments
- * and a handler for its start probe (store) and its end probe (look up, apply
- * the duration threshold, emit one record, delete). Event and plain probes get
- * a handler that emits one SP_KIND_POINT record.
+ * and a handler for its start probes (store) and its end probes (look up,
+ * apply the duration threshold, emit one record, delete). Event and plain
+ * probe shapes get a handler that emits one SP_KIND_POINT record. The record
+ * header carries the attachment's cookie, from which the tracer knows the
+ * span's (or probe's) name and attribute names.
  *
  * Argument words hold the raw register (or memory) value; userspace masks and
  * sign-extends them to the declared type. A str argument is copied into a

@@ -3,7 +3,7 @@
 Pieces, in the order data flows through them:
 
     discovery  find providers in /proc/PID/maps, read and validate their schemas
-    program    render bpf/spans.c per provider layout, compile with bcc, decode records
+    program    render bpf/spans.c per argument shape set, compile with bcc, decode records
     uprobe     attach a compiled handler to one probe site in one process
     session    the loop: rescan, attach/detach, drain the ring buffer on a timer
     spans      records -> OpenTelemetry ReadableSpans (ids, times, status, resource)

@@ -4,7 +4,7 @@ The notes in a provider say where each argument is at the probe site. The
 tracer renders a C expression per argument from them, so the BPF program reads
 exactly the location the probe site uses, with no per-hit interpretation (what
 bcc's generic USDT support also does, but per process: we render once per
-provider layout and share it between every process that loads it).
+argument shape and share it between every provider and process that has it).
 
 x86_64 (AT&T syntax, as GCC's sys/sdt.h and the spanprobe SDK write it) and
 aarch64 are understood. Anything else raises ArgSpecError, and the tracer

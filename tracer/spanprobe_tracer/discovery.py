@@ -55,7 +55,7 @@ class ProbeInfo:
     role: str
     args: List[Tuple[str, str]]                 # (name, type) from the schema
     specs: List[argspec.ArgLocation]            # where each argument is at the probe site
-    spec_text: str                              # the raw note spec, kept for the layout key
+    spec_text: str                              # the raw note spec, as written
     locations: List[ProbeLocation]
 
 
@@ -69,6 +69,8 @@ class ProviderImage:
     probes: Dict[str, ProbeInfo]
     #: Probes that are declared but cannot be traced, with the reason (already logged).
     broken: Dict[str, str] = field(default_factory=dict)
+    #: What the tracer derives from this image (its plan), living and dying with it.
+    derived: Dict[str, object] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,10 @@ class Scanner:
 
     ``warn`` receives each problem once (per file), so a malformed provider in
     a process that is rescanned every half second is reported once.
+
+    Cached files are reference-counted by the processes that map them and
+    dropped with the last one (``forget``): on a host where short-lived
+    processes each load their own provider, memory stays flat.
     """
 
     def __init__(self, include_usdt: bool = False, warn: Optional[Callable[[str], None]] = None):
@@ -181,6 +187,8 @@ class Scanner:
         self._warn = warn or log.warning
         self._warned: Set[str] = set()
         self._files: Dict[tuple, object] = {}
+        self._refs: Dict[tuple, int] = {}
+        self._pid_keys: Dict[int, Set[tuple]] = {}
         self._last: Dict[int, Tuple[int, bytes, ProcessScan]] = {}
 
     def warn_once(self, key: str, message: str) -> None:
@@ -189,7 +197,29 @@ class Scanner:
             self._warn(message)
 
     def forget(self, pid: int) -> None:
+        """Drop what only ``pid`` used (call when the process exited or is no longer a target)."""
         self._last.pop(pid, None)
+        self._set_keys(pid, set())
+
+    def retain(self, pids) -> None:
+        """Forget every process not in ``pids`` (those that exited or are no longer targets)."""
+        keep = set(pids)
+        for pid in [p for p in set(self._last) | set(self._pid_keys) if p not in keep]:
+            self.forget(pid)
+
+    def _set_keys(self, pid: int, keys: Set[tuple]) -> None:
+        old = self._pid_keys.pop(pid, set())
+        for key in keys - old:
+            self._refs[key] = self._refs.get(key, 0) + 1
+        for key in old - keys:
+            n = self._refs.get(key, 0) - 1
+            if n <= 0:
+                self._refs.pop(key, None)
+                self._files.pop(key, None)
+            else:
+                self._refs[key] = n
+        if keys:
+            self._pid_keys[pid] = keys
 
     def scan(self, pid: int) -> ProcessScan:
         """Providers (and, if asked, plain USDT libraries) in ``pid``. Raises ProcessGone."""
@@ -200,13 +230,16 @@ class Scanner:
         if last is not None and last[0] == started and last[1] == digest:
             return last[2]
         result = ProcessScan(pid, started, [], [])
+        used: Set[tuple] = set()
         for key, mapping in _candidate_files(procfs.parse_maps(text)).items():
-            found = self._inspect(pid, key, mapping)
+            found = self._inspect(pid, key, mapping, used)
             if isinstance(found, ProviderInstance):
                 result.providers.append(found)
             elif isinstance(found, UsdtLibrary):
                 result.usdt.append(found)
+        self._set_keys(pid, used)
         if not procfs.alive(pid, started):
+            self.forget(pid)
             raise procfs.ProcessGone(pid)
         self._last[pid] = (started, digest, result)
         return result
@@ -225,7 +258,7 @@ class Scanner:
         assert last_exc is not None
         raise last_exc
 
-    def _inspect(self, pid: int, key: Tuple[str, int], mapping: procfs.Mapping):
+    def _inspect(self, pid: int, key: Tuple[str, int], mapping: procfs.Mapping, used: Set[tuple]):
         looks_like_provider = is_spanprobe_mapping(mapping.clean_path)
         where = "pid %d %s" % (pid, mapping.path)
         # Files keep their inode while they exist, so (dev, inode, path) names
@@ -256,6 +289,7 @@ class Scanner:
                 if cached is None:
                     cached = self._read(f, where, looks_like_provider)
                     self._files[cache_key] = cached
+        used.add(cache_key)
         if isinstance(cached, ProviderImage):
             assert path is not None
             return ProviderInstance(pid, cached, path, key, mapping.clean_path)

@@ -75,6 +75,18 @@ class Launched:
     def poll(self) -> Optional[int]:
         return self.wait(block=False)
 
+    def stop(self, grace_s: float = 5.0) -> int:
+        """SIGTERM, then SIGKILL if it is still running after ``grace_s``; its exit status."""
+        import time
+        if self.poll() is None:
+            self.signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while self.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.poll() is None:
+                self.signal(signal.SIGKILL)
+        return self.wait(block=True)
+
     def wait(self, block: bool) -> Optional[int]:
         if self.returncode is not None:
             return self.returncode

@@ -176,6 +176,36 @@ def _link(link) -> bytes:
     return _S_LINK + _len(len(body)) + body
 
 
+def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
+    """Append each attribute as a KeyValue field; the common value types inline (hot path)."""
+    cache = _key_cache
+    for key, value in attributes.items():
+        k = cache.get(key)
+        if k is None:
+            data = key.encode("utf-8")
+            k = _T_KV_KEY + _len(len(data)) + data
+            if len(cache) < 65536:
+                cache[key] = k
+        t = type(value)
+        if t is str:
+            data = value.encode("utf-8")
+            n = len(data)
+            av = (b"\x0a" + _SMALL_LEN[n] if n < 128 else b"\x0a" + _varint(n)) + data
+        elif t is int:
+            av = b"\x18" + (_SMALL_LEN[value] if 0 <= value < 128 else _varint(value))
+        elif t is bool:
+            av = b"\x10\x01" if value else b"\x10\x00"
+        elif t is float:
+            av = b"\x21" + _double(value)
+        else:
+            av = _any_value(value)
+        n = len(av)
+        kv = k + (b"\x12" + _SMALL_LEN[n] if n < 128 else b"\x12" + _varint(n)) + av
+        n = len(kv)
+        parts.append(tag + _SMALL_LEN[n] if n < 128 else tag + _varint(n))
+        parts.append(kv)
+
+
 def encode_span(span) -> bytes:
     """One Span message body."""
     ctx = span.context
@@ -190,26 +220,35 @@ def encode_span(span) -> bytes:
     if name:
         parts += (_S_NAME, _len(len(name)), name)
     parts.append(_KIND[span.kind.value])
-    if span.start_time:
-        parts += (_S_START, _fixed64(span.start_time))
-    if span.end_time:
-        parts += (_S_END, _fixed64(span.end_time))
+    start, end = span.start_time, span.end_time
+    if start:
+        parts += (_S_START, _fixed64(start))
+    if end:
+        parts += (_S_END, _fixed64(end))
     attributes = span.attributes
     if attributes:
-        for k, v in attributes.items():
-            kv = _key_value(k, v)
-            parts += (_S_ATTR, _len(len(kv)), kv)
-    if span.dropped_attributes:
-        parts.append(_uint(_S_DROPPED_ATTRS, span.dropped_attributes))
-    for event in span.events:
-        parts.append(_event(event))
-    if span.dropped_events:
-        parts.append(_uint(_S_DROPPED_EVENTS, span.dropped_events))
-    for link in span.links:
-        parts.append(_link(link))
-    if span.dropped_links:
-        parts.append(_uint(_S_DROPPED_LINKS, span.dropped_links))
-    parts.append(_status(span.status))
+        _attribute_fields(_S_ATTR, attributes, parts)
+    dropped = span.dropped_attributes
+    if dropped:
+        parts.append(_uint(_S_DROPPED_ATTRS, dropped))
+    events = span.events
+    if events:
+        for event in events:
+            parts.append(_event(event))
+        if span.dropped_events:
+            parts.append(_uint(_S_DROPPED_EVENTS, span.dropped_events))
+    links = span.links
+    if links:
+        for link in links:
+            parts.append(_link(link))
+        if span.dropped_links:
+            parts.append(_uint(_S_DROPPED_LINKS, span.dropped_links))
+    status = span.status
+    if status is not None:
+        if status.description is None and status.status_code.value == 0:
+            parts.append(b"\x7a\x00")
+        else:
+            parts.append(_status(status))
     parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 

@@ -147,9 +147,17 @@ def uid(pid: int) -> int:
 
 
 def alive(pid: int, started: Optional[int] = None) -> bool:
-    """Is ``pid`` running, and (when ``started`` is given) still the same process?"""
+    """Is ``pid`` running, and (when ``started`` is given) still the same process?
+
+    A zombie (exited, not yet reaped by its parent) is not alive: it runs no
+    code and its memory map is gone.
+    """
     try:
-        return started is None or start_time(pid) == started
+        stat = _read(pid, "stat")
+        fields = stat[stat.rindex(")") + 2:].split()
+        if fields[0] in ("Z", "X"):
+            return False
+        return started is None or int(fields[19]) == started
     except (ProcessGone, ValueError, IndexError):
         return False
     except OSError:

@@ -1,34 +1,43 @@
 """BPF programs rendered from provider schemas, and the records they emit.
 
-A *layout* is everything that decides a provider's BPF code: its schema, the
-argument locations in its SDT notes, and the tracer's capture settings. Every
-process that loads a provider with the same layout (forty workers of one
-application) shares one compiled module, and attaching to one more process
-costs a few perf_event_open calls instead of a compile.
+What the kernel side does with a probe depends only on its argument *shape*:
+the types (from the schema) and locations (from the SDT notes) of its
+arguments. Names (of spans, attributes, providers) only matter in userspace.
+So code is rendered per shape:
 
-The module's record structs are laid out here, in Python, and rendered into
-the C source (bpf/spans.c) together with _Static_asserts of every offset, so
-the decoder and the kernel side cannot silently disagree.
+* a *span shape* (start probe shape + end probe shape) gets a start handler,
+  an end handler and an open-span map; every span type of that shape, in any
+  provider, shares them;
+* a *point shape* (event or plain probe) gets one handler.
 
-One core module (bpf/core.c) owns the ring buffer and counters every provider
-module writes to; see bpf/common.h.
+A provider's *plan* says which shape each of its spans and probes has. Its
+module is the set of distinct shapes, compiled once and reused by every
+provider and process with the same shape set: forty workers of one
+application, or the same application restarted, attach without compiling, and
+a provider with twenty spans of three shapes compiles three handler pairs.
+
+Each attachment gets a BPF cookie (uprobe.attach); handlers copy it into the
+record header, and the tracer maps it back to the span type or probe, its
+provider and its process (a Binding). Record structs are laid out here, in
+Python, and rendered into the C source with _Static_asserts of every offset,
+so decoder and kernel cannot silently disagree. The core module
+(bpf/core.c) owns the ring buffer and counters all modules write to.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import logging
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import argspec
 from .discovery import ProbeInfo, ProviderImage
-from .records import LoadRecord, PointRecord, SpanRecord, ValueNotes
+from .records import LoadRecord, PointRecord, SpanRecord, ValueNotes  # noqa: F401 (re-exported)
 
 log = logging.getLogger("spanprobe.tracer")
 
@@ -51,7 +60,11 @@ class Counter(enum.IntEnum):
 NCOUNTERS = 16
 KIND_SPAN, KIND_POINT, KIND_LOAD = 1, 2, 3
 MAX_STRING = 4096
-_HDR = struct.Struct("<HHIII")
+INT64_MAX = (1 << 63) - 1
+HDR = struct.Struct("<HHIIIQ")   # kind, shape, program, pid, tid, cookie
+HDR_SIZE = 24
+SPAN_START_AT = 40               # the start struct's offset in a span record
+POINT_WORDS_AT = 40              # argument words' offset in a point record
 
 
 class ProgramError(RuntimeError):
@@ -66,7 +79,7 @@ class ProgramConfig:
     string_max: int = 256
     #: Spans shorter than this never leave the kernel (0: keep all).
     min_duration_ns: int = 0
-    #: Open (started, not ended) spans remembered per span type; beyond, starts are dropped and counted.
+    #: Open (started, not ended) spans remembered per span shape; beyond, starts are dropped and counted.
     max_open_spans: int = 65536
     #: Size of the shared ring buffer (a power of two, at least one page).
     ringbuf_bytes: int = 16 << 20
@@ -95,12 +108,21 @@ def _align8(n: int) -> int:
     return (n + 7) & ~7
 
 
+# --- shapes -------------------------------------------------------------------------
+
+#: One argument's shape: its type and where the probe site puts it.
+ArgShape = Tuple[str, argspec.ArgLocation]
+
+
+def probe_shape(probe: ProbeInfo) -> Tuple[ArgShape, ...]:
+    return tuple(zip((t for _, t in probe.args), probe.specs))
+
+
 @dataclass
 class ArgField:
     """One argument's place in a record: its word, and its slot if it is a str or bytes."""
 
     index: int
-    name: str
     type: str
     loc: argspec.ArgLocation
     word: int               # byte offset of the 64-bit word in the record
@@ -108,12 +130,12 @@ class ArgField:
     slot_size: int = 0
 
 
-def _place(probe: ProbeInfo, words_at: int, string_max: int) -> Tuple[List[ArgField], int]:
-    """Lay out a probe's arguments: all words first, then the slots. Returns (fields, end)."""
+def _place(shape: Sequence[ArgShape], words_at: int, string_max: int) -> Tuple[List[ArgField], int]:
+    """Lay out arguments: all words first, then the slots. Returns (fields, end offset)."""
     fields = []
-    pos = words_at + 8 * len(probe.args)
-    for i, ((name, typ), loc) in enumerate(zip(probe.args, probe.specs)):
-        f = ArgField(i, name, typ, loc, words_at + 8 * i)
+    pos = words_at + 8 * len(shape)
+    for i, (typ, loc) in enumerate(shape):
+        f = ArgField(i, typ, loc, words_at + 8 * i)
         if typ in ("str", "bytes"):
             f.slot = pos
             f.slot_size = string_max + 2 if typ == "str" else string_max
@@ -122,122 +144,96 @@ def _place(probe: ProbeInfo, words_at: int, string_max: int) -> Tuple[List[ArgFi
     return fields, pos
 
 
+class SpanShape:
+    """Record layout and handlers for spans whose start and end probes have these shapes."""
+
+    def __init__(self, index: int, start: Tuple[ArgShape, ...], end: Tuple[ArgShape, ...], string_max: int):
+        self.index = index
+        self.start = start
+        self.end = end
+        self.start_fields, end_at = _place(start, SPAN_START_AT + 16, string_max)
+        self.start_size = _align8(end_at - SPAN_START_AT)
+        self.end_words_at = SPAN_START_AT + self.start_size
+        self.end_fields, end_at = _place(end, self.end_words_at, string_max)
+        self.record_size = _align8(end_at)
+        self.start_fn = "sp_span%d_start" % index
+        self.end_fn = "sp_span%d_end" % index
+
+
+class PointShape:
+    """Record layout and handler for event or plain probes of this shape."""
+
+    def __init__(self, index: int, role: str, shape: Tuple[ArgShape, ...], string_max: int):
+        self.index = index
+        self.role = role
+        self.shape = shape
+        self.fields, end_at = _place(shape, POINT_WORDS_AT, string_max)
+        self.record_size = _align8(end_at)
+        self.fn = "sp_point%d" % index
+
+
 @dataclass
 class SpanDef:
-    """A span type: what the schema says about it, and where its record keeps what."""
+    """A span type of one provider: what the schema says about it, and its shape."""
 
-    index: int
     name: str
     kind: str
     provider: str
     code: Optional[dict]
     start: ProbeInfo
     end: ProbeInfo
-    start_fields: List[ArgField] = field(default_factory=list)
-    end_fields: List[ArgField] = field(default_factory=list)
-    start_size: int = 0
-    record_size: int = 0
-    end_words_at: int = 0
+    shape: Optional[SpanShape] = None
+
+    @property
+    def code_attributes(self) -> Dict[str, object]:
+        """The schema's "code" as semantic-convention attributes (code.function.name, ...)."""
+        cached = self.__dict__.get("_code_attributes")
+        if cached is None:
+            cached = self.__dict__["_code_attributes"] = code_attributes(self.code)
+        return cached
+
+
+def code_attributes(code) -> Dict[str, object]:
+    """Schema "code" -> current semantic-convention code.* attributes."""
+    if not isinstance(code, dict):
+        return {}
+    out: Dict[str, object] = {}
+    if isinstance(code.get("function"), str):
+        out["code.function.name"] = code["function"]
+    if isinstance(code.get("filepath"), str):
+        out["code.file.path"] = code["filepath"]
+    if isinstance(code.get("lineno"), int) and not isinstance(code.get("lineno"), bool):
+        out["code.line.number"] = code["lineno"]
+    return out
 
 
 @dataclass
 class PointDef:
-    """An event probe (role "event") or a plain probe (role "plain")."""
+    """An event probe (role "event") or a plain probe (role "plain") of one provider."""
 
-    index: int
     name: str            # event name, or "<provider>.<probe>" for plain probes
     role: str
     provider: str
     probe: ProbeInfo
-    fields: List[ArgField] = field(default_factory=list)
-    record_size: int = 0
+    shape: Optional[PointShape] = None
 
 
-class Layout:
-    """The rendered shape of one provider: span and point definitions, and which handler serves which probe."""
+class ModuleLayout:
+    """A set of span and point shapes: what one compiled module contains."""
 
-    def __init__(self, image: ProviderImage, config: ProgramConfig, warn: Callable[[str], None] = log.warning):
-        self.image = image
+    def __init__(self, machine: int, config: ProgramConfig, span_shapes, point_shapes):
+        self.machine = machine
         self.config = config
-        self.provider = image.provider
-        self.machine = image.machine
-        self.spans: List[SpanDef] = []
-        self.points: List[PointDef] = []
-        #: probe name -> (handler function name, ("start"|"end", SpanDef) or ("point", PointDef))
-        self.handlers: Dict[str, Tuple[str, tuple]] = {}
-        self._build(warn)
-        self.key = self._key()
-
-    # --- shape ---------------------------------------------------------------
-
-    def _build(self, warn):
-        image, probes = self.image, self.image.probes
-        used = set()
-
-        def types(p: ProbeInfo):
-            return tuple(t for _, t in p.args)
-
-        for entry in image.schema.get("spans", []):
-            name = entry.get("name") or entry.get("start")
-            start, end = probes.get(entry.get("start")), probes.get(entry.get("end"))
-            where = "provider %s span %r" % (self.provider, name)
-            if start is None or end is None:
-                warn("%s: its start or end probe cannot be traced; span skipped" % where)
-                continue
-            if start.name in used or end.name in used or start.name == end.name:
-                warn("%s: shares a probe with another span; span skipped" % where)
-                continue
-            if types(start)[:5] != SPAN_START_FIXED or types(end)[:5] != SPAN_END_FIXED:
-                warn("%s: its probes do not follow the span protocol (docs/abi.md); span skipped" % where)
-                continue
-            used.update((start.name, end.name))
-            self.spans.append(SpanDef(len(self.spans), str(name), entry.get("kind", "internal"),
-                                      self.provider, entry.get("code"), start, end))
-        event_names = {}
-        for entry in image.schema.get("events", []):
-            event_names.setdefault(entry.get("probe"), entry.get("name") or entry.get("probe"))
-        for probe in probes.values():
-            if probe.name in used:
-                continue
-            if probe.role == "event":
-                if types(probe)[:4] != EVENT_FIXED:
-                    warn("provider %s event probe %s: arguments do not follow the event protocol; skipped"
-                         % (self.provider, probe.name))
-                    continue
-                name = event_names.get(probe.name, probe.name)
-            elif probe.role == "plain":
-                name = "%s.%s" % (self.provider, probe.name)
-            else:
-                continue  # a span_start/span_end probe no span uses: nothing to pair it with
-            self.points.append(PointDef(len(self.points), str(name), probe.role, self.provider, probe))
-
-        sm = self.config.string_max
-        for s in self.spans:
-            # The start struct sits at offset 32 of the span record; offsets are record-absolute.
-            s.start_fields, end = _place(s.start, 48, sm)
-            s.start_size = _align8(end - 32)
-            s.end_words_at = 32 + s.start_size
-            s.end_fields, end = _place(s.end, s.end_words_at, sm)
-            s.record_size = _align8(end)
-            self.handlers[s.start.name] = ("sp_span%d_start" % s.index, ("start", s))
-            self.handlers[s.end.name] = ("sp_span%d_end" % s.index, ("end", s))
-        for p in self.points:
-            p.fields, end = _place(p.probe, 32, sm)
-            p.record_size = _align8(end)
-            self.handlers[p.probe.name] = ("sp_point%d" % p.index, ("point", p))
-
-    def _key(self) -> str:
-        h = hashlib.sha256()
-        h.update(json.dumps(self.image.schema, sort_keys=True).encode())
-        h.update(repr((self.machine, self.config,
-                       sorted((p.name, p.spec_text) for p in self.image.probes.values()))).encode())
-        return h.hexdigest()
+        sm = config.string_max
+        self.spans = [SpanShape(i, s, e, sm) for i, (s, e) in enumerate(span_shapes)]
+        self.points = [PointShape(i, role, shape, sm) for i, (role, shape) in enumerate(point_shapes)]
+        self.key = hashlib.sha256(repr((machine, config, list(span_shapes), list(point_shapes))).encode()).hexdigest()
 
     @property
-    def empty(self) -> bool:
-        return not self.handlers
+    def functions(self) -> List[str]:
+        return [f for s in self.spans for f in (s.start_fn, s.end_fn)] + [p.fn for p in self.points]
 
-    # --- C ---------------------------------------------------------------------
+    # --- C ---------------------------------------------------------------------------
 
     def render(self, program_id: int) -> str:
         template = _bpf_source("spans.c")
@@ -247,15 +243,19 @@ class Layout:
                       self.config.min_duration_ns, self.config.max_open_spans))
         decls, handlers = [], []
         for s in self.spans:
-            decls.append(self._render_span_decls(s))
-            handlers.append(self._render_start(s))
-            handlers.append(self._render_end(s))
+            decls.append(self._span_decls(s))
+            handlers.append(self._start_handler(s))
+            handlers.append(self._end_handler(s))
         for p in self.points:
-            decls.append(self._render_point_decls(p))
-            handlers.append(self._render_point(p))
+            decls.append(self._point_decls(p))
+            handlers.append(self._point_handler(p))
         return (template.replace("/*@COMMON@*/", defines + _bpf_source("common.h"))
                 .replace("/*@DECLARATIONS@*/", "\n".join(decls))
                 .replace("/*@HANDLERS@*/", "\n".join(handlers)))
+
+    @staticmethod
+    def _shape_comment(shape: Sequence[ArgShape]) -> str:
+        return ", ".join(t for t, _ in shape)
 
     @staticmethod
     def _slot_decls(fields: Sequence[ArgField]) -> List[str]:
@@ -268,38 +268,39 @@ class Layout:
                 % (struct_name, m, off, struct_name, m) for m, off in members]
         return out
 
-    def _render_span_decls(self, s: SpanDef) -> str:
+    def _span_decls(self, s: SpanShape) -> str:
         i = s.index
-        lines = ["/* span %d: %s (%s -> %s) */" % (i, _c_comment(s.name), s.start.name, s.end.name),
+        lines = ["/* span shape %d: start (%s), end (%s) */" % (i, self._shape_comment(s.start),
+                                                              self._shape_comment(s.end)),
                  "struct sp_start_%d {" % i, "    u64 start_ns;", "    u32 tid;", "    u32 fail;",
-                 "    u64 w[%d];" % len(s.start.args)]
+                 "    u64 w[%d];" % len(s.start)]
         lines += self._slot_decls(s.start_fields)
         lines += ["};", "struct sp_span_%d {" % i, "    struct sp_hdr h;", "    u64 end_ns;",
                   "    u32 end_fail;", "    u32 pad;", "    struct sp_start_%d st;" % i,
-                  "    u64 ew[%d];" % len(s.end.args)]
+                  "    u64 ew[%d];" % len(s.end)]
         lines += self._slot_decls(s.end_fields)
         lines += ["};"]
         lines += self._asserts("sp_start_%d" % i, s.start_size,
-                               [("s%d" % f.index, f.slot - 32) for f in s.start_fields if f.slot_size])
+                               [("s%d" % f.index, f.slot - SPAN_START_AT) for f in s.start_fields if f.slot_size])
         lines += self._asserts("sp_span_%d" % i, s.record_size,
-                               [("st", 32), ("ew", s.end_words_at)]
+                               [("h", 0), ("end_ns", HDR_SIZE), ("st", SPAN_START_AT), ("ew", s.end_words_at)]
                                + [("s%d" % f.index, f.slot) for f in s.end_fields if f.slot_size])
         lines += ["BPF_F_TABLE(\"hash\", struct sp_key, struct sp_start_%d, sp_starts_%d, SP_MAX_OPEN, "
                   "BPF_F_NO_PREALLOC);" % (i, i),
                   "BPF_ARRAY(sp_zero_%d, struct sp_start_%d, 1);" % (i, i), ""]
         return "\n".join(lines)
 
-    def _render_point_decls(self, p: PointDef) -> str:
+    def _point_decls(self, p: PointShape) -> str:
         i = p.index
-        lines = ["/* %s probe %d: %s */" % (p.role, i, _c_comment(p.name)),
+        lines = ["/* %s shape %d: (%s) */" % (p.role, i, self._shape_comment(p.shape)),
                  "struct sp_point_%d {" % i, "    struct sp_hdr h;", "    u64 ts;", "    u32 fail;",
                  "    u32 pad;"]
-        if p.probe.args:
-            lines.append("    u64 w[%d];" % len(p.probe.args))
+        if p.shape:
+            lines.append("    u64 w[%d];" % len(p.shape))
         lines += self._slot_decls(p.fields)
         lines += ["};"]
         lines += self._asserts("sp_point_%d" % i, p.record_size,
-                               [("s%d" % f.index, f.slot) for f in p.fields if f.slot_size])
+                               [("ts", HDR_SIZE)] + [("s%d" % f.index, f.slot) for f in p.fields if f.slot_size])
         return "\n".join(lines) + "\n"
 
     def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False) -> List[str]:
@@ -326,9 +327,9 @@ class Layout:
                 out.append("    " + argspec.render_read(f.loc, self.machine, word, bit))
         return out
 
-    def _render_start(self, s: SpanDef) -> str:
+    def _start_handler(self, s: SpanShape) -> str:
         i = s.index
-        lines = ["int sp_span%d_start(struct pt_regs *ctx)" % i, "{",
+        lines = ["int %s(struct pt_regs *ctx)" % s.start_fn, "{",
                  "    u64 now = bpf_ktime_get_boot_ns();",
                  "    u64 pid_tgid = bpf_get_current_pid_tgid();",
                  "    u32 fail = 0, zero = 0;",
@@ -346,9 +347,9 @@ class Layout:
         lines += ["    v->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    return 0;", "}", ""]
         return "\n".join(lines)
 
-    def _render_end(self, s: SpanDef) -> str:
+    def _end_handler(self, s: SpanShape) -> str:
         i = s.index
-        lines = ["int sp_span%d_end(struct pt_regs *ctx)" % i, "{",
+        lines = ["int %s(struct pt_regs *ctx)" % s.end_fn, "{",
                  "    u64 now = bpf_ktime_get_boot_ns();",
                  "    u64 pid_tgid = bpf_get_current_pid_tgid();",
                  "    u32 fail = 0;",
@@ -365,8 +366,9 @@ class Layout:
                  "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
                  "    if (!r) {", "        sp_starts_%d.delete(&k);" % i,
                  "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }",
-                 "    r->h.kind = SP_KIND_SPAN;", "    r->h.index = %d;" % i,
+                 "    r->h.kind = SP_KIND_SPAN;", "    r->h.shape = %d;" % i,
                  "    r->h.program = SP_PROGRAM;", "    r->h.pid = k.tgid;", "    r->h.tid = (u32)pid_tgid;",
+                 "    r->h.cookie = sp_attach_cookie(ctx);",
                  "    r->end_ns = now;", "    r->pad = 0;",
                  "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);",
                  "    sp_starts_%d.delete(&k);" % i,
@@ -376,25 +378,94 @@ class Layout:
                   "    sp_count(SP_CNT_SPANS);", "    return 0;", "}", ""]
         return "\n".join(lines)
 
-    def _render_point(self, p: PointDef) -> str:
+    def _point_handler(self, p: PointShape) -> str:
         i = p.index
-        lines = ["int sp_point%d(struct pt_regs *ctx)" % i, "{",
+        lines = ["int %s(struct pt_regs *ctx)" % p.fn, "{",
                  "    u64 now = bpf_ktime_get_boot_ns();",
                  "    u64 pid_tgid = bpf_get_current_pid_tgid();",
                  "    u32 fail = 0;",
                  "    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
                  "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }",
-                 "    r->h.kind = SP_KIND_POINT;", "    r->h.index = %d;" % i,
+                 "    r->h.kind = SP_KIND_POINT;", "    r->h.shape = %d;" % i,
                  "    r->h.program = SP_PROGRAM;", "    r->h.pid = pid_tgid >> 32;",
-                 "    r->h.tid = (u32)pid_tgid;", "    r->ts = now;", "    r->pad = 0;"]
+                 "    r->h.tid = (u32)pid_tgid;", "    r->h.cookie = sp_attach_cookie(ctx);",
+                 "    r->ts = now;", "    r->pad = 0;"]
         lines += self._read_args(p.fields, "r", "w")
         lines += ["    r->fail = fail;", "    sp_events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);",
                   "    sp_count(SP_CNT_POINTS);", "    return 0;", "}", ""]
         return "\n".join(lines)
 
 
-def _c_comment(text: str) -> str:
-    return text.replace("*/", "* /").replace("\n", " ")
+class Plan:
+    """How one provider is traced: its span and point definitions, and the module layout they need."""
+
+    def __init__(self, image: ProviderImage, config: ProgramConfig, warn: Callable[[str], None] = log.warning):
+        self.image = image
+        self.config = config
+        self.provider = image.provider
+        self.spans: List[SpanDef] = []
+        self.points: List[PointDef] = []
+        self._build_defs(warn)
+        span_shapes: List[tuple] = []
+        point_shapes: List[tuple] = []
+        for s in self.spans:
+            key = (probe_shape(s.start), probe_shape(s.end))
+            if key not in span_shapes:
+                span_shapes.append(key)
+        for p in self.points:
+            key = (p.role, probe_shape(p.probe))
+            if key not in point_shapes:
+                point_shapes.append(key)
+        self.module = ModuleLayout(image.machine, config, span_shapes, point_shapes)
+        for s in self.spans:
+            s.shape = self.module.spans[span_shapes.index((probe_shape(s.start), probe_shape(s.end)))]
+        for p in self.points:
+            p.shape = self.module.points[point_shapes.index((p.role, probe_shape(p.probe)))]
+
+    def _build_defs(self, warn):
+        image, probes = self.image, self.image.probes
+        used = set()
+
+        def types(p: ProbeInfo):
+            return tuple(t for _, t in p.args)
+
+        for entry in image.schema.get("spans", []):
+            name = entry.get("name") or entry.get("start")
+            start, end = probes.get(entry.get("start")), probes.get(entry.get("end"))
+            where = "provider %s span %r" % (self.provider, name)
+            if start is None or end is None:
+                warn("%s: its start or end probe cannot be traced; span skipped" % where)
+                continue
+            if start.name in used or end.name in used or start.name == end.name:
+                warn("%s: shares a probe with another span; span skipped" % where)
+                continue
+            if types(start)[:5] != SPAN_START_FIXED or types(end)[:5] != SPAN_END_FIXED:
+                warn("%s: its probes do not follow the span protocol (docs/abi.md); span skipped" % where)
+                continue
+            used.update((start.name, end.name))
+            self.spans.append(SpanDef(str(name), entry.get("kind", "internal"), self.provider,
+                                      entry.get("code"), start, end))
+        event_names = {}
+        for entry in image.schema.get("events", []):
+            event_names.setdefault(entry.get("probe"), entry.get("name") or entry.get("probe"))
+        for probe in probes.values():
+            if probe.name in used:
+                continue
+            if probe.role == "event":
+                if types(probe)[:4] != EVENT_FIXED:
+                    warn("provider %s event probe %s: arguments do not follow the event protocol; skipped"
+                         % (self.provider, probe.name))
+                    continue
+                name = event_names.get(probe.name, probe.name)
+            elif probe.role == "plain":
+                name = "%s.%s" % (self.provider, probe.name)
+            else:
+                continue  # a span_start/span_end probe no span uses: nothing to pair it with
+            self.points.append(PointDef(str(name), probe.role, self.provider, probe))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.spans or self.points)
 
 
 def _bpf_source(name: str) -> str:
@@ -424,7 +495,11 @@ def _text(data: bytes, limit: int) -> Tuple[str, bool]:
 
 
 def _value_decoder(f: ArgField, string_max: int):
-    """A function (record bytes, word) -> (value, truncated)."""
+    """A function (record bytes, word) -> (value, truncated).
+
+    Values come out ready to be OpenTelemetry attribute values: a u64 above
+    2**63-1, which OTLP's signed integers cannot carry, is its decimal string.
+    """
     if f.type in INT_TYPES:
         size, signed = INT_TYPES[f.type]
         bits = 8 * min(size, f.loc.size)
@@ -432,6 +507,8 @@ def _value_decoder(f: ArgField, string_max: int):
         sign = 1 << (bits - 1)
         if signed:
             return lambda rec, w: (((w & mask) ^ sign) - sign, False)
+        if bits == 64:
+            return lambda rec, w: (w if w <= INT64_MAX else str(w), False)
         return lambda rec, w: (w & mask, False)
     if f.type == "bool":
         return lambda rec, w: (bool(w & 0xFF), False)
@@ -461,9 +538,9 @@ def _value_decoder(f: ArgField, string_max: int):
 class _AttrDecoder:
     """Decodes the attribute arguments (after the protocol's fixed ones) of one probe."""
 
-    def __init__(self, fields: Sequence[ArgField], first_attr: int, string_max: int):
-        self.items = [(f.index, f.index - first_attr, f.name, _value_decoder(f, string_max))
-                      for f in fields[first_attr:]]
+    def __init__(self, fields: Sequence[ArgField], names: Sequence[str], first_attr: int, string_max: int):
+        self.items = [(f.index, f.index - first_attr, name, _value_decoder(f, string_max))
+                      for f, name in zip(fields[first_attr:], names[first_attr:])]
 
     def decode(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
                notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
@@ -484,74 +561,95 @@ class _AttrDecoder:
         return notes
 
 
-class RecordDecoder:
-    """Turns one layout's ring-buffer records into SpanRecords and PointRecords (pure Python)."""
-
-    def __init__(self, layout: Layout):
-        self.layout = layout
-        sm = layout.config.string_max
-        self._span_decoders = []
-        for s in layout.spans:
-            self._span_decoders.append((
-                s, struct.Struct("<%dQ" % len(s.start.args)), struct.Struct("<%dQ" % len(s.end.args)),
-                _AttrDecoder(s.start_fields, 5, sm), _AttrDecoder(s.end_fields, 5, sm),
-                _value_decoder(s.end_fields[2], sm), _value_decoder(s.end_fields[3], sm)))
-        self._point_decoders = []
-        for p in layout.points:
-            first = 4 if p.role == "event" else 0
-            self._point_decoders.append((p, struct.Struct("<%dQ" % len(p.probe.args)),
-                                         _AttrDecoder(p.fields, first, sm)))
-
-    def decode_span(self, rec: bytes, index: int, pid: int, tid: int) -> SpanRecord:
-        s, start_words, end_words, start_attrs, end_attrs, err_type, err_msg = self._span_decoders[index]
-        end_ns, end_fail, start_ns, start_tid, start_fail = _SPAN_FIXED.unpack_from(rec, 16)
-        sw = start_words.unpack_from(rec, 48)
-        ew = end_words.unpack_from(rec, s.end_words_at)
-        sflags, eflags = sw[4] & 0xFFFFFFFF, ew[4] & 0xFFFFFFFF
-        attrs: dict = {}
-        notes = start_attrs.decode(rec, sw, start_fail, sflags >> 8, attrs, None) if start_attrs.items else None
-        if end_attrs.items:
-            notes = end_attrs.decode(rec, ew, end_fail, eflags >> 8, attrs, notes)
-        status = ew[1] & 0xFF
-        if status:
-            error_type = err_type(rec, ew[2])[0] if not end_fail & 4 else ""
-            error_message = err_msg(rec, ew[3])[0] if not end_fail & 8 else ""
-        else:
-            error_type = error_message = ""
-        return SpanRecord(s, pid, tid, start_tid, start_ns, end_ns, (sw[2] << 64) | sw[3], sw[0],
-                          sw[1], sflags & 0xFF, status, error_type, error_message, attrs, notes)
-
-    def decode_point(self, rec: bytes, index: int, pid: int, tid: int) -> PointRecord:
-        p, words_struct, attrs_dec = self._point_decoders[index]
-        ts, fail = struct.unpack_from("<QI", rec, 16)
-        words = words_struct.unpack_from(rec, 32)
-        attrs: dict = {}
-        if p.role == "event":
-            flags = words[3] & 0xFFFFFFFF
-            notes = attrs_dec.decode(rec, words, fail, flags >> 8, attrs, None)
-            return PointRecord(p, pid, tid, ts, words[0], (words[1] << 64) | words[2], flags & 0xFF,
-                               attrs, notes)
-        notes = attrs_dec.decode(rec, words, fail, 0, attrs, None)
-        return PointRecord(p, pid, tid, ts, 0, 0, 0, attrs, notes)
-
-
 _SPAN_FIXED = struct.Struct("<QI4xQII")  # end_ns, end_fail, pad, start_ns, start_tid, start_fail
 
 
-class Module:
-    """A compiled, loaded provider module (one per layout) and its record decoder."""
+class SpanDecoder:
+    """Decodes span records of one span type (its shape's offsets, its attribute names)."""
 
-    def __init__(self, program_id: int, layout: Layout, bpf):
+    def __init__(self, span: SpanDef, string_max: int):
+        s = span.shape
+        self.span = span
+        self._start_words = struct.Struct("<%dQ" % len(s.start))
+        self._end_words = struct.Struct("<%dQ" % len(s.end))
+        self._end_words_at = s.end_words_at
+        self._start_attrs = _AttrDecoder(s.start_fields, [n for n, _ in span.start.args], 5, string_max)
+        self._end_attrs = _AttrDecoder(s.end_fields, [n for n, _ in span.end.args], 5, string_max)
+        self._err_type = _value_decoder(s.end_fields[2], string_max)
+        self._err_msg = _value_decoder(s.end_fields[3], string_max)
+
+    def decode(self, rec: bytes, pid: int, tid: int) -> SpanRecord:
+        end_ns, end_fail, start_ns, start_tid, start_fail = _SPAN_FIXED.unpack_from(rec, HDR_SIZE)
+        sw = self._start_words.unpack_from(rec, SPAN_START_AT + 16)
+        ew = self._end_words.unpack_from(rec, self._end_words_at)
+        sflags, eflags = sw[4] & 0xFFFFFFFF, ew[4] & 0xFFFFFFFF
+        attrs: dict = {}
+        notes = None
+        if self._start_attrs.items:
+            notes = self._start_attrs.decode(rec, sw, start_fail, sflags >> 8, attrs, None)
+        if self._end_attrs.items:
+            notes = self._end_attrs.decode(rec, ew, end_fail, eflags >> 8, attrs, notes)
+        status = ew[1] & 0xFF
+        if status:
+            error_type = self._err_type(rec, ew[2])[0] if not end_fail & 4 else ""
+            error_message = self._err_msg(rec, ew[3])[0] if not end_fail & 8 else ""
+        else:
+            error_type = error_message = ""
+        return SpanRecord(self.span, pid, tid, start_tid, start_ns, end_ns, (sw[2] << 64) | sw[3], sw[0],
+                          sw[1], sflags & 0xFF, status, error_type, error_message, attrs, notes)
+
+
+class PointDecoder:
+    """Decodes records of one event or plain probe."""
+
+    def __init__(self, point: PointDef, string_max: int):
+        p = point.shape
+        self.point = point
+        self._event = point.role == "event"
+        self._words = struct.Struct("<%dQ" % len(p.shape))
+        self._attrs = _AttrDecoder(p.fields, [n for n, _ in point.probe.args], 4 if self._event else 0,
+                                   string_max)
+
+    def decode(self, rec: bytes, pid: int, tid: int) -> PointRecord:
+        ts, fail = struct.unpack_from("<QI", rec, HDR_SIZE)
+        words = self._words.unpack_from(rec, POINT_WORDS_AT)
+        attrs: dict = {}
+        if self._event:
+            flags = words[3] & 0xFFFFFFFF
+            notes = self._attrs.decode(rec, words, fail, flags >> 8, attrs, None)
+            return PointRecord(self.point, pid, tid, ts, words[0], (words[1] << 64) | words[2], flags & 0xFF,
+                               attrs, notes)
+        notes = self._attrs.decode(rec, words, fail, 0, attrs, None)
+        return PointRecord(self.point, pid, tid, ts, 0, 0, 0, attrs, notes)
+
+
+def decoders_for(plan: Plan) -> Dict[int, object]:
+    """Decoders for a plan, keyed by id() of each of its SpanDefs/PointDefs (which live as long as it).
+
+    Built once per plan and kept on it.
+    """
+    out = plan.__dict__.get("_decoders")
+    if out is None:
+        sm = plan.config.string_max
+        out = {id(s): SpanDecoder(s, sm) for s in plan.spans}
+        out.update({id(p): PointDecoder(p, sm) for p in plan.points})
+        plan.__dict__["_decoders"] = out
+    return out
+
+
+# --- compiled modules ---------------------------------------------------------------------
+
+class Module:
+    """A compiled, loaded module: its handlers' program fds and open-span maps."""
+
+    def __init__(self, program_id: int, layout: ModuleLayout, bpf):
         self.id = program_id
         self.layout = layout
         self.bpf = bpf
-        self.prog_fds: Dict[str, int] = {}
         from bcc import BPF  # noqa: lazy: bcc exists only in Debian's python
-        for probe, (fn, _) in layout.handlers.items():
-            self.prog_fds[probe] = bpf.load_func(fn.encode(), BPF.KPROBE).fd
-        self.decoder = RecordDecoder(layout)
+        self.prog_fds: Dict[str, int] = {fn: bpf.load_func(fn.encode(), BPF.KPROBE).fd for fn in layout.functions}
 
-    def reap(self, pid: int, older_than_ns: Optional[int] = None) -> int:
+    def reap(self, pid: Optional[int], older_than_ns: Optional[int] = None) -> int:
         """Delete open-span entries of ``pid`` (all pids if None) started before ``older_than_ns``.
 
         Returns how many were removed: starts whose end will never come (the
@@ -560,10 +658,8 @@ class Module:
         removed = 0
         for s in self.layout.spans:
             table = self.bpf.get_table("sp_starts_%d" % s.index)
-            doomed = []
-            for k, v in table.items():
-                if (pid is None or k.tgid == pid) and (older_than_ns is None or v.start_ns < older_than_ns):
-                    doomed.append(k)
+            doomed = [k for k, v in table.items()
+                      if (pid is None or k.tgid == pid) and (older_than_ns is None or v.start_ns < older_than_ns)]
             for k in doomed:
                 try:
                     del table[k]
@@ -579,8 +675,16 @@ class Module:
         self.bpf.cleanup()
 
 
+@dataclass
+class Binding:
+    """What a cookie stands for: a decoder (None for span start probes) and the process."""
+
+    decoder: object
+    pid: int
+
+
 class Programs:
-    """The core module plus one module per provider layout, compiled on demand.
+    """The core module, compiled modules by layout key, and the cookie bindings.
 
     ``module_for`` may be called from a worker thread: bcc's compile runs in
     C without the GIL, so the tracer keeps draining the ring buffer meanwhile.
@@ -592,8 +696,9 @@ class Programs:
         self._warn = warn
         self._lock = threading.Lock()
         self._by_key: Dict[str, Module] = {}
-        self._by_id: Dict[int, Module] = {}
         self._next_id = 1
+        self._next_cookie = 1
+        self.bindings: Dict[int, Binding] = {}
         self.core = self._compile_core()
         self._counters = self.core.get_table("sp_counters")
 
@@ -606,10 +711,18 @@ class Programs:
         except Exception as exc:
             raise ProgramError("cannot compile the core BPF module (%s); run `spanprobe doctor`" % exc) from exc
 
-    def layout_for(self, image: ProviderImage) -> Layout:
-        return Layout(image, self.config, self._warn)
+    def plan_for(self, image: ProviderImage) -> Plan:
+        """The image's plan, made once and kept on the image (it lives as long as the image is cached)."""
+        plan = image.derived.get("plan")
+        if plan is None or plan.config != self.config:
+            plan = image.derived["plan"] = Plan(image, self.config, self._warn)
+        return plan
 
-    def module_for(self, layout: Layout) -> Module:
+    def cached(self, layout: ModuleLayout) -> Optional[Module]:
+        with self._lock:
+            return self._by_key.get(layout.key)
+
+    def module_for(self, layout: ModuleLayout) -> Module:
         with self._lock:
             module = self._by_key.get(layout.key)
             if module is not None:
@@ -622,36 +735,43 @@ class Programs:
             bpf = BPF(text=src.encode())
             module = Module(program_id, layout, bpf)
         except Exception as exc:
-            raise ProgramError("cannot build the BPF module for provider %s (%s)" % (layout.provider, exc)) from exc
+            raise ProgramError("cannot build a BPF module (%d span shapes, %d probe shapes): %s"
+                               % (len(layout.spans), len(layout.points), exc)) from exc
         with self._lock:
             existing = self._by_key.get(layout.key)
             if existing is not None:  # another thread won the race
                 module.close()
                 return existing
             self._by_key[layout.key] = module
-            self._by_id[program_id] = module
-        log.debug("compiled BPF module %d for provider %s (%d spans, %d points)",
-                  program_id, layout.provider, len(layout.spans), len(layout.points))
+        log.debug("compiled BPF module %d (%d span shapes, %d probe shapes)",
+                  program_id, len(layout.spans), len(layout.points))
         return module
 
     @property
     def modules(self) -> List[Module]:
         with self._lock:
-            return list(self._by_id.values())
+            return list(self._by_key.values())
+
+    def bind(self, decoder, pid: int) -> int:
+        """A fresh cookie standing for ``decoder`` in process ``pid``."""
+        cookie = self._next_cookie
+        self._next_cookie += 1
+        self.bindings[cookie] = Binding(decoder, pid)
+        return cookie
+
+    def unbind(self, cookies) -> None:
+        for c in cookies:
+            self.bindings.pop(c, None)
 
     def decode(self, rec: bytes):
         """A SpanRecord, PointRecord or LoadRecord from one ring-buffer record (None if unknown)."""
-        kind, index, program, pid, tid = _HDR.unpack_from(rec, 0)
+        kind, _shape, _program, pid, tid, cookie = HDR.unpack_from(rec, 0)
         if kind == KIND_LOAD:
             return LoadRecord(pid, tid)
-        module = self._by_id.get(program)
-        if module is None:
+        binding = self.bindings.get(cookie)
+        if binding is None or binding.decoder is None or binding.pid != pid:
             return None
-        if kind == KIND_SPAN:
-            return module.decoder.decode_span(rec, index, pid, tid)
-        if kind == KIND_POINT:
-            return module.decoder.decode_point(rec, index, pid, tid)
-        return None
+        return binding.decoder.decode(rec, pid, tid)
 
     def counters(self) -> Dict[Counter, int]:
         """Kernel-side counters summed over CPUs."""

@@ -6,7 +6,7 @@ The loop (one thread; compiles and exports run beside it):
    wake it early; probe records never do), then consume every record;
 2. decode records into spans and hand them to the export pipeline;
 3. every ``scan_interval``: list the target processes, rescan the ones whose
-   memory map changed, compile modules for new provider layouts (in a worker
+   memory map changed, compile modules for new argument shapes (in a worker
    thread) and attach them; detach from providers that went away and from
    processes that exited, after draining their last records;
 4. housekeeping: re-anchor the clock, release events whose span never came,
@@ -34,9 +34,9 @@ from opentelemetry.sdk.resources import Resource
 from . import procfs, uprobe
 from .clock import WallClock
 from .discovery import ProviderInstance, Scanner
-from .launcher import Launched, watch_dlopen
+from .launcher import Launched
 from .pipeline import ExportPipeline
-from .program import Counter, Module, ProgramError, Programs
+from .program import Module, Plan, ProgramError, Programs, decoders_for
 from .records import LoadRecord, PointRecord, SpanRecord
 from .resource import process_resource
 from .spans import SpanBuilder
@@ -47,11 +47,13 @@ log = logging.getLogger("spanprobe.tracer")
 
 @dataclass
 class Attachment:
-    """One provider attached in one process: the perf event fds that hold its uprobes."""
+    """One provider attached in one process: the fds that hold its uprobes, and their cookies."""
 
     instance: ProviderInstance
     module: Module
     fds: List[int]
+    cookies: List[int]
+    sites: int = 0
 
     def close(self) -> None:
         for fd in self.fds:
@@ -132,6 +134,8 @@ class Session:
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spanprobe-compile")
         self._failed_layouts: Dict[str, str] = {}
         self._stopped_by_us: Set[int] = set()
+        self._draining = False
+        self._next_drain = 0.0
         self._next_scan = 0.0
         self._next_housekeeping = 0.0
         self._next_reap = time.monotonic() + 60.0
@@ -148,14 +152,28 @@ class Session:
         return 0
 
     def drain(self, wait: bool = True) -> None:
-        """Collect every record in the ring buffer and turn it into spans."""
+        """Collect every record in the ring buffer and turn it into spans.
+
+        With ``wait``, first sleeps until ``drain_interval`` after the previous
+        timed drain began (dlopen notifications wake it early): a drain that
+        took long is followed at once by the next, so a busy tracer never
+        idles while records pile up.
+        """
         core = self.programs.core
         if wait:
-            core.ring_buffer_poll(int(self.drain_interval * 1000))
+            now = time.monotonic()
+            remaining = self._next_drain - now
+            if remaining > 0.001:
+                core.ring_buffer_poll(int(remaining * 1000))
+            self._next_drain = max(self._next_drain + self.drain_interval, time.monotonic())
         core.ring_buffer_consume()
         raw, self._raw = self._raw, []
         if raw:
-            self._process(raw)
+            self._draining = True
+            try:
+                self._process(raw)
+            finally:
+                self._draining = False
 
     def _process(self, raw: List[bytes]) -> None:
         decode = self.programs.decode
@@ -206,11 +224,12 @@ class Session:
             self.drain(wait=False)  # their last records first
             for pid in gone:
                 self._forget(pid)
+        self.scanner.retain(current)
         for pid in current:
             self._scan_one(pid)
         self._attach_compiled()
         self.stats.processes = sum(1 for p in self.processes.values() if p.attachments)
-        self.stats.probes = sum(len(a.fds) for p in self.processes.values() for a in p.attachments.values())
+        self.stats.probes = sum(a.sites for p in self.processes.values() for a in p.attachments.values())
 
     def _scan_one(self, pid: int) -> None:
         try:
@@ -233,9 +252,14 @@ class Session:
                 return
             proc = self.processes[pid] = TracedProcess(pid, result.started)
         present = {inst.key: inst for inst in result.providers}
-        for key in [k for k in proc.attachments if k not in present]:
-            log.debug("pid %d: provider %s unloaded; detaching", pid, proc.attachments[key].instance.image.provider)
-            proc.attachments.pop(key).close()
+        gone = [k for k in proc.attachments if k not in present]
+        if gone:
+            self.drain(wait=False)  # records from the provider's last moments first
+        for key in gone:
+            log.info("pid %d: provider %s unloaded; detaching", pid, proc.attachments[key].instance.image.provider)
+            att = proc.attachments.pop(key)
+            att.close()
+            self.programs.unbind(att.cookies)
         for key, inst in present.items():
             if key in proc.attachments or key in proc.failed or key in proc.pending:
                 continue
@@ -244,24 +268,31 @@ class Session:
                     proc.resource = process_resource(pid, inst.image.schema.get("runtime"))
                 except procfs.ProcessGone:
                     return
-            layout = self.programs.layout_for(inst.image)
-            if layout.empty:
+            plan = self._plan_for(inst.image)
+            if plan.empty:
                 proc.failed.add(key)
-                self.scanner.warn_once("empty:%s" % layout.key,
+                self.scanner.warn_once("empty:%d" % id(inst.image),
                                        "provider %s (pid %d) has no probe spanprobe can trace"
                                        % (inst.image.provider, pid))
                 continue
-            if layout.key in self._failed_layouts:
+            if plan.module.key in self._failed_layouts:
                 proc.failed.add(key)
                 continue
-            proc.pending[key] = self._compiler.submit(self._compile, layout, inst)
+            module = self.programs.cached(plan.module)
+            if module is not None:  # same shapes seen before: attach now, no compile
+                self._attach(proc, key, inst, plan, module)
+                continue
+            proc.pending[key] = self._compiler.submit(self._compile, plan, inst)
 
-    def _compile(self, layout, inst):
+    def _plan_for(self, image) -> Plan:
+        return self.programs.plan_for(image)
+
+    def _compile(self, plan: Plan, inst):
         """Runs in the compile thread; never raises (the result says what failed)."""
         try:
-            return inst, layout, self.programs.module_for(layout), None
+            return inst, plan, self.programs.module_for(plan.module), None
         except ProgramError as exc:
-            return inst, layout, None, exc
+            return inst, plan, None, exc
 
     def _attach_compiled(self, wait: bool = False) -> None:
         for proc in list(self.processes.values()):
@@ -271,40 +302,56 @@ class Session:
                 del proc.pending[key]
                 if future.cancelled():
                     continue
-                inst, layout, module, error = future.result()
+                inst, plan, module, error = future.result()
                 if error is not None:
                     proc.failed.add(key)
-                    self._failed_layouts[layout.key] = str(error)
-                    self.scanner.warn_once("compile:%s" % layout.key, str(error))
+                    self._failed_layouts[plan.module.key] = str(error)
+                    self.scanner.warn_once("compile:%s" % plan.module.key, str(error))
                     continue
-                self._attach(proc, key, inst, module)
+                self._attach(proc, key, inst, plan, module)
 
-    def _attach(self, proc: TracedProcess, key, inst: ProviderInstance, module: Module) -> None:
-        fds: List[int] = []
+    def _attach(self, proc: TracedProcess, key, inst: ProviderInstance, plan: Plan, module: Module) -> None:
+        """Attach every span and point of ``plan`` in ``proc``, each site with its own cookie."""
+        decoders = decoders_for(plan)
+        att = Attachment(inst, module, [], [])
+        work = []  # (probe, handler, decoder or None for span starts)
+        for span in plan.spans:
+            work.append((span.start, span.shape.start_fn, None))
+            work.append((span.end, span.shape.end_fn, decoders[id(span)]))
+        for point in plan.points:
+            work.append((point.probe, point.shape.fn, decoders[id(point)]))
         try:
-            for probe, prog_fd in module.prog_fds.items():
-                for loc in inst.image.probes[probe].locations:
-                    fds.append(uprobe.attach(inst.attach_path, loc.offset, loc.semaphore, proc.pid, prog_fd))
+            for probe, fn, decoder in work:
+                for loc in probe.locations:
+                    cookie = self.programs.bind(decoder, proc.pid)
+                    att.cookies.append(cookie)
+                    att.fds.extend(uprobe.attach(inst.attach_path, loc.offset, loc.semaphore, proc.pid,
+                                                 module.prog_fds[fn], cookie))
+                    att.sites += 1
         except uprobe.AttachError as exc:
-            for fd in fds:
-                os.close(fd)
+            att.close()
+            self.programs.unbind(att.cookies)
             proc.failed.add(key)
             if procfs.alive(proc.pid, proc.started):
                 self.scanner.warn_once("attach:%d:%s" % (proc.pid, key),
                                        "pid %d: cannot attach to provider %s: %s"
                                        % (proc.pid, inst.image.provider, exc))
             return
-        proc.attachments[key] = Attachment(inst, module, fds)
-        log.info("pid %d: attached to provider %s (%d probe sites)", proc.pid, inst.image.provider, len(fds))
+        proc.attachments[key] = att
+        log.info("pid %d: attached to provider %s (%d probe sites)", proc.pid, inst.image.provider, att.sites)
 
     def _forget(self, pid: int) -> None:
-        proc = self.processes.pop(pid, None)
+        """Detach from a process that exited or is no longer a target, after its last records."""
+        proc = self.processes.get(pid)
         self.scanner.forget(pid)
         if proc is None:
             return
+        if not self._draining:
+            self.drain(wait=False)  # its last records, while its cookies still mean something
         modules = set()
         for att in proc.attachments.values():
             att.close()
+            self.programs.unbind(att.cookies)
             modules.add(att.module)
         for future in proc.pending.values():
             future.cancel()
@@ -314,13 +361,10 @@ class Session:
                     self.stats.unmatched_exited += module.reap(pid)
                 except Exception as exc:  # pragma: no cover
                     log.debug("reaping pid %d: %s", pid, exc)
-        # Its resource is still needed for the events released now.
-        self.processes[pid] = proc
-        try:
-            self.pipeline.submit(self.builder.expire_events(pid=pid))
-        finally:
-            if self.processes.get(pid) is proc:
-                del self.processes[pid]
+        # Events still waiting for a span of this process will not get one; its
+        # resource is still known while they are released.
+        self.pipeline.submit(self.builder.expire_events(pid=pid))
+        self.processes.pop(pid, None)
 
     # --- dlopen stops (-- COMMAND) ---------------------------------------------------
 
@@ -366,28 +410,42 @@ class Session:
     # --- running ------------------------------------------------------------------------
 
     def step(self) -> None:
-        self.drain()
+        if self.pipeline.queued >= self.pipeline.max_queue // 4:
+            # Backpressure: the exporter is behind. Leave records in the ring buffer
+            # (if it fills, the kernel drops and counts them, at no cost here) rather
+            # than decode spans the full queue would drop, and give the export
+            # thread the interpreter.
+            time.sleep(self.drain_interval)
+        else:
+            self.drain()
         now = time.monotonic()
         if now >= self._next_scan:
-            self._next_scan = now + self.scan_interval
             self.scan()
+            # Rescan as often as scan_interval allows while a scan costs under 2% of a core
+            # (a few pids: every 0.25 s); on a host with thousands of processes, less often.
+            cost = time.monotonic() - now
+            self._next_scan = now + min(max(self.scan_interval, 50 * cost), 2.0)
         else:
             self._attach_compiled()
         if now >= self._next_housekeeping:
             self._next_housekeeping = now + 0.5
             self.housekeeping(now)
 
-    def run(self, until: Optional[Callable[[], bool]] = None, deadline: Optional[float] = None) -> None:
-        """Loop until stop_event, ``until()`` or the monotonic ``deadline``."""
-        while not self.stop_event.is_set():
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            if until is not None and until():
-                break
-            self.step()
-
     def close(self) -> None:
-        """Detach everything, drain the last records, release held events."""
+        """Detach everything, drain the last records, release held events.
+
+        Processes that exited since the last scan are forgotten properly (their
+        open spans counted as never ended); spans still open in live processes
+        are counted as open at exit.
+        """
+        self.drain(wait=False)
+        for pid, proc in list(self.processes.items()):
+            if not procfs.alive(pid, proc.started):
+                self._forget(pid)
+        try:
+            self.stats.open_at_exit = sum(m.open_spans() for m in self.programs.modules)
+        except Exception as exc:  # pragma: no cover
+            log.debug("counting open spans: %s", exc)
         for proc in list(self.processes.values()):
             for att in proc.attachments.values():
                 att.close()

@@ -40,20 +40,9 @@ from .records import PointRecord, SpanRecord, ValueNotes
 KINDS = {"internal": SpanKind.INTERNAL, "server": SpanKind.SERVER, "client": SpanKind.CLIENT,
          "producer": SpanKind.PRODUCER, "consumer": SpanKind.CONSUMER}
 STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
-INT64_MAX = (1 << 63) - 1
 _UNSET = Status(StatusCode.UNSET)
+_FLAGS = [TraceFlags(i) for i in range(256)]
 _rng = random.SystemRandom()
-
-
-def otel_value(value):
-    """A decoded argument as an OpenTelemetry attribute value.
-
-    OTLP integers are signed 64-bit: a u64 above 2**63-1 is exported as its
-    decimal string rather than wrapped to a negative number.
-    """
-    if type(value) is int and value > INT64_MAX:
-        return str(value)
-    return value
 
 
 def _note_attributes(notes: Optional[ValueNotes], attrs: dict) -> None:
@@ -65,20 +54,6 @@ def _note_attributes(notes: Optional[ValueNotes], attrs: dict) -> None:
         attrs["spanprobe.conversion_failed"] = list(notes.conversion_failed)
     if notes.read_failed:
         attrs["spanprobe.read_failed"] = list(notes.read_failed)
-
-
-def _code_attributes(code) -> Dict[str, object]:
-    """Schema "code" -> semantic-convention code.* attributes (current names)."""
-    if not isinstance(code, dict):
-        return {}
-    out: Dict[str, object] = {}
-    if isinstance(code.get("function"), str):
-        out["code.function.name"] = code["function"]
-    if isinstance(code.get("filepath"), str):
-        out["code.file.path"] = code["filepath"]
-    if isinstance(code.get("lineno"), int) and not isinstance(code.get("lineno"), bool):
-        out["code.line.number"] = code["lineno"]
-    return out
 
 
 class SpanBuilder:
@@ -95,7 +70,6 @@ class SpanBuilder:
         self._resource_for = resource_for
         self._to_wall = to_wall
         self._scopes: Dict[str, InstrumentationScope] = {}
-        self._code: Dict[int, Dict[str, object]] = {}
         #: (pid, span id) -> (monotonic arrival, [(PointRecord, Event)])
         self._pending: "OrderedDict[Tuple[int, int], Tuple[float, list]]" = OrderedDict()
         self._pending_count = 0
@@ -116,23 +90,26 @@ class SpanBuilder:
 
     def span(self, rec: SpanRecord) -> ReadableSpan:
         d = rec.span_def
-        flags = TraceFlags(rec.trace_flags)
+        flags = _FLAGS[rec.trace_flags]
         context = SpanContext(rec.trace_id, rec.span_id, False, flags)
         parent = SpanContext(rec.trace_id, rec.parent_id, False, flags) if rec.parent_id else None
-        code = self._code.get(id(d))
-        if code is None:
-            code = self._code[id(d)] = _code_attributes(d.code)
-        attrs: Dict[str, object] = dict(code)
-        for key, value in rec.attributes.items():
-            attrs[key] = otel_value(value)
+        code = d.code_attributes
+        # Decoded values are already OpenTelemetry-ready (program._value_decoder).
+        if code:
+            attrs: Dict[str, object] = dict(code)
+            attrs.update(rec.attributes)
+        else:
+            attrs = rec.attributes
         attrs["thread.id"] = rec.start_tid
-        _note_attributes(rec.notes, attrs)
+        if rec.notes:
+            _note_attributes(rec.notes, attrs)
         end = self._to_wall(rec.end_ns)
         events: List[Event] = []
-        pending = self._pending.pop((rec.pid, rec.span_id), None)
-        if pending is not None:
-            events = [ev for _, ev in pending[1]]
-            self._pending_count -= len(events)
+        if self._pending:
+            pending = self._pending.pop((rec.pid, rec.span_id), None)
+            if pending is not None:
+                events = [ev for _, ev in pending[1]]
+                self._pending_count -= len(events)
         status = _UNSET
         if rec.status == STATUS_ERROR:
             description = ("%s: %s" % (rec.error_type, rec.error_message) if rec.error_message
@@ -160,7 +137,7 @@ class SpanBuilder:
         """A plain probe's span at once; an event is held for its span (None returned)."""
         p = rec.point_def
         if p.role == "event" and rec.span_id:
-            attrs = {k: otel_value(v) for k, v in rec.attributes.items()}
+            attrs = rec.attributes
             _note_attributes(rec.notes, attrs)
             key = (rec.pid, rec.span_id)
             entry = self._pending.get(key)
@@ -173,11 +150,11 @@ class SpanBuilder:
 
     def _zero_length(self, rec: PointRecord) -> ReadableSpan:
         p = rec.point_def
-        attrs: Dict[str, object] = {k: otel_value(v) for k, v in rec.attributes.items()}
+        attrs: Dict[str, object] = dict(rec.attributes)
         attrs["thread.id"] = rec.tid
         _note_attributes(rec.notes, attrs)
         trace_id = rec.trace_id or _rng.getrandbits(128) or 1
-        flags = TraceFlags(rec.trace_flags if rec.trace_id else TraceFlags.SAMPLED)
+        flags = _FLAGS[rec.trace_flags if rec.trace_id else TraceFlags.SAMPLED]
         parent = SpanContext(trace_id, rec.span_id, False, flags) if rec.span_id else None
         if p.role == "event":
             attrs["spanprobe.event"] = True

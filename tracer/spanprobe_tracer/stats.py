@@ -34,6 +34,7 @@ class Stats:
         self.dropped: Dict[str, int] = {k: 0 for k in self.USER_DROPS}
         self.unmatched_exited = 0    # open spans whose process exited
         self.unmatched_expired = 0   # open spans older than the open-span timeout
+        self.open_at_exit = 0        # spans started but not ended when tracing stopped
         self.decode_errors = 0
         self.kernel: Dict[Counter, int] = {c: 0 for c in Counter}
         self.processes = 0
@@ -79,6 +80,7 @@ class Stats:
             "dropped": dict(self.dropped),
             "unmatched_exited": self.unmatched_exited,
             "unmatched_expired": self.unmatched_expired,
+            "open_at_exit": self.open_at_exit,
             "decode_errors": self.decode_errors,
             "kernel": {c.name.lower(): v for c, v in self.kernel.items()},
         }
@@ -97,6 +99,9 @@ class Stats:
             % (k[Counter.END_WITHOUT_START], self.unmatched_exited + self.unmatched_expired,
                self.unmatched_exited, self.unmatched_expired),
         ]
+        if self.open_at_exit:
+            lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
+                         % self.open_at_exit)
         if k[Counter.FILTERED]:
             lines.append("filtered (shorter than --min-duration): %d" % k[Counter.FILTERED])
         if self.decode_errors:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import signal
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import List
 
 from . import privileges, procfs
 from .discovery import Scanner
@@ -97,7 +96,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     cap.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="at exit, time allowed to export what is still queued (default 10)")
     cap.add_argument("--drain-interval", type=float, default=0.1, help=argparse.SUPPRESS)
-    cap.add_argument("--scan-interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    cap.add_argument("--scan-interval", type=float, default=0.25, help=argparse.SUPPRESS)
     cap.add_argument("--queue-size", type=int, default=65536, help=argparse.SUPPRESS)
 
 
@@ -196,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
     pipeline = ExportPipeline(exporter, stats, max_queue=args.queue_size)
     targets = Targets(pids=args.pid, everything=args.all, launched=launched)
     verbose_status = args.verbose > 0
-    status_interval = 10.0 if (verbose_status or (args.exporter != "console" and sys.stderr.isatty())) else 0.0
+    # A status line every 10 s on long runs a person watches (stderr is a terminal), or with -v.
+    status_interval = 10.0 if (verbose_status or sys.stderr.isatty()) else 0.0
     session = Session(programs, pipeline, stats, targets, min_duration_ns=args.min_duration,
                       scan_interval=args.scan_interval, drain_interval=args.drain_interval,
                       status_interval=status_interval,
@@ -249,10 +249,7 @@ def run(args: argparse.Namespace) -> int:
                 for line in stats.summary():
                     print("spanprobe: " + line, file=sys.stderr)
         if launched is not None:
-            if launched.poll() is None:
-                launched.signal(signal.SIGTERM)
-                launched.wait(block=True)
-            exit_status = launched.returncode or 0
+            exit_status = launched.stop() or 0
     finally:
         session.close()
         pipeline.shutdown(args.flush_timeout)

@@ -2,18 +2,23 @@
 
 bcc's Python ``attach_uprobe`` has no way to pass the kernel's uprobe
 reference counter (``ref_ctr_offset``), and bcc's USDT support compiles one
-program per process. spanprobe compiles a program once per provider layout
-and attaches it to each process itself, through the same interface bcc uses
-underneath: ``perf_event_open`` on the ``uprobe`` PMU, then
-``PERF_EVENT_IOC_SET_BPF``.
+program per process. spanprobe compiles a program once per argument shape
+and attaches it to each process itself, through the interface bcc uses
+underneath: ``perf_event_open`` on the ``uprobe`` PMU, then a BPF link.
 
 With ``ref_ctr_offset`` the kernel increments the probe's semaphore in every
 process it places the uprobe in and decrements it when the perf event is
 closed, including when the tracer dies: a crashed tracer never leaves an
 application paying for probes nobody reads.
 
+The program is attached through a BPF link carrying a *cookie*
+(``BPF_LINK_CREATE`` with ``BPF_PERF_EVENT``, Linux 5.15): handlers are shared
+between every probe of the same argument shape, and the cookie, which the
+handler copies into each record, tells the tracer which probe of which
+provider fired.
+
 The ``pid`` argument restricts the uprobe to that process's address space
-(all of its threads). Closing the returned descriptor detaches.
+(all of its threads). Closing the returned descriptors detaches.
 """
 
 from __future__ import annotations
@@ -28,9 +33,12 @@ from functools import lru_cache
 _PMU_DIR = "/sys/bus/event_source/devices/uprobe"
 _SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 _PERF_EVENT_IOC_ENABLE = 0x2400
-_PERF_EVENT_IOC_SET_BPF = 0x40042408
 _PERF_FLAG_FD_CLOEXEC = 8
 _ATTR_SIZE = 136  # PERF_ATTR_SIZE_VER8; the kernel accepts any known size
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+_BPF_LINK_CREATE = 28
+_BPF_PERF_EVENT = 41  # enum bpf_attach_type
+_BPF_ATTR_SIZE = 64
 
 
 class AttachError(OSError):
@@ -64,11 +72,26 @@ def ref_ctr_shift() -> int:
     return int(spec.split(":")[1].split("-")[0])
 
 
-def attach(path: str, offset: int, ref_ctr_offset: int, pid: int, prog_fd: int) -> int:
+def _link(prog_fd: int, perf_fd: int, cookie: int, where: str) -> int:
+    """BPF_LINK_CREATE: run ``prog_fd`` on perf event ``perf_fd``, with ``cookie``."""
+    nr = _SYS_BPF.get(platform.machine())
+    attr = ctypes.create_string_buffer(_BPF_ATTR_SIZE)
+    # link_create: prog_fd, target_fd, attach_type, flags, perf_event.bpf_cookie
+    struct.pack_into("<IIIIQ", attr, 0, prog_fd, perf_fd, _BPF_PERF_EVENT, 0, cookie)
+    fd = _libc().syscall(nr, _BPF_LINK_CREATE, attr, _BPF_ATTR_SIZE)
+    if fd < 0:
+        err = ctypes.get_errno()
+        hint = "; BPF cookies need Linux 5.15 or later" if err in (errno.EINVAL, errno.ENOTSUP) else ""
+        raise AttachError(err, "linking the BPF program to %s: %s%s" % (where, os.strerror(err), hint))
+    return fd
+
+
+def attach(path: str, offset: int, ref_ctr_offset: int, pid: int, prog_fd: int, cookie: int = 0):
     """Place a uprobe at file ``offset`` of ``path`` in process ``pid`` running ``prog_fd``.
 
-    ``ref_ctr_offset`` is the file offset of the probe's semaphore (0: none).
-    Returns the perf event descriptor; close it to detach.
+    ``ref_ctr_offset`` is the file offset of the probe's semaphore (0: none);
+    ``cookie`` is what bpf_get_attach_cookie() returns in the program.
+    Returns (perf event fd, BPF link fd); close both to detach.
     """
     machine = platform.machine()
     nr = _SYS_PERF_EVENT_OPEN.get(machine)
@@ -96,15 +119,15 @@ def attach(path: str, offset: int, ref_ctr_offset: int, pid: int, prog_fd: int) 
         }.get(err, "")
         raise AttachError(err, "perf_event_open(uprobe %s+%#x, pid %d): %s%s"
                           % (path, offset, pid, os.strerror(err), "; " + hint if hint else ""))
+    link = -1
     try:
-        if libc.ioctl(fd, _PERF_EVENT_IOC_SET_BPF, prog_fd) != 0:
-            err = ctypes.get_errno()
-            raise AttachError(err, "attaching the BPF program to uprobe %s+%#x: %s"
-                              % (path, offset, os.strerror(err)))
+        link = _link(prog_fd, fd, cookie, "uprobe %s+%#x" % (path, offset))
         if libc.ioctl(fd, _PERF_EVENT_IOC_ENABLE, 0) != 0:
             err = ctypes.get_errno()
             raise AttachError(err, "enabling uprobe %s+%#x: %s" % (path, offset, os.strerror(err)))
     except BaseException:
+        if link >= 0:
+            os.close(link)
         os.close(fd)
         raise
-    return fd
+    return fd, link

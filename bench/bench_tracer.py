@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""Tracer throughput benchmark: how many spans/s reach an OTLP/gRPC collector, and is every loss counted?
+
+    sudo .venv/bin/python bench/bench_tracer.py                    # default rate ladder
+    sudo .venv/bin/python bench/bench_tracer.py --rates 30000 --seconds 10
+
+Setup, all on this machine:
+  * load generators: ``--procs`` processes, each with its own spanprobe provider
+    (a span with two start attributes and one end attribute, the shape of a
+    small HTTP handler span), firing spans at a paced total rate;
+  * the real tracer (`spanprobe trace --pid ... --exporter otlp`) exporting
+    OTLP/gRPC to
+  * a real OTLP/gRPC receiver (tests/tracer/otlp_receiver.py) in this process
+    that counts the spans it decodes.
+
+For each rate it reports spans fired, received by the collector, exported
+per second, and the tracer's loss accounting by reason, and checks that the
+books balance: fired == exported + counted losses (+ spans still open when
+the generators stopped, which the tracer reports as such). A run where spans
+vanish without being counted fails (exit status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "tracer"))
+
+# --- the load generator (this same file, run with --generator) ------------------------
+
+def generator(index: int) -> None:
+    from spanprobe import Arg, ArgType as T, Provider
+    p = Provider("bench%d" % index)
+    start = p._declare("req_start", [
+        Arg("span_id", T.U64), Arg("parent_span_id", T.U64), Arg("trace_id_high", T.U64),
+        Arg("trace_id_low", T.U64), Arg("flags", T.U32),
+        Arg("http.route", T.STR), Arg("user.id", T.I64)], "span_start")
+    end = p._declare("req_end", [
+        Arg("span_id", T.U64), Arg("status", T.U8), Arg("error_type", T.STR),
+        Arg("error_message", T.STR), Arg("flags", T.U32), Arg("http.response.status_code", T.I32)], "span_end")
+    p._spans.append({"name": "GET /bench", "kind": "server", "start": "req_start", "end": "req_end"})
+    p.load()
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    fire_start, fire_end = start.fire, end.fire
+    base = (os.getpid() << 40) | 1
+    trace_hi = int.from_bytes(os.urandom(8), "little") | 1
+    for line in sys.stdin:
+        cmd = line.split()
+        if cmd[0] == "wait":
+            while not (start.enabled and end.enabled):
+                time.sleep(0.01)
+            print(json.dumps({"enabled": True}), flush=True)
+        elif cmd[0] == "go":
+            rate, seconds = float(cmd[1]), float(cmd[2])
+            done = 0
+            t0 = time.perf_counter()
+            stop = t0 + seconds
+            while True:
+                now = time.perf_counter()
+                if now >= stop:
+                    break
+                due = int(rate * (now - t0)) - done
+                for _ in range(min(due, 2000)):
+                    sid = base + done
+                    fire_start(sid, 0, trace_hi, sid, 1, "/bench", done)
+                    fire_end(sid, 0, "", "", 1, 200)
+                    done += 1
+                if due <= 0:
+                    time.sleep(0.0005)
+            print(json.dumps({"fired": done, "seconds": time.perf_counter() - t0}), flush=True)
+        elif cmd[0] == "exit":
+            return
+
+
+# --- the driver ---------------------------------------------------------------------------
+
+class Gen:
+    def __init__(self, index: int):
+        self.proc = subprocess.Popen([sys.executable, __file__, "--generator", str(index)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pid = json.loads(self.proc.stdout.readline())["pid"]
+
+    def send(self, line: str) -> None:
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def reply(self) -> dict:
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        try:
+            self.send("exit")
+            self.proc.wait(5)
+        except Exception:
+            self.proc.kill()
+
+
+def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
+    from otlp_receiver import Collector, GrpcReceiver
+    receiver = GrpcReceiver(Collector(count_only=True), workers=2)
+    gens = [Gen(i) for i in range(procs)]
+    stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+    cmd = [sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--exporter", "otlp",
+           "--otlp-endpoint", receiver.endpoint, "--stats-file", stats_file, *extra_args]
+    for g in gens:
+        cmd += ["--pid", str(g.pid)]
+    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for g in gens:
+            g.send("wait")
+        for g in gens:
+            g.reply()
+        before = receiver.collector.count
+        t0 = time.monotonic()
+        for g in gens:
+            g.send("go %f %f" % (rate / procs, seconds))
+        fired = sum(g.reply()["fired"] for g in gens)
+        fire_s = time.monotonic() - t0
+        # Let the tracer catch up (bounded), then stop it: SIGINT flushes.
+        deadline = time.monotonic() + 30
+        last, still = -1, 0
+        while time.monotonic() < deadline:
+            count = receiver.collector.count
+            if count - before >= fired:
+                break
+            still = still + 1 if count == last else 0
+            if still >= 10:  # nothing new for 1 s: the rest was dropped (and counted) or is queued
+                break
+            last = count
+            time.sleep(0.1)
+        caught_up_s = time.monotonic() - t0
+        tracer.send_signal(signal.SIGINT)
+        _, err = tracer.communicate(timeout=60)
+        with open(stats_file) as f:
+            stats = json.load(f)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+        for g in gens:
+            g.close()
+        receiver.stop()
+        os.unlink(stats_file)
+    received = receiver.collector.count - before
+    k = stats["kernel"]
+    lost = stats["lost"]
+    open_at_stop = stats["unmatched_exited"] + stats["unmatched_expired"]
+    unaccounted = fired - stats["exported"] - lost - k["end_without_start"]
+    return {
+        "rate": rate, "fired": fired, "fire_s": fire_s, "received": received,
+        "exported": stats["exported"], "exported_per_s": stats["exported"] / max(caught_up_s, fire_s),
+        "lost": lost, "lost_by_reason": {
+            "ring_buffer_full": k["span_rb_full"], "open_span_map_full": k["start_map_full"],
+            **stats["dropped"]},
+        "end_without_start": k["end_without_start"], "open_at_stop": open_at_stop,
+        "unaccounted": unaccounted, "collector_matches_exported": received == stats["exported"],
+        "stderr_tail": err.strip().splitlines()[-3:],
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--generator", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--rates", default="10000,30000,45000,60000,90000",
+                        help="comma-separated total spans/s to try")
+    parser.add_argument("--seconds", type=float, default=10.0, help="firing time per rate")
+    parser.add_argument("--procs", type=int, default=4, help="load generator processes")
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("tracer_args", nargs="*", help="extra `spanprobe trace` arguments (after --)")
+    args = parser.parse_args()
+    if args.generator is not None:
+        generator(args.generator)
+        return 0
+    if os.geteuid() != 0:
+        print("bench_tracer: needs root (it runs the tracer)", file=sys.stderr)
+        return 2
+    results = []
+    ok = True
+    for rate in [float(r) for r in args.rates.split(",")]:
+        r = run_rate(rate, args.seconds, args.procs, args.tracer_args)
+        results.append(r)
+        balanced = r["unaccounted"] == 0 and r["collector_matches_exported"]
+        ok = ok and balanced
+        if not args.json:
+            print("target %7.0f/s: fired %7d (%.0f/s)  exported %7d (%.0f/s)  lost %6d %s  "
+                  "ends-without-start %d  unaccounted %d  %s"
+                  % (rate, r["fired"], r["fired"] / r["fire_s"], r["exported"], r["exported_per_s"],
+                     r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v},
+                     r["end_without_start"], r["unaccounted"], "OK" if balanced else "UNBALANCED"),
+                  flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Fixtures for the tracer tests: tracee processes, OTLP receivers."""
+
+from __future__ import annotations
+
+import pytest
+
+from tracer_helpers import Tracee
+from otlp_receiver import GrpcReceiver, HttpReceiver
+
+
+@pytest.fixture
+def tracee_factory():
+    made = []
+
+    def make(**kw) -> Tracee:
+        t = Tracee(**kw)
+        made.append(t)
+        return t
+
+    yield make
+    for t in made:
+        t.close()
+
+
+@pytest.fixture
+def tracee(tracee_factory) -> Tracee:
+    return tracee_factory()
+
+
+@pytest.fixture
+def grpc_receiver():
+    r = GrpcReceiver()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def http_receiver():
+    r = HttpReceiver()
+    yield r
+    r.stop()

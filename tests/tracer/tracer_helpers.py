@@ -1,0 +1,100 @@
+"""Processes the tracer tests drive: tracee applications and the `spanprobe` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+HERE = Path(__file__).resolve().parent
+TRACEE = HERE / "tracee.py"
+
+
+class Tracee:
+    """tracee.py in a subprocess: send() a command line, get its JSON reply."""
+
+    def __init__(self, env: Optional[dict] = None, argv0: Optional[List[str]] = None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen((argv0 or [sys.executable]) + [str(TRACEE)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=full_env, text=True, bufsize=1)
+        self.pid = self.read()["pid"]
+
+    def read(self, timeout: float = 30.0) -> dict:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError("tracee did not answer within %.0f s" % timeout)
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("tracee exited (status %s)" % self.proc.poll())
+        return json.loads(line)
+
+    def send(self, command: str, timeout: float = 30.0) -> dict:
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+        reply = self.read(timeout)
+        if not reply.get("ok"):
+            raise AssertionError("tracee command %r failed: %r" % (command, reply))
+        return reply
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def spanprobe_cmd(*args: str) -> List[str]:
+    return [sys.executable, "-m", "spanprobe_tracer.cli", *args]
+
+
+class Tracer:
+    """`spanprobe trace ...` running in the background."""
+
+    def __init__(self, *args: str, env: Optional[dict] = None, preexec_fn=None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.args = args
+        self.proc = subprocess.Popen(spanprobe_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=full_env, text=True, preexec_fn=preexec_fn)
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 30.0):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60.0):
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError("spanprobe %s did not exit; stderr:\n%s" % (" ".join(self.args), err))
+        self.stdout, self.stderr = out, err
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def run_spanprobe(*args: str, timeout: float = 60.0, env: Optional[dict] = None, **kw) -> subprocess.CompletedProcess:
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(spanprobe_cmd(*args), capture_output=True, text=True, timeout=timeout,
+                          env=full_env, **kw)
+
+
+def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
