@@ -11,6 +11,7 @@ and the loss accounting is printed.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import logging
 import re
@@ -121,6 +122,14 @@ def _check_targets(args, command: List[str]) -> None:
         raise TracerError("--ring-buffer-mb must be a power of two", ExitStatus.USAGE)
 
 
+def _refusal(pid: int) -> str:
+    """Why reading /proc/PID/maps was refused, and what would help."""
+    if os.geteuid() != 0:
+        return "not allowed to trace pid %d (cannot read its memory map); run as root" % pid
+    return ("the kernel refused access to pid %d's memory map even to root: it is not dumpable, lives in another user "
+            "namespace, or Yama's ptrace_scope forbids it (/proc/sys/kernel/yama/ptrace_scope)" % pid)
+
+
 def _wait_for_providers(pids: List[int], wait_s: float) -> None:
     """Fail with NoSuchProcess / NotPermitted / NoProviders before anything is loaded."""
     scanner = Scanner(warn=lambda msg: print("spanprobe: warning: " + msg, file=sys.stderr))
@@ -134,8 +143,7 @@ def _wait_for_providers(pids: List[int], wait_s: float) -> None:
             except procfs.ProcessGone:
                 raise NoSuchProcess("no process with pid %d" % pid) from None
             except PermissionError:
-                raise NotPermitted("not allowed to trace pid %d (cannot read its memory map); run as root"
-                                   % pid) from None
+                raise NotPermitted(_refusal(pid)) from None
         if found:
             return
         if time.monotonic() >= deadline:
