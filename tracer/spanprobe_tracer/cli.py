@@ -25,6 +25,7 @@ COMMANDS = [
     ("list", "spanprobe_tracer.listing", "list providers and probes in running processes"),
     ("trace", "spanprobe_tracer.tracing", "trace processes and export their spans"),
     ("doctor", "spanprobe_tracer.doctor", "check that this machine can trace, and say how to fix it"),
+    ("demo", "spanprobe_tracer.demo", "trace the demo HTTP server while downloading from it, and show the traces"),
 ]
 
 

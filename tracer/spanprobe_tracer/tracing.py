@@ -50,6 +50,24 @@ def _header(text: str):
     return key.strip(), value.strip()
 
 
+def add_otlp_options(parser: argparse.ArgumentParser, endpoint_help: str = "") -> None:
+    """The --otlp-* flags, shared by `spanprobe trace` and `spanprobe demo`."""
+    otlp = parser.add_argument_group("OTLP (flags override the standard OTEL_EXPORTER_OTLP_* variables)")
+    otlp.add_argument("--otlp-endpoint", metavar="URL",
+                      help=endpoint_help or "collector address (default: OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT, "
+                      "else http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf)")
+    otlp.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"),
+                      help="default: OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL, else grpc")
+    otlp.add_argument("--otlp-header", type=_header, action="append", default=[], metavar="KEY=VALUE",
+                      help="extra request header (repeatable; OTEL_EXPORTER_OTLP_HEADERS otherwise)")
+    otlp.add_argument("--otlp-timeout", type=float, metavar="SECONDS", help="per-export timeout, retries included")
+    otlp.add_argument("--otlp-compression", choices=("gzip", "deflate", "none"))
+    otlp.add_argument("--otlp-insecure", action="store_true", default=None,
+                      help="gRPC without TLS (implied by an http:// endpoint)")
+    otlp.add_argument("--otlp-no-check", action="store_true",
+                      help="start even if the endpoint is unreachable (spans that cannot be delivered are counted)")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     which = parser.add_argument_group("what to trace (one of)")
     which.add_argument("--pid", "-p", type=int, action="append", default=[], metavar="PID",
@@ -68,20 +86,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="write the final accounting (received, exported, lost by reason) as JSON")
     out.add_argument("--verbose", "-v", action="count", default=0,
                      help="report accounting periodically (-vv: debug log)")
-    otlp = parser.add_argument_group("OTLP (flags override the standard OTEL_EXPORTER_OTLP_* variables)")
-    otlp.add_argument("--otlp-endpoint", metavar="URL",
-                      help="collector address (default: OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT, else "
-                           "http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf)")
-    otlp.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"),
-                      help="default: OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL, else grpc")
-    otlp.add_argument("--otlp-header", type=_header, action="append", default=[], metavar="KEY=VALUE",
-                      help="extra request header (repeatable; OTEL_EXPORTER_OTLP_HEADERS otherwise)")
-    otlp.add_argument("--otlp-timeout", type=float, metavar="SECONDS", help="per-export timeout, retries included")
-    otlp.add_argument("--otlp-compression", choices=("gzip", "deflate", "none"))
-    otlp.add_argument("--otlp-insecure", action="store_true", default=None,
-                      help="gRPC without TLS (implied by an http:// endpoint)")
-    otlp.add_argument("--otlp-no-check", action="store_true",
-                      help="start even if the endpoint is unreachable (spans that cannot be delivered are counted)")
+    add_otlp_options(parser)
     cap = parser.add_argument_group("capture")
     cap.add_argument("--string-size", type=int, default=256, metavar="BYTES",
                      help="bytes captured of each str/bytes argument, 1-4096 (default 256); longer values "
@@ -159,6 +164,11 @@ def _make_exporter(args):
         return ConsoleExporter()
     if args.exporter == "jsonl":
         return JsonLinesExporter(args.output)
+    return otlp_exporter(args)
+
+
+def otlp_exporter(args):
+    """The OTLP exporter the --otlp-* flags (add_otlp_options) describe, once its endpoint answers."""
     settings = OtlpSettings(endpoint=args.otlp_endpoint, protocol=args.otlp_protocol,
                             headers=dict(args.otlp_header), timeout=args.otlp_timeout,
                             compression=args.otlp_compression, insecure=args.otlp_insecure)
@@ -167,6 +177,19 @@ def _make_exporter(args):
     exporter = make_otlp_exporter(settings)
     log.info("exporting OTLP/%s to %s", settings.resolved_protocol(), settings.resolved_endpoint())
     return exporter
+
+
+def load_programs(**config):
+    """bcc's core BPF module, built with ProgramConfig(**config); BpfUnavailable if it cannot be."""
+    try:
+        from .program import ProgramConfig, ProgramError, Programs
+        return Programs(ProgramConfig(**config))
+    except ImportError as exc:
+        raise BpfUnavailable("bcc is not importable (%s): the tracer runs on the Python that has "
+                             "python3-bpfcc (Debian's /usr/bin/python3, or a venv made with "
+                             "--system-site-packages); see `spanprobe doctor`" % exc) from None
+    except ProgramError as exc:
+        raise BpfUnavailable(str(exc)) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -179,17 +202,8 @@ def run(args: argparse.Namespace) -> int:
         _wait_for_providers(args.pid, args.wait)
     exporter = _make_exporter(args)
 
-    try:
-        from .program import ProgramConfig, ProgramError, Programs
-        programs = Programs(ProgramConfig(string_max=args.string_size, min_duration_ns=args.min_duration,
-                                          max_open_spans=args.max_open_spans,
-                                          ringbuf_bytes=args.ring_buffer_mb << 20))
-    except ImportError as exc:
-        raise BpfUnavailable("bcc is not importable (%s): the tracer runs on the Python that has "
-                             "python3-bpfcc (Debian's /usr/bin/python3, or a venv made with "
-                             "--system-site-packages); see `spanprobe doctor`" % exc) from None
-    except ProgramError as exc:
-        raise BpfUnavailable(str(exc)) from None
+    programs = load_programs(string_max=args.string_size, min_duration_ns=args.min_duration,
+                             max_open_spans=args.max_open_spans, ringbuf_bytes=args.ring_buffer_mb << 20)
 
     from .launcher import LaunchError, Launched, watch_dlopen
     from .session import Session, Targets

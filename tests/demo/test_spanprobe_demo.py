@@ -1,0 +1,106 @@
+"""`spanprobe demo` run as a new user runs it after set-up: the installed command, a real OTLP receiver.
+
+What the receiver gets is checked against what the demo downloaded: for each
+download one server span with the file copy as its child, the right path,
+size and status, inside the run's wall-clock window. Interrupted, the demo
+must stop at once and leave no server process and no scratch directory.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from spanprobe_tracer.demo_server import DOWNLOADS, FILES
+from support import Lines
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracer"))  # the OTLP receivers live there
+from otlp_receiver import GrpcReceiver  # noqa: E402
+
+pytestmark = pytest.mark.bpf
+
+#: The console script scripts/setup.sh installs in .venv, as scripts/demo.sh runs it.
+SPANPROBE = Path(sys.executable).with_name("spanprobe")
+SCRATCH = re.compile(r"serving \d+ generated files from (\S+)/www")
+SERVER_PID = re.compile(r"server pid (\d+) listening")
+
+
+def assert_nothing_left(stderr):
+    """The server the demo named is gone, and so is its scratch directory."""
+    pid, scratch = int(SERVER_PID.search(stderr).group(1)), SCRATCH.search(stderr).group(1)
+    assert not os.path.exists("/proc/%d" % pid), "demo server %d still running" % pid
+    assert not os.path.exists(scratch), "scratch directory %s left behind" % scratch
+
+
+def test_each_download_reaches_the_collector_as_a_request_span_with_its_file_copy(tmp_path):
+    n = len(DOWNLOADS) + 2
+    paths = [DOWNLOADS[i % len(DOWNLOADS)] for i in range(n)]
+    receiver = GrpcReceiver()
+    try:
+        t0 = time.time_ns()
+        run = subprocess.run([str(SPANPROBE), "demo", "--otlp-endpoint", receiver.endpoint, "--requests", str(n),
+                              "--interval", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        t1 = time.time_ns()
+    finally:
+        receiver.stop()
+    assert run.returncode == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    ok = sum(p != "/missing.txt" for p in paths)
+    # The terminal: one tree per download, the copy under its request.
+    assert run.stdout.count("└─ http.server.request [server]") == n
+    assert run.stdout.count("   └─ file.copy [internal]") == ok
+    assert re.search(r"traced as %d request spans with %d file-copy children, plus %d hits .* 0 lost"
+                     % (n, ok, ok), run.stdout), run.stdout[-500:]
+    assert_nothing_left(run.stderr)
+
+    spans = receiver.collector.spans
+    requests = [s for s in spans if s.name == "http.server.request"]
+    copies = {s.parent_span_id: s for s in spans if s.name == "file.copy"}
+    assert sorted(r.attributes["url.path"] for r in requests) == sorted(paths)
+    assert len(copies) == ok == len(spans) - n - ok, "one copy per body sent, plus the seed's probe per copy"
+    for request in requests:
+        a, span = request.attributes, request.span
+        assert span.kind == trace_pb2.Span.SPAN_KIND_SERVER and request.parent_span_id == ""
+        assert t0 <= span.start_time_unix_nano <= span.end_time_unix_nano <= t1
+        assert (a["http.request.method"], a["client.address"]) == ("GET", "127.0.0.1")
+        assert request.resource["service.name"] == "demo_apps.simplehttp"
+        path = a["url.path"]
+        if path == "/missing.txt":
+            assert a["http.response.status_code"] == 404 and request.span_id not in copies
+            continue
+        assert a["http.response.status_code"] == 200
+        copy = copies.pop(request.span_id)
+        assert copy.trace_id == request.trace_id and copy.span.kind == trace_pb2.Span.SPAN_KIND_INTERNAL
+        assert span.start_time_unix_nano <= copy.span.start_time_unix_nano
+        assert copy.span.end_time_unix_nano <= span.end_time_unix_nano
+        assert copy.attributes["file.path"].endswith("/www" + path)
+        # A file's size is what was generated; a listing's is what was sent.
+        assert copy.attributes["file.size"] == FILES.get(path[1:], a["http.response.body.size"])
+        assert a["http.response.body.size"] == copy.attributes["file.size"]
+    assert not copies, "every file copy is the child of a request span"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_mid_run_it_stops_promptly_and_leaves_nothing(tmp_path, signum):
+    demo = Lines([str(SPANPROBE), "demo", "--requests", "1000", "--interval", "0.05"], cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while "downloading 3/1000" not in demo.stderr:
+            assert demo.proc.poll() is None and time.monotonic() < deadline, demo.stderr
+            time.sleep(0.05)
+        demo.proc.send_signal(signum)
+        sent = time.monotonic()
+        assert demo.proc.wait(15) == 128 + signum
+        assert time.monotonic() - sent < 5, "took %.1f s to stop" % (time.monotonic() - sent)
+    finally:
+        demo.stop()
+    time.sleep(0.2)  # the stderr pump's last lines
+    assert "interrupted by %s" % signal.Signals(signum).name in demo.stderr
+    assert "Traceback" not in demo.stderr
+    assert_nothing_left(demo.stderr)
