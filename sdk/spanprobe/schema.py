@@ -77,10 +77,17 @@ def decode(data):
         raise SchemaError(f"schema is {len(data)} bytes, over the {MAX_SCHEMA_BYTES}-byte limit")
     try:
         schema = json.loads(data.decode("utf-8"))
+        # JSON escapes can make lone surrogates ("\ud800"), which no UTF-8 encoder
+        # (OTLP, JSON lines) accepts: one such name would fail every export batch it is in.
+        encode(schema)
     except UnicodeDecodeError as exc:
         raise SchemaError(f"schema is not UTF-8: {exc}") from None
+    except UnicodeEncodeError as exc:
+        raise SchemaError(f"schema has a string that is not valid Unicode: {exc}") from None
     except ValueError as exc:
         raise SchemaError(f"schema is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise SchemaError("schema nests too deeply to be one") from None
     validate(schema)
     return schema
 
@@ -96,7 +103,7 @@ def validate(schema):
     _require(schema.get("format") == SCHEMA_FORMAT,
              f"schema format is {schema.get('format')!r}, expected {SCHEMA_FORMAT!r}")
     version = schema.get("version")
-    _require(version in SUPPORTED_VERSIONS,
+    _require(type(version) is int and version in SUPPORTED_VERSIONS,
              f"schema version {version!r} is not supported (this reader knows {SUPPORTED_VERSIONS})")
     _require(is_identifier(schema.get("provider")),
              f"schema provider name {schema.get('provider')!r} is not a C identifier")
@@ -116,7 +123,7 @@ def validate(schema):
                  f"probe {name!r}: 'args' must be a list of at most {MAX_ARGS}")
         for arg in args:
             _require(isinstance(arg, dict) and isinstance(arg.get("name"), str)
-                     and arg.get("type") in types,
+                     and isinstance(arg.get("type"), str) and arg["type"] in types,
                      f"probe {name!r}: bad argument entry {arg!r}")
         fixed = FIXED_ARGS.get(role, ())
         layout = [(a["name"], a["type"]) for a in args[:len(fixed)]]
@@ -133,7 +140,7 @@ def validate(schema):
         _require(isinstance(span.get("name"), str) and span["name"], f"{what}: name must be a non-empty string")
         for end, role in (("start", "span_start"), ("end", "span_end")):
             probe = span.get(end)
-            _require(probe in roles, f"{what}: {end} probe {probe!r} is not declared")
+            _require(isinstance(probe, str) and probe in roles, f"{what}: {end} probe {probe!r} is not declared")
             _require(roles[probe] == role, f"{what}: {end} probe {probe!r} has role {roles[probe]!r}, not {role!r}")
             _require(probe not in used, f"{what}: probe {probe!r} already belongs to {used.get(probe)}")
             used[probe] = what
@@ -141,10 +148,11 @@ def validate(schema):
         code = span.get("code", {})
         _require(isinstance(code, dict)
                  and all(isinstance(code.get(k, ""), str) for k in ("function", "filepath"))
-                 and isinstance(code.get("lineno", 0), int),
+                 and isinstance(code.get("lineno", 0), int) and 0 <= code.get("lineno", 0) < 1 << 31,
                  f"{what}: bad code entry {code!r}")
     for event in schema.get("events", []):
-        _require(isinstance(event, dict) and isinstance(event.get("name"), str) and event.get("probe") in roles,
+        _require(isinstance(event, dict) and isinstance(event.get("name"), str)
+                 and isinstance(event.get("probe"), str) and event["probe"] in roles,
                  f"event {event!r} names a probe that is not declared")
         _require(roles[event["probe"]] == "event",
                  f"event {event['name']!r}: probe {event['probe']!r} has role {roles[event['probe']]!r}, not 'event'")
