@@ -16,10 +16,11 @@ pytestmark = pytest.mark.bpf
 
 
 def read_jsonl(path):
+    """The complete lines of a file the tracer may still be writing (a last partial line waits)."""
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
 
 
 def stats_of(path):
