@@ -7,7 +7,8 @@ loaded because USDT tools (bcc among them) find a memfd-backed library through
 seccomp, old kernels), the image goes into a private directory instead:
 
 * ``$SPANPROBE_RUNTIME_DIR`` or ``$XDG_RUNTIME_DIR`` (per-user, never shared),
-  else the system temporary directory;
+  else the system temporary directory; one owned by another user (root
+  aside), or writable by others without the sticky bit, is refused;
 * always inside a fresh ``spanprobe-<pid>-<random>`` directory made by
   ``mkdtemp`` (mode 0700, unpredictable name), with files created
   ``O_EXCL | O_NOFOLLOW``;
@@ -163,8 +164,27 @@ def _check_private_dir(path):
         raise LoadError(errno.EPERM, f"{path} has mode {oct(st.st_mode & 0o777)}; spanprobe needs 0700")
 
 
+def _check_base_dir(base):
+    """The real path of ``base``, refused if another user controls it.
+
+    Its owner, or anyone when it is writable by others and not sticky, could
+    rename our private directory and put a symlink in its place between our
+    checks and dlopen(): code of theirs would run in this process.
+    """
+    base = os.path.realpath(base)
+    st = os.stat(base)
+    if not stat.S_ISDIR(st.st_mode):
+        raise LoadError(errno.ENOTDIR, f"{base} is not a directory")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise LoadError(errno.EPERM, f"{base} is owned by uid {st.st_uid}, neither us ({os.geteuid()}) nor root")
+    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+        raise LoadError(errno.EPERM, f"{base} is writable by other users and not sticky "
+                                     f"(mode {oct(st.st_mode & 0o7777)})")
+    return base
+
+
 def _load_file(name, image, base):
-    directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=base)
+    directory = tempfile.mkdtemp(prefix=f"{DIR_PREFIX}{os.getpid()}-", dir=_check_base_dir(base))
     try:
         _check_private_dir(directory)
         path = os.path.join(directory, f"lib{name}.so")

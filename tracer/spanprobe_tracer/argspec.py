@@ -69,6 +69,14 @@ def split_specs(text: str) -> List[str]:
     return specs
 
 
+def _number(text: str, limit: int) -> int:
+    """A displacement or constant as GCC writes it (decimal, or 0x hex), within +-limit."""
+    value = int(text, 16 if text.lstrip("-").startswith("0x") else 10)
+    if not -limit <= value < limit:
+        raise ArgSpecError("%s is out of range for an argument operand" % text)
+    return value
+
+
 def parse(spec: str, machine: int) -> ArgLocation:
     m = _SPEC.match(spec.strip())
     if not m:
@@ -80,10 +88,10 @@ def parse(spec: str, machine: int) -> ArgLocation:
             return ArgLocation(size, signed, "reg", _X86_REGS[r.group(1)])
         r = _X86_MEM.match(operand)
         if r and r.group(2) in _X86_REGS:
-            return ArgLocation(size, signed, "mem", _X86_REGS[r.group(2)], int(r.group(1) or "0", 0))
+            return ArgLocation(size, signed, "mem", _X86_REGS[r.group(2)], _number(r.group(1) or "0", 1 << 31))
         r = _X86_IMM.match(operand)
         if r:
-            return ArgLocation(size, signed, "imm", None, int(r.group(1), 0))
+            return ArgLocation(size, signed, "imm", None, _number(r.group(1), 1 << 63))
     elif machine == EM_AARCH64:
         r = _A64_REG.match(operand)
         if r and int(r.group(1)) <= 30:
@@ -91,7 +99,7 @@ def parse(spec: str, machine: int) -> ArgLocation:
         r = _A64_MEM.match(operand)
         if r:
             reg = "sp" if r.group(1) == "sp" else r.group(1)[1:]
-            return ArgLocation(size, signed, "mem", reg, int(r.group(2) or "0", 0))
+            return ArgLocation(size, signed, "mem", reg, _number(r.group(2) or "0", 1 << 31))
     else:
         raise ArgSpecError("machine %d is not supported (x86_64 and aarch64 are)" % machine)
     raise ArgSpecError("argument spec %r: operand %r is not supported" % (spec, operand))

@@ -26,12 +26,27 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from spanprobe import schema as schema_mod
 from spanprobe.errors import SchemaError
+from spanprobe.types import ArgType
 from spanprobe.elf.reader import ElfError
 
 from . import argspec, procfs
 from .elffile import ElfProbes, SdtNote, read_probes
+from .exporters import safe_text
 
 log = logging.getLogger("spanprobe.tracer")
+#: Characters of one warning shown: they quote what traced processes wrote.
+MAX_MESSAGE = 1000
+
+
+class _Escaped(logging.Filter):
+    """Tracer log messages quote untrusted text (mapped paths, schema excerpts): escape and cap them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = safe_text(record.getMessage(), MAX_MESSAGE), ()
+        return True
+
+
+log.addFilter(_Escaped())
 
 #: Mappings that are never ELF files worth opening.
 _PSEUDO_PREFIXES = ("[", "anon_inode:", "/dev/", "/SYSV", "socket:", "pipe:")
@@ -137,6 +152,12 @@ def build_image(elf: ElfProbes, where: str) -> ProviderImage:
             if len(specs) != len(args):
                 raise argspec.ArgSpecError("the schema declares %d arguments, the SDT note %d"
                                            % (len(args), len(specs)))
+            for i, ((_, typ), spec) in enumerate(zip(args, specs)):
+                declared = ArgType(typ)
+                if (spec.size, spec.signed) != (declared.size, declared.signed):
+                    raise argspec.ArgSpecError(
+                        "argument %d is %s in the schema but %s%d bytes in the SDT note"
+                        % (i, typ, "signed " if spec.signed else "", spec.size))
             locations = []
             for n in notes:
                 locations.append(ProbeLocation(
@@ -175,7 +196,8 @@ class Scanner:
     """Scans processes for providers, remembering what it has already read.
 
     ``warn`` receives each problem once (per file), so a malformed provider in
-    a process that is rescanned every half second is reported once.
+    a process that is rescanned every half second is reported once, escaped
+    and capped (it quotes what the process wrote: its file names, its schema).
 
     Cached files are reference-counted by the processes that map them and
     dropped with the last one (``forget``): on a host where short-lived
@@ -184,7 +206,7 @@ class Scanner:
 
     def __init__(self, include_usdt: bool = False, warn: Optional[Callable[[str], None]] = None):
         self.include_usdt = include_usdt
-        self._warn = warn or log.warning
+        self._warn = (lambda message: warn(safe_text(message, MAX_MESSAGE))) if warn else log.warning
         self._warned: Set[str] = set()
         self._files: Dict[tuple, object] = {}
         self._refs: Dict[tuple, int] = {}

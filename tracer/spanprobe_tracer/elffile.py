@@ -31,6 +31,8 @@ MAX_SECTIONS = 65535
 MAX_PHDRS = 4096
 #: A note section larger than this is not read (no real one comes close).
 MAX_NOTE_SECTION = 16 << 20
+#: No file is larger (offsets and sizes in the headers are u64).
+MAX_FILE_SIZE = 1 << 62
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
@@ -86,6 +88,8 @@ class ElfProbes:
 
 
 def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
+    if offset + size > MAX_FILE_SIZE:  # seek() would raise OverflowError, not say "truncated"
+        raise ElfError("truncated ELF: %d bytes wanted at offset %d" % (size, offset))
     f.seek(offset)
     data = f.read(size)
     if len(data) != size:

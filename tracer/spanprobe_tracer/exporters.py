@@ -31,10 +31,14 @@ from .errors import EndpointUnreachable, TracerError
 # --- text safety ----------------------------------------------------------------------
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+#: Characters of one untrusted string shown by default (names, keys, paths): a schema may
+#: hold a megabyte-long span name.
+MAX_SHOWN = 500
 
 
-def safe_text(text: str, limit: int = 0) -> str:
-    """``text`` with every non-printable character escaped (\\x1b, \\u2028, ...)."""
+def safe_text(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` cut at ``limit`` characters (0: whole), every non-printable character escaped
+    (\\x1b, \\u202e, ...)."""
     if limit and len(text) > limit:
         text = text[:limit] + "…"
     if text.isprintable() and "\\" not in text:

@@ -36,7 +36,7 @@ from .clock import WallClock
 from .discovery import ProviderInstance, Scanner
 from .launcher import Launched
 from .pipeline import ExportPipeline
-from .program import Module, Plan, ProgramError, Programs, decoders_for
+from .program import KIND_LOAD, Module, Plan, ProgramError, Programs, decoders_for
 from .records import LoadRecord, PointRecord, SpanRecord
 from .resource import process_resource
 from .spans import SpanBuilder
@@ -131,6 +131,9 @@ class Session:
         self.ticker = ticker
         self.processes: Dict[int, TracedProcess] = {}
         self._raw: List[bytes] = []
+        self._raw_bytes = 0
+        #: Records held in userspace per drain, in bytes: one ring buffer's worth.
+        self._raw_cap = programs.config.ringbuf_bytes
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spanprobe-compile")
         self._failed_layouts: Dict[str, str] = {}
         self._stopped_by_us: Set[int] = set()
@@ -141,6 +144,7 @@ class Session:
         self._next_reap = time.monotonic() + 60.0
         self._next_status = time.monotonic() + status_interval if status_interval else float("inf")
         self.stop_event = threading.Event()
+        uprobe.raise_fd_limit()
         self._string_at = ctypes.string_at
         self._ring = programs.core.get_table("sp_events")
         self._ring.open_ring_buffer(self._on_record)
@@ -149,7 +153,11 @@ class Session:
 
     def _on_record(self, _ctx, data, size):
         self._raw.append(self._string_at(data, size))
-        return 0
+        self._raw_bytes += size
+        # libbpf keeps consuming while producers keep adding: against producers faster
+        # than this loop, one consume would never end and _raw would grow without bound.
+        # A negative return stops it; libbpf has already moved past this record (kept).
+        return -1 if self._raw_bytes >= self._raw_cap else 0
 
     def drain(self, wait: bool = True) -> None:
         """Collect every record in the ring buffer and turn it into spans.
@@ -168,6 +176,7 @@ class Session:
             self._next_drain = max(self._next_drain + self.drain_interval, time.monotonic())
         core.ring_buffer_consume()
         raw, self._raw = self._raw, []
+        self._raw_bytes = 0
         if raw:
             self._draining = True
             try:
@@ -180,8 +189,14 @@ class Session:
         builder = self.builder
         out = []
         loads = []
-        spans_received = points_received = errors = 0
+        spans_received = points_received = errors = shed = 0
+        # Build no more spans than the export queue has room for: under overload the
+        # rest would be dropped anyway, after costing CPU and memory.
+        room = self.pipeline.max_queue - self.pipeline.queued
         for rec in raw:
+            if len(out) >= room and rec[0] != KIND_LOAD:  # rec[0]: the record's kind (a u16, little-endian)
+                shed += 1
+                continue
             try:
                 item = decode(rec)
             except Exception as exc:  # a decoder bug must not stop the session
@@ -203,6 +218,8 @@ class Session:
         self.stats.spans_received += spans_received
         self.stats.points_received += points_received
         self.stats.decode_errors += errors
+        if shed:
+            self.stats.drop("queue_full", shed)
         self.pipeline.submit(out)
         for load in loads:
             self._on_load(load)

@@ -27,6 +27,7 @@ import ctypes
 import errno
 import os
 import platform
+import resource
 import struct
 from functools import lru_cache
 
@@ -48,6 +49,23 @@ class AttachError(OSError):
 @lru_cache(maxsize=None)
 def _libc():
     return ctypes.CDLL(None, use_errno=True)
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft limit on open files to the hard one; returns the limit in force.
+
+    Every attached probe site holds two descriptors (perf event, BPF link): at
+    the common soft limit of 1024, --all on a host with a few dozen traced
+    processes would run out. Commands the tracer launched before this keep
+    the limit they were started with.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            return soft
+    return hard
 
 
 @lru_cache(maxsize=None)
@@ -116,6 +134,8 @@ def attach(path: str, offset: int, ref_ctr_offset: int, pid: int, prog_fd: int, 
             errno.ENOENT: "the file is gone",
             errno.EINVAL: "offset or semaphore rejected (another tracer attached to this probe "
                           "with a different semaphore offset?)",
+            errno.EMFILE: "the tracer is out of file descriptors (two per probe site): raise its "
+                          "hard limit (ulimit -Hn, LimitNOFILE=)",
         }.get(err, "")
         raise AttachError(err, "perf_event_open(uprobe %s+%#x, pid %d): %s%s"
                           % (path, offset, pid, os.strerror(err), "; " + hint if hint else ""))
