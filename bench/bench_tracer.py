@@ -104,6 +104,23 @@ class Gen:
             self.proc.kill()
 
 
+def stop_tracer(tracer: subprocess.Popen, stats_file: str):
+    """SIGINT the tracer (it flushes and writes its accounting); returns (its stderr, that accounting)."""
+    tracer.send_signal(signal.SIGINT)
+    _, err = tracer.communicate(timeout=120)
+    with open(stats_file) as f:
+        return err, json.load(f)
+
+
+def clean_up(tracer: subprocess.Popen, gens, receiver, stats_file: str) -> None:
+    if tracer.poll() is None:
+        tracer.kill()
+    for g in gens:
+        g.close()
+    receiver.stop()
+    os.unlink(stats_file)
+
+
 def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
     from otlp_receiver import Collector, GrpcReceiver
     receiver = GrpcReceiver(Collector(count_only=True), workers=2)
@@ -138,17 +155,9 @@ def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
             last = count
             time.sleep(0.1)
         caught_up_s = time.monotonic() - t0
-        tracer.send_signal(signal.SIGINT)
-        _, err = tracer.communicate(timeout=60)
-        with open(stats_file) as f:
-            stats = json.load(f)
+        err, stats = stop_tracer(tracer, stats_file)
     finally:
-        if tracer.poll() is None:
-            tracer.kill()
-        for g in gens:
-            g.close()
-        receiver.stop()
-        os.unlink(stats_file)
+        clean_up(tracer, gens, receiver, stats_file)
     received = receiver.collector.count - before
     k = stats["kernel"]
     lost = stats["lost"]

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from support import capture, go, hits, ready_info, tracee
+from support import capture, go, hits, ready_info, semaphores, tracee
 
 pytestmark = pytest.mark.bpf
 
@@ -102,20 +102,7 @@ def test_semaphore_counts_attached_tracers(probed):
 
 
 def _semaphores(pid, probe):
-    """Read a probe's semaphore from outside, as a tracer would: notes + /proc/PID/mem."""
-    from spanprobe.elf.reader import read_elf
-
-    for line in open(f"/proc/{pid}/maps"):
-        if "spanprobe:sptest" in line and " 00000000 " in line:
-            start = int(line.split("-")[0], 16)
-            path = f"/proc/{pid}/map_files/{line.split()[0]}"
-            with open(path, "rb") as f:
-                info = read_elf(f.read())
-            (note,) = [n for n in info.sdt_notes if n.name == probe]
-            with open(f"/proc/{pid}/mem", "rb") as mem:
-                mem.seek(start + note.semaphore)
-                return int.from_bytes(mem.read(2), "little")
-    raise AssertionError("provider mapping not found")
+    return semaphores(pid, "sptest")[probe]
 
 
 def test_tplist_and_readelf_list_every_probe(probed):

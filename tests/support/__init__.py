@@ -135,6 +135,40 @@ def trace(r):
     return r["trace_id_high"], r["trace_id_low"]
 
 
+def semaphores(pid, provider):
+    """``provider``'s semaphores in process ``pid``, {probe: count}, read from outside as a tracer
+    would: the SDT notes of the mapped object, then /proc/PID/mem."""
+    from spanprobe.elf.reader import read_elf
+
+    for line in open(f"/proc/{pid}/maps"):
+        fields = line.split()
+        if fields[2] == "00000000" and fields[5:6] == [f"/memfd:spanprobe:{provider}"]:
+            start = int(line.split("-")[0], 16)
+            with open(f"/proc/{pid}/map_files/{fields[0]}", "rb") as f:
+                notes = read_elf(f.read()).sdt_notes
+            with open(f"/proc/{pid}/mem", "rb") as mem:
+                values = {}
+                for note in notes:
+                    mem.seek(start + note.semaphore)
+                    values[note.name] = int.from_bytes(mem.read(2), "little")
+                return values
+    raise AssertionError(f"provider {provider} is not mapped in pid {pid}")
+
+
+def attached_sites(tracer_pid):
+    """Probe sites the spanprobe tracer ``tracer_pid`` has attached: its BPF link descriptors, one
+    a site. Unlike a semaphore, which any tool attached to the probe raises, this is that
+    tracer's own: a test waiting on it is not fooled by another tracer (say, an --all one from a
+    test run going on beside it) that attached first."""
+    links = 0
+    for fd in os.listdir(f"/proc/{tracer_pid}/fd"):
+        try:
+            links += os.readlink(f"/proc/{tracer_pid}/fd/{fd}") == "anon_inode:bpf_link"
+        except OSError:
+            pass  # closed meanwhile
+    return links
+
+
 def declared(provider):
     """(types, names) of every probe of an SDK provider: capture()'s and as_dicts()' arguments.
 

@@ -17,12 +17,13 @@ TRACEE = HERE / "tracee.py"
 
 
 class Tracee:
-    """tracee.py in a subprocess: send() a command line, get its JSON reply."""
+    """tracee.py (or another ``script`` speaking its protocol) in a subprocess: send() a command
+    line, get its JSON reply."""
 
-    def __init__(self, env: Optional[dict] = None, argv0: Optional[List[str]] = None):
+    def __init__(self, env: Optional[dict] = None, argv0: Optional[List[str]] = None, script: Path = TRACEE):
         full_env = dict(os.environ)
         full_env.update(env or {})
-        self.proc = subprocess.Popen((argv0 or [sys.executable]) + [str(TRACEE)], stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen((argv0 or [sys.executable]) + [str(script)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, env=full_env, text=True, bufsize=1)
         self.pid = self.read()["pid"]
 

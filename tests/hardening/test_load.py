@@ -1,0 +1,140 @@
+"""Load: short versions of bench/bench_soak.py (processes × threads flat out; the collector down
+and back), whose books must balance exactly, and the overload rule that keeps memory flat."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from hardening_helpers import HERE, jsonl_args, spans_of, wait_attached
+from tracer_helpers import Tracer, wait_until
+from spanprobe_tracer.pipeline import ExportPipeline
+from spanprobe_tracer.program import HDR, KIND_LOAD, KIND_SPAN
+from spanprobe_tracer.records import LoadRecord
+from spanprobe_tracer.session import Session, Targets
+from spanprobe_tracer.stats import Stats
+
+sys.path.insert(0, str(HERE.parent.parent / "bench"))
+
+from bench_soak import balanced, describe, soak  # noqa: E402
+
+#: Above the tracer's RSS once attached (bcc and LLVM: ~240 MiB here). It grows by ~30 MiB:
+#: the export queue (backpressure stops draining at a quarter of its 65,536 spans of ~1 KiB)
+#: and one ring buffer's worth of records (16 MiB). It grew by 150-300+ MiB, more the slower
+#: the tracer, when one ring-buffer consume could go on for as long as producers kept up.
+RSS_GROWTH_BOUND_MIB = 100
+
+
+@pytest.mark.bpf
+def test_soak_flat_out_books_balance_and_memory_is_bounded():
+    r = soak(procs=2, threads=2, seconds=8)
+    print(describe(r))
+    assert balanced(r), describe(r)
+    assert r["exported"] > 10_000 and r["open_at_exit"] == 0
+    assert r["peak_rss_mib"] - r["rss_after_attach_mib"] < RSS_GROWTH_BOUND_MIB, describe(r)
+
+
+@pytest.mark.bpf
+def test_collector_down_then_back():
+    """Down 8 s at 4,000 spans/s with a small queue and ring buffer: what does not fit is counted,
+    export resumes, the tracer stops at once."""
+    r = soak(procs=1, threads=2, seconds=12, rate=4000, outage=(2, 8),
+             tracer_args=["--queue-size", "2048", "--ring-buffer-mb", "1", "--otlp-timeout", "2"])
+    print(describe(r))
+    assert balanced(r), describe(r)
+    assert r["lost_by_reason"]["ring_buffer_full"] > 0 and r["lost_by_reason"]["export_failed"] > 0
+    assert r["resume_s"] is not None and r["resume_s"] < 5 and r["received_after_outage"] > 1000
+    assert r["stop_s"] < 10
+
+
+@pytest.mark.bpf
+def test_many_processes_under_a_low_soft_fd_limit(apps, tmp_path):
+    """Two descriptors per probe site: 6 processes of 6 sites need more than a soft limit of 64.
+    The tracer lifts its soft limit to the hard one (it used to fail with EMFILE)."""
+    many = [apps() for _ in range(6)]
+    for app in many:
+        app.send("load shop")
+
+    def low_soft_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    tracer = Tracer(*jsonl_args(tmp_path, *[a for app in many for a in ("--pid", str(app.pid))]),
+                    preexec_fn=low_soft_limit)
+    try:
+        wait_attached(tracer, 6 * 6)
+        for app in many:
+            app.send("spans shop 1")
+        arrived = wait_until(lambda: len(spans_of(tmp_path)) == 18)
+        assert tracer.stop() == 0
+    finally:
+        tracer.kill()
+    assert arrived, tracer.stderr
+    assert "Too many open files" not in tracer.stderr
+
+
+# --- overload without BPF: spans the queue cannot take are not built ------------------------
+
+class _Blocked:
+    """An exporter that is never reached: the pipeline below lingers for a full batch."""
+
+    def export(self, spans):
+        raise AssertionError("not expected to export")
+
+    def shutdown(self):
+        pass
+
+
+def _session(pipeline, stats, ringbuf_bytes=1 << 20):
+    ring = SimpleNamespace(open_ring_buffer=lambda callback: None)
+    programs = SimpleNamespace(config=SimpleNamespace(ringbuf_bytes=ringbuf_bytes),
+                               core=SimpleNamespace(get_table=lambda name: ring),
+                               decode=lambda rec: LoadRecord(100, 100) if rec[0] == KIND_LOAD else SimpleNamespace())
+    session = Session(programs, pipeline, stats, Targets(pids=[]))
+    session.loads = []
+    session._on_load = session.loads.append
+    return session
+
+
+def test_records_beyond_the_queues_room_are_counted_not_built(monkeypatch):
+    from spanprobe_tracer import session as session_mod
+
+    monkeypatch.setattr(session_mod, "SpanRecord", SimpleNamespace)
+    stats = Stats()
+    pipeline = ExportPipeline(_Blocked(), stats, max_queue=10, batch_size=100, linger_s=60)
+    session = _session(pipeline, stats)
+    built = []
+    session.builder.span = lambda item: built.append(item) or item
+    pipeline.submit(["queued"] * 8)
+    span = HDR.pack(KIND_SPAN, 0, 1, 100, 100, 1)
+    load = HDR.pack(KIND_LOAD, 0, 0, 100, 100, 0)
+    try:
+        session._process([span] * 5 + [load])
+        assert len(built) == 2 and pipeline.queued == 10
+        assert stats.dropped["queue_full"] == 3
+        assert stats.spans_received == 2 and len(session.loads) == 1  # never shed: it resumes a process
+    finally:
+        pipeline._queue.clear()
+        pipeline.shutdown(1)
+        session._compiler.shutdown()
+
+
+def test_one_drain_holds_at_most_a_ring_buffer_of_records():
+    """Against producers faster than the tracer, libbpf's consume would run for ever: the record
+    callback stops it (negative return) once a ring buffer's worth is held, keeping that record."""
+    import ctypes
+
+    stats = Stats()
+    pipeline = ExportPipeline(_Blocked(), stats)
+    session = _session(pipeline, stats, ringbuf_bytes=100)
+    record = ctypes.create_string_buffer(b"r" * 40, 40)
+    try:
+        assert [session._on_record(None, ctypes.addressof(record), 40) for _ in range(3)] == [0, 0, -1]
+        assert session._raw == [b"r" * 40] * 3
+        session._raw_bytes, session._raw = 0, []
+        assert session._on_record(None, ctypes.addressof(record), 40) == 0
+    finally:
+        pipeline.shutdown(1)
+        session._compiler.shutdown()
