@@ -1,7 +1,8 @@
 """Span ids and the current span, kept in a ``contextvars`` context.
 
-The current span is one ``ContextVar`` holding ``(trace_id_high,
-trace_id_low, span_id, trace_flags)``. A ContextVar follows the code that
+The current span is one ``ContextVar`` holding a tuple: ``(trace_id_high,
+trace_id_low, span_id, trace_flags)`` as probe arguments (see ``id_arg``),
+then the three ids again as ints. A ContextVar follows the code that
 runs, not the thread: every thread starts empty, every asyncio task starts
 with a copy of its creator's context, so nested calls, threads and
 concurrent tasks each see their own parent without locks.
@@ -31,10 +32,12 @@ import sys
 SAMPLED = 0x01
 _MASK64 = (1 << 64) - 1
 
-# The ids in the context are kept as ctypes.c_uint64: that is what a probe
-# site needs for a 64-bit argument, so a child span passes its parent's and
-# its trace's ids without converting them again.
-_U64 = ctypes.c_uint64
+#: An id as a probe site's 64-bit argument. ``from_param`` makes the object
+#: ctypes passes as is (documented: what argtypes conversion returns); a
+#: ``c_uint64`` instance would be converted to one on every call, ~25 ns an
+#: argument. The context keeps ids in this form, so a child span passes its
+#: parent's and its trace's ids with no conversion at all.
+id_arg = ctypes.c_uint64.from_param
 _current = contextvars.ContextVar("spanprobe_current_span", default=None)
 
 _rng = random.Random()
@@ -56,13 +59,14 @@ def current_span():
     Set only inside spans that a tracer is listening to.
     """
     ctx = _current.get()
-    return None if ctx is None else (ctx[0].value, ctx[1].value, ctx[2].value, ctx[3])
+    return None if ctx is None else (ctx[4], ctx[5], ctx[6], ctx[3])
 
 
 def parent_context():
     """What a new span or event hangs from: spanprobe's current span, else OpenTelemetry's, else None.
 
-    ``(trace_id_high, trace_id_low, span_id, flags)``, the ids as c_uint64.
+    ``(trace_id_high, trace_id_low, span_id, flags, ...)``, the ids as probe
+    arguments (``id_arg``), then as ints.
     """
     return _current.get() or _otel_current()
 
@@ -139,7 +143,8 @@ def _make_otel_reader():
             if not sc.is_valid:
                 return None
             tid = sc.trace_id
-            return _U64(tid >> 64), _U64(tid & _MASK64), _U64(sc.span_id), int(sc.trace_flags) & 0xFF
+            hi, lo, sid = tid >> 64, tid & _MASK64, sc.span_id
+            return id_arg(hi), id_arg(lo), id_arg(sid), int(sc.trace_flags) & 0xFF, hi, lo, sid
         except Exception:  # an SDK misbehaving must not break the traced call
             return None
 

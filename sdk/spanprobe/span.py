@@ -22,7 +22,6 @@ Code you do not own is instrumented by spanprobe.instrument, which uses
 wrapt and the same SpanDef.
 """
 
-import ctypes
 import functools
 import hashlib
 import inspect
@@ -100,7 +99,7 @@ def emitter(probe, fixed_count, lazy):
 
     Generated per probe, like the probe's own fire() (firing.py, whose
     per-type inline conversions it reuses), with one difference: the fixed
-    protocol arguments arrive ready for the probe site (ids as c_uint64,
+    protocol arguments arrive ready for the probe site (ids as context.id_arg objects,
     strings as bytes) and are passed as they are: a child span reuses its
     parent's id objects instead of converting four ids per probe. Attribute values of the plain types convert inline; any
     other value, or a failing one, goes to the slow path, which records
@@ -180,14 +179,18 @@ def _c_string(text):
 # SpanDef compiles it into begin() and finish() for with-blocks and
 # instrument.py. {values} and {result}: the start and end attribute values,
 # each followed by ", ". A parent is (trace_id_high, trace_id_low, span_id,
-# flags): its span id, index 2, is the new span's parent id.
+# flags, then the ids as ints; spanprobe.context): its span id, index 2, is
+# the new span's parent id. OpenTelemetry is asked for a parent only once
+# the application has imported it (one dict lookup until then).
 _BEGIN = """\
-_sp_p = _sp_get() or _sp_ctx._otel_current()
-_sp_id = _sp_U64(_sp_bits(64) or 1)
-if _sp_p is None:  # a root span: a new trace, parent span id 0
-    _sp_p = (_sp_U64(_sp_bits(64)), _sp_U64(_sp_bits(64) or 1), 0, _sp_SAMPLED)
-_sp_hi, _sp_lo, _sp_parent, _sp_fl = _sp_p
-_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl))
+_sp_p = _sp_get() or (_sp_OTEL in _sp_modules and _sp_ctx._otel_current())
+_sp_x = _sp_bits(64) or 1
+_sp_id = _sp_arg(_sp_x)
+if not _sp_p:  # a root span: a new trace, parent span id 0
+    _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
+    _sp_p = (_sp_arg(_sp_hx), _sp_arg(_sp_lx), 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
+_sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
+_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
 _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 """
 # _sp_end is the end probe's emitter, or its site itself when the end probe
@@ -200,8 +203,9 @@ except ValueError:  # a coroutine driven from two contexts: the span is over any
 {end}(_sp_id, 0, b"", b"", 0, {result})
 """
 _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
-                 "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_U64": ctypes.c_uint64,
-                 "_sp_bits": context.random_bits, "_sp_SAMPLED": context.SAMPLED}
+                 "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_arg": context.id_arg,
+                 "_sp_bits": context.random_bits, "_sp_SAMPLED": context.SAMPLED,
+                 "_sp_OTEL": "opentelemetry.trace", "_sp_modules": sys.modules}
 
 
 def _indent(source, spaces):

@@ -2,21 +2,32 @@
 
 Each probe of a provider that is not loaded gets a raised semaphore and a
 Python "probe site" that decodes the arguments exactly as the SDK hands them
-to the real site (c_uint64 ids, bytes for strings), so the tests check the
+to the real site (ids as ctypes argument objects, bytes for strings), so the tests check the
 protocol values the SDK produces. Tests with real BPF (test_span_bpf.py)
 check that the same values reach a tracer.
 """
 
+import ctypes
 import struct
 import threading
 
 from spanprobe.semaphore import Semaphore
 
+# What a C function receives for a 64-bit argument: a callback called through
+# a prototype without argtypes, so ctypes passes the argument exactly as it
+# passes it to a probe site. (from_param objects, which the SDK uses for ids,
+# have no Python-level value.)
+_U64 = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(lambda v: v)
+as_u64 = ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.cast(_U64, ctypes.c_void_p).value)
+
 
 def _decode(arg_type, value):
     if isinstance(value, bytes):
         return value.decode("utf-8")
-    value = getattr(value, "value", value)  # ctypes c_uint64 / c_int64
+    if not isinstance(value, int):  # a ctypes 64-bit argument
+        value = as_u64(value)
+        if arg_type == "i64" and value >= 1 << 63:
+            value -= 1 << 64
     if arg_type == "f64":
         return struct.unpack("<d", struct.pack("<Q", value))[0]
     return value

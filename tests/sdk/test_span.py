@@ -15,7 +15,7 @@ import pytest
 import spanprobe
 from spanprobe import context
 from spanprobe.errors import DeclarationError, ProviderStateError
-from span_recorder import Recorder
+from span_recorder import Recorder, as_u64
 
 
 class MyError(Exception):
@@ -503,8 +503,9 @@ def test_root_span_joins_active_opentelemetry_span(provider):
     assert child_start["parent_span_id"] == start["span_id"], "spanprobe's own parent wins"
     assert child_start["trace_id_low"] == start["trace_id_low"]
     # The fast reader sees exactly what the public API sees.
-    assert [c.value if hasattr(c, "value") else c for c in reader_view] == [
-        api_view.trace_id >> 64, api_view.trace_id & (2**64 - 1), api_view.span_id, int(api_view.trace_flags)]
+    ids = [api_view.trace_id >> 64, api_view.trace_id & (2**64 - 1), api_view.span_id]
+    assert [as_u64(a) for a in reader_view[:3]] == ids  # as the probe sites receive them
+    assert list(reader_view[3:]) == [int(api_view.trace_flags)] + ids
     rec.clear()
     joined()
     (start,) = rec.of("joined__start")
