@@ -53,17 +53,11 @@ def otel_server(directory: str) -> None:
     import contextlib
     from types import SimpleNamespace
 
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
     from opentelemetry.trace import SpanKind
 
-    class Drop(SpanExporter):
-        def export(self, spans):
-            return SpanExportResult.SUCCESS
+    from otel_baseline import otel_tracer
 
-    sdk = TracerProvider()
-    sdk.add_span_processor(BatchSpanProcessor(Drop()))
-    tracer = sdk.get_tracer("simplehttp")
+    tracer, _ = otel_tracer("simplehttp")
 
     def value(v):
         return v() if callable(v) else v
