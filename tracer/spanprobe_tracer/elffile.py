@@ -16,16 +16,11 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO, List, Optional, Tuple
+from typing import BinaryIO, List, Optional
 
-from spanprobe.elf.reader import ElfError, iter_notes
+from spanprobe.elf.reader import SHT_NOTE, ElfError, ProbeNotes, SdtNote, c_string
 
-SHT_NOTE = 7
 PT_LOAD = 1
-NT_STAPSDT = 3
-STAPSDT_OWNER = b"stapsdt"
-SCHEMA_OWNER = b"spanprobe"
-NT_SPANPROBE_SCHEMA = 1
 
 MAX_SECTIONS = 65535
 MAX_PHDRS = 4096
@@ -36,18 +31,6 @@ MAX_FILE_SIZE = 1 << 62
 
 EM_X86_64 = 62
 EM_AARCH64 = 183
-
-
-@dataclass(frozen=True)
-class SdtNote:
-    """One SDT probe location as its note describes it (link-time addresses)."""
-
-    provider: str
-    name: str
-    pc: int
-    base: int
-    semaphore: int
-    args: str
 
 
 @dataclass(frozen=True)
@@ -97,26 +80,6 @@ def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
     return data
 
 
-def _cstr(data: bytes, start: int) -> Tuple[str, int]:
-    nul = data.find(b"\0", start)
-    if nul < 0:
-        raise ElfError("unterminated string in an SDT note")
-    try:
-        return data[start:nul].decode("utf-8"), nul + 1
-    except UnicodeDecodeError:
-        raise ElfError("SDT note string is not UTF-8") from None
-
-
-def parse_sdt(desc: bytes) -> SdtNote:
-    if len(desc) < 24:
-        raise ElfError("SDT note descriptor too short")
-    pc, base, sem = struct.unpack_from("<QQQ", desc, 0)
-    provider, pos = _cstr(desc, 24)
-    name, pos = _cstr(desc, pos)
-    args, _ = _cstr(desc, pos) if pos < len(desc) else ("", pos)
-    return SdtNote(provider, name, pc, base, sem, args)
-
-
 def read_probes(f: BinaryIO) -> ElfProbes:
     """Read SDT notes, the spanprobe schema, .stapsdt.base and PT_LOADs from an open ELF file."""
     ident = _read_at(f, 0, 64)
@@ -139,8 +102,8 @@ def read_probes(f: BinaryIO) -> ElfProbes:
             if ptype == PT_LOAD:
                 segments.append(LoadSegment(offset, vaddr, filesz, flags))
 
-    notes: List[SdtNote] = []
-    schema = None
+    # Notes written by any toolchain, in any library: an argument spec may be missing.
+    found = ProbeNotes(args_optional=True)
     base = None
     if shnum:
         if shnum > MAX_SECTIONS or shentsize < 64 or shstrndx >= shnum:
@@ -152,7 +115,7 @@ def read_probes(f: BinaryIO) -> ElfProbes:
             raise ElfError("implausible section name table")
         strtab = _read_at(f, strtab_sh[4], strtab_sh[5])
         for sh in sections[1:]:
-            name, _ = _cstr(strtab, sh[0]) if sh[0] < len(strtab) else ("", 0)
+            name, _ = c_string(strtab, sh[0]) if sh[0] < len(strtab) else ("", 0)
             stype, addr, offset, size = sh[1], sh[3], sh[4], sh[5]
             if name == ".stapsdt.base":
                 base = addr
@@ -160,15 +123,8 @@ def read_probes(f: BinaryIO) -> ElfProbes:
                 continue
             if size > MAX_NOTE_SECTION:
                 raise ElfError("note section %s is implausibly large (%d bytes)" % (name, size))
-            data = _read_at(f, offset, size)
-            for owner, ntype, desc in iter_notes(data, 0, size):
-                if owner == STAPSDT_OWNER and ntype == NT_STAPSDT:
-                    notes.append(parse_sdt(desc))
-                elif owner == SCHEMA_OWNER and ntype == NT_SPANPROBE_SCHEMA:
-                    if schema is not None:
-                        raise ElfError("more than one spanprobe schema note")
-                    schema = bytes(desc)
-    return ElfProbes(machine, notes, schema, base, segments)
+            found.add_section(_read_at(f, offset, size), 0, size)
+    return ElfProbes(machine, found.notes, found.schema, base, segments)
 
 
 def read_probes_from_path(path: str) -> ElfProbes:

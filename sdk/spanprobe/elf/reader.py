@@ -7,7 +7,7 @@ ElfError rather than an IndexError or a struct.error.
 
 import struct
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from .writer import NT_SPANPROBE_SCHEMA, NT_STAPSDT, SCHEMA_NOTE_NAME, STAPSDT_NOTE_NAME
 
@@ -21,6 +21,8 @@ class ElfError(ValueError):
 
 @dataclass(frozen=True)
 class SdtNote:
+    """One SDT probe location as its note describes it (link-time addresses)."""
+
     provider: str
     name: str
     pc: int
@@ -44,7 +46,8 @@ def _unpack(fmt, data, offset):
     return struct.unpack_from(fmt, data, offset)
 
 
-def _cstr(data, start, end):
+def c_string(data, start: int, end: Optional[int] = None) -> Tuple[str, int]:
+    """The NUL-terminated UTF-8 string at ``start`` (ending before ``end``) and the offset after it."""
     nul = data.find(b"\0", start, end)
     if nul < 0:
         raise ElfError("unterminated string in SDT note")
@@ -71,14 +74,44 @@ def iter_notes(data, offset, size):
         pos = desc_start + ((descsz + 3) & ~3)
 
 
-def _parse_sdt(desc):
+def parse_sdt(desc, args_optional: bool = False) -> SdtNote:
+    """Decode an NT_STAPSDT descriptor.
+
+    ``args_optional``: a descriptor that ends right after the probe name gets an
+    empty argument spec instead of being refused. The tracer reads notes that
+    any toolchain wrote into any library a process maps, and tolerates that;
+    provider objects from the SDK always carry the spec.
+    """
     if len(desc) < 24:
         raise ElfError("SDT note descriptor too short")
     pc, base, sem = struct.unpack_from("<QQQ", desc, 0)
-    provider, pos = _cstr(desc, 24, len(desc))
-    name, pos = _cstr(desc, pos, len(desc))
-    args, _ = _cstr(desc, pos, len(desc))
+    provider, pos = c_string(desc, 24)
+    name, pos = c_string(desc, pos)
+    args, _ = ("", pos) if args_optional and pos >= len(desc) else c_string(desc, pos)
     return SdtNote(provider, name, pc, base, sem, args)
+
+
+class ProbeNotes:
+    """The SDT notes and the spanprobe schema gathered from a file's note sections.
+
+    Both ELF readers (this one and the tracer's seeking one) find note sections
+    their own way; what a note means is decided here, once.
+    """
+
+    def __init__(self, args_optional: bool = False):
+        self.notes: List[SdtNote] = []
+        self.schema: Optional[bytes] = None
+        self._args_optional = args_optional
+
+    def add_section(self, data, offset: int, size: int) -> None:
+        """Take the notes of the note section at ``offset`` of ``data``."""
+        for owner, ntype, desc in iter_notes(data, offset, size):
+            if owner == STAPSDT_NOTE_NAME and ntype == NT_STAPSDT:
+                self.notes.append(parse_sdt(desc, self._args_optional))
+            elif owner == SCHEMA_NOTE_NAME and ntype == NT_SPANPROBE_SCHEMA:
+                if self.schema is not None:
+                    raise ElfError("more than one spanprobe schema note")
+                self.schema = desc
 
 
 def read_elf(data: bytes) -> ElfInfo:
@@ -100,20 +133,13 @@ def read_elf(data: bytes) -> ElfInfo:
 
     def section_name(sh):
         start = strtab[4] + sh[0]
-        return _cstr(data, start, min(len(data), strtab[4] + strtab[5]))[0]
+        return c_string(data, start, min(len(data), strtab[4] + strtab[5]))[0]
 
-    notes, schema, base = [], None, None
+    found, base = ProbeNotes(), None
     for sh in sections[1:]:
         name, stype, offset, size = section_name(sh), sh[1], sh[4], sh[5]
         if name == ".stapsdt.base":
             base = sh[3]
-        if stype != SHT_NOTE:
-            continue
-        for owner, ntype, desc in iter_notes(data, offset, size):
-            if owner == STAPSDT_NOTE_NAME and ntype == NT_STAPSDT:
-                notes.append(_parse_sdt(desc))
-            elif owner == SCHEMA_NOTE_NAME and ntype == NT_SPANPROBE_SCHEMA:
-                if schema is not None:
-                    raise ElfError("more than one spanprobe schema note")
-                schema = desc
-    return ElfInfo(machine, notes, schema, base)
+        if stype == SHT_NOTE:
+            found.add_section(data, offset, size)
+    return ElfInfo(machine, found.notes, found.schema, base)
