@@ -327,72 +327,76 @@ class ModuleLayout:
                 out.append("    " + argspec.render_read(f.loc, self.machine, word, bit))
         return out
 
+    @staticmethod
+    def _handler_head(fn: str, locals_: str) -> List[str]:
+        """Every handler's opening: the time and the thread first, before anything can fail."""
+        return ["int %s(struct pt_regs *ctx)" % fn, "{",
+                "    u64 now = bpf_ktime_get_boot_ns();",
+                "    u64 pid_tgid = bpf_get_current_pid_tgid();",
+                "    u32 %s;" % locals_]
+
+    def _span_key(self, span_id: ArgField) -> List[str]:
+        """The key a span's start and end probes meet on: its process and the span id argument."""
+        return ["    u64 span_id = 0;",
+                "    " + argspec.render_read(span_id.loc, self.machine, "span_id", "return 0;"),
+                "    struct sp_key k = {};",
+                "    k.tgid = pid_tgid >> 32;",
+                "    k.span_id = span_id;"]
+
+    @staticmethod
+    def _record_header(kind: str, shape: int, pid: str) -> List[str]:
+        """The sp_hdr of a reserved ring-buffer record ``r``: what userspace decodes it by."""
+        return ["    r->h.kind = %s;" % kind, "    r->h.shape = %d;" % shape,
+                "    r->h.program = SP_PROGRAM;", "    r->h.pid = %s;" % pid, "    r->h.tid = (u32)pid_tgid;",
+                "    r->h.cookie = sp_attach_cookie(ctx);"]
+
+    @staticmethod
+    def _submit(fail: str, counter: str) -> List[str]:
+        """Close a handler: record ``r``'s read failures, hand it over (no wakeup: drained on a timer)."""
+        return ["    r->%s = fail;" % fail, "    sp_events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);",
+                "    sp_count(%s);" % counter, "    return 0;", "}", ""]
+
     def _start_handler(self, s: SpanShape) -> str:
         i = s.index
-        lines = ["int %s(struct pt_regs *ctx)" % s.start_fn, "{",
-                 "    u64 now = bpf_ktime_get_boot_ns();",
-                 "    u64 pid_tgid = bpf_get_current_pid_tgid();",
-                 "    u32 fail = 0, zero = 0;",
-                 "    u64 span_id = 0;",
-                 "    " + argspec.render_read(s.start_fields[0].loc, self.machine, "span_id", "return 0;"),
-                 "    struct sp_key k = {};",
-                 "    k.tgid = pid_tgid >> 32;",
-                 "    k.span_id = span_id;",
-                 "    struct sp_start_%d *init = sp_zero_%d.lookup(&zero);" % (i, i),
-                 "    if (!init)", "        return 0;",
-                 "    struct sp_start_%d *v = sp_starts_%d.lookup_or_try_init(&k, init);" % (i, i),
-                 "    if (!v) {", "        sp_count(SP_CNT_START_MAP_FULL);", "        return 0;", "    }",
-                 "    v->start_ns = now;", "    v->tid = (u32)pid_tgid;", "    v->w[0] = span_id;"]
+        lines = self._handler_head(s.start_fn, "fail = 0, zero = 0") + self._span_key(s.start_fields[0])
+        lines += ["    struct sp_start_%d *init = sp_zero_%d.lookup(&zero);" % (i, i),
+                  "    if (!init)", "        return 0;",
+                  "    struct sp_start_%d *v = sp_starts_%d.lookup_or_try_init(&k, init);" % (i, i),
+                  "    if (!v) {", "        sp_count(SP_CNT_START_MAP_FULL);", "        return 0;", "    }",
+                  "    v->start_ns = now;", "    v->tid = (u32)pid_tgid;", "    v->w[0] = span_id;"]
         lines += self._read_args(s.start_fields, "v", "w", skip_first=True)
         lines += ["    v->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    return 0;", "}", ""]
         return "\n".join(lines)
 
     def _end_handler(self, s: SpanShape) -> str:
         i = s.index
-        lines = ["int %s(struct pt_regs *ctx)" % s.end_fn, "{",
-                 "    u64 now = bpf_ktime_get_boot_ns();",
-                 "    u64 pid_tgid = bpf_get_current_pid_tgid();",
-                 "    u32 fail = 0;",
-                 "    u64 span_id = 0;",
-                 "    " + argspec.render_read(s.end_fields[0].loc, self.machine, "span_id", "return 0;"),
-                 "    struct sp_key k = {};",
-                 "    k.tgid = pid_tgid >> 32;",
-                 "    k.span_id = span_id;",
-                 "    struct sp_start_%d *st = sp_starts_%d.lookup(&k);" % (i, i),
-                 "    if (!st) {", "        sp_count(SP_CNT_END_WITHOUT_START);", "        return 0;", "    }",
-                 "    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {",
-                 "        sp_starts_%d.delete(&k);" % i,
-                 "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
-                 "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
-                 "    if (!r) {", "        sp_starts_%d.delete(&k);" % i,
-                 "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }",
-                 "    r->h.kind = SP_KIND_SPAN;", "    r->h.shape = %d;" % i,
-                 "    r->h.program = SP_PROGRAM;", "    r->h.pid = k.tgid;", "    r->h.tid = (u32)pid_tgid;",
-                 "    r->h.cookie = sp_attach_cookie(ctx);",
-                 "    r->end_ns = now;", "    r->pad = 0;",
-                 "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);",
-                 "    sp_starts_%d.delete(&k);" % i,
-                 "    r->ew[0] = span_id;"]
+        lines = self._handler_head(s.end_fn, "fail = 0") + self._span_key(s.end_fields[0])
+        lines += ["    struct sp_start_%d *st = sp_starts_%d.lookup(&k);" % (i, i),
+                  "    if (!st) {", "        sp_count(SP_CNT_END_WITHOUT_START);", "        return 0;", "    }",
+                  "    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {",
+                  "        sp_starts_%d.delete(&k);" % i,
+                  "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
+                  "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
+                  "    if (!r) {", "        sp_starts_%d.delete(&k);" % i,
+                  "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }"]
+        lines += self._record_header("SP_KIND_SPAN", i, "k.tgid")
+        lines += ["    r->end_ns = now;", "    r->pad = 0;",
+                  "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);",
+                  "    sp_starts_%d.delete(&k);" % i,
+                  "    r->ew[0] = span_id;"]
         lines += self._read_args(s.end_fields, "r", "ew", skip_first=True)
-        lines += ["    r->end_fail = fail;", "    sp_events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);",
-                  "    sp_count(SP_CNT_SPANS);", "    return 0;", "}", ""]
+        lines += self._submit("end_fail", "SP_CNT_SPANS")
         return "\n".join(lines)
 
     def _point_handler(self, p: PointShape) -> str:
         i = p.index
-        lines = ["int %s(struct pt_regs *ctx)" % p.fn, "{",
-                 "    u64 now = bpf_ktime_get_boot_ns();",
-                 "    u64 pid_tgid = bpf_get_current_pid_tgid();",
-                 "    u32 fail = 0;",
-                 "    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
-                 "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }",
-                 "    r->h.kind = SP_KIND_POINT;", "    r->h.shape = %d;" % i,
-                 "    r->h.program = SP_PROGRAM;", "    r->h.pid = pid_tgid >> 32;",
-                 "    r->h.tid = (u32)pid_tgid;", "    r->h.cookie = sp_attach_cookie(ctx);",
-                 "    r->ts = now;", "    r->pad = 0;"]
+        lines = self._handler_head(p.fn, "fail = 0")
+        lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
+                  "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
+        lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")
+        lines += ["    r->ts = now;", "    r->pad = 0;"]
         lines += self._read_args(p.fields, "r", "w")
-        lines += ["    r->fail = fail;", "    sp_events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);",
-                  "    sp_count(SP_CNT_POINTS);", "    return 0;", "}", ""]
+        lines += self._submit("fail", "SP_CNT_POINTS")
         return "\n".join(lines)
 
 
