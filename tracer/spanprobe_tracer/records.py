@@ -11,6 +11,12 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 
+# Plain classes with __slots__ (one is built per ring-buffer record); dataclass
+# writes their __init__. eq=False and repr=False keep object identity and the
+# default repr, as before; slots are listed by hand because dataclass(slots=True)
+# needs Python 3.10.
+
+@dataclass(eq=False, repr=False)
 class SpanRecord:
     """One finished span: the start probe's and the end probe's arguments, both times."""
 
@@ -18,41 +24,39 @@ class SpanRecord:
                  "span_id", "parent_id", "trace_flags", "status", "error_type", "error_message",
                  "attributes", "notes")
 
-    def __init__(self, span_def, pid, tid, start_tid, start_ns, end_ns, trace_id, span_id,
-                 parent_id, trace_flags, status, error_type, error_message, attributes, notes):
-        self.span_def = span_def
-        self.pid = pid
-        self.tid = tid
-        self.start_tid = start_tid
-        self.start_ns = start_ns
-        self.end_ns = end_ns
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.trace_flags = trace_flags
-        self.status = status
-        self.error_type = error_type
-        self.error_message = error_message
-        self.attributes: Dict[str, Any] = attributes
-        self.notes: Optional["ValueNotes"] = notes
+    span_def: Any
+    pid: int
+    tid: int
+    start_tid: int
+    start_ns: int
+    end_ns: int
+    trace_id: int
+    span_id: int
+    parent_id: int
+    trace_flags: int
+    status: int
+    error_type: Any
+    error_message: Any
+    attributes: Dict[str, Any]
+    notes: Optional["ValueNotes"]
 
 
+@dataclass(eq=False, repr=False)
 class PointRecord:
     """One event or plain probe hit. ``span_id``/``trace_id`` are 0 for plain probes."""
 
     __slots__ = ("point_def", "pid", "tid", "ts_ns", "span_id", "trace_id", "trace_flags",
                  "attributes", "notes")
 
-    def __init__(self, point_def, pid, tid, ts_ns, span_id, trace_id, trace_flags, attributes, notes):
-        self.point_def = point_def
-        self.pid = pid
-        self.tid = tid
-        self.ts_ns = ts_ns
-        self.span_id = span_id
-        self.trace_id = trace_id
-        self.trace_flags = trace_flags
-        self.attributes: Dict[str, Any] = attributes
-        self.notes: Optional["ValueNotes"] = notes
+    point_def: Any
+    pid: int
+    tid: int
+    ts_ns: int
+    span_id: int
+    trace_id: int
+    trace_flags: int
+    attributes: Dict[str, Any]
+    notes: Optional["ValueNotes"]
 
 
 @dataclass
