@@ -105,13 +105,20 @@ def _any_value(value) -> bytes:
 _key_cache: Dict[str, bytes] = {}
 
 
+def _new_key(key: str) -> bytes:
+    """Encode a KeyValue.key field and remember it: keys repeat, so a lookup usually serves.
+
+    The cache is bounded, against a process that makes up a new key per span.
+    """
+    data = key.encode("utf-8")
+    k = _T_KV_KEY + _len(len(data)) + data
+    if len(_key_cache) < 65536:
+        _key_cache[key] = k
+    return k
+
+
 def _key_value(key: str, value) -> bytes:
-    k = _key_cache.get(key)
-    if k is None:
-        data = key.encode("utf-8")
-        k = _T_KV_KEY + _len(len(data)) + data
-        if len(_key_cache) < 65536:
-            _key_cache[key] = k
+    k = _key_cache.get(key) or _new_key(key)
     return k + _field(_T_KV_VALUE, _any_value(value))
 
 
@@ -182,10 +189,7 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
     for key, value in attributes.items():
         k = cache.get(key)
         if k is None:
-            data = key.encode("utf-8")
-            k = _T_KV_KEY + _len(len(data)) + data
-            if len(cache) < 65536:
-                cache[key] = k
+            k = _new_key(key)
         t = type(value)
         if t is str:
             data = value.encode("utf-8")
@@ -204,6 +208,17 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
         n = len(kv)
         parts.append(tag + _SMALL_LEN[n] if n < 128 else tag + _varint(n))
         parts.append(kv)
+
+
+def _repeated(parts: list, items, encode, dropped_tag: bytes, dropped) -> None:
+    """Append a span's events or links, then how many were dropped (the field after them).
+
+    Called only for a span that has some, so spans without pay nothing for it.
+    """
+    for item in items:
+        parts.append(encode(item))
+    if dropped:
+        parts.append(_uint(dropped_tag, dropped))
 
 
 def encode_span(span) -> bytes:
@@ -233,16 +248,10 @@ def encode_span(span) -> bytes:
         parts.append(_uint(_S_DROPPED_ATTRS, dropped))
     events = span.events
     if events:
-        for event in events:
-            parts.append(_event(event))
-        if span.dropped_events:
-            parts.append(_uint(_S_DROPPED_EVENTS, span.dropped_events))
+        _repeated(parts, events, _event, _S_DROPPED_EVENTS, span.dropped_events)
     links = span.links
     if links:
-        for link in links:
-            parts.append(_link(link))
-        if span.dropped_links:
-            parts.append(_uint(_S_DROPPED_LINKS, span.dropped_links))
+        _repeated(parts, links, _link, _S_DROPPED_LINKS, span.dropped_links)
     status = span.status
     if status is not None:
         if status.description is None and status.status_code.value == 0:
