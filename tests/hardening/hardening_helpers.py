@@ -15,8 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tracer"))
 
-from support import attached_sites  # noqa: E402
-from tracer_helpers import Tracee, Tracer, wait_until  # noqa: E402
+from tracer_helpers import Tracee, Tracer  # noqa: E402
 
 APP = HERE / "app.py"
 
@@ -52,16 +51,6 @@ class Child:
         except ProcessLookupError:
             pass
         self.commands.close()
-
-
-def wait_attached(tracer: Tracer, sites: int, timeout: float = 60.0) -> None:
-    """Wait until ``tracer`` has exactly ``sites`` probe sites attached (support.attached_sites).
-
-    Tests wait on this, not only on semaphores, before counting spans exactly.
-    """
-    if not wait_until(lambda: attached_sites(tracer.proc.pid) == sites, timeout):
-        raise AssertionError("the tracer has %d probe sites attached, not %d; stderr:\n%s"
-                             % (attached_sites(tracer.proc.pid), sites, tracer.stop() or tracer.stderr))
 
 
 def jsonl_args(tmp_path, *args):

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from hardening_helpers import jsonl_tracer, rss_kib, spans_of, stats_of, wait_attached
+from hardening_helpers import jsonl_tracer, rss_kib, spans_of, stats_of
 from support import semaphores
-from tracer_helpers import wait_until
+from tracer_helpers import wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -122,15 +122,16 @@ def test_forked_and_execed_children_traced_with_all(apps, tmp_path):
     app.send("load shop")
     tracer = jsonl_tracer(tmp_path, "--all")
     try:
-        app.send("wait shop 30")
+        wait_attached(tracer, 6, pid=app.pid)
         kid = app.fork(tmp_path / "kid.fifo", exec_=True)
         kid.send("load kid")
+        wait_attached(tracer, 6, pid=kid.pid)
         assert kid.send("wait kid 30")["enabled"]
         kid.send("spans kid 1")
         child = app.fork(tmp_path / "child.fifo")
         child.send("load extra")
+        wait_attached(tracer, 6 + 6, pid=child.pid)  # the inherited provider and `extra`
         assert child.send("wait extra 30")["enabled"]
-        time.sleep(0.5)  # the inherited provider is attached in the same scan as `extra`
         child.send("spans shop 1")
         child.send("spans extra 1")
         assert wait_until(lambda: len(spans_of(tmp_path, kid.pid)) >= 3 and len(spans_of(tmp_path, child.pid)) >= 6)

@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from hardening_helpers import jsonl_tracer, spans_of, stats_of, wait_attached
+from hardening_helpers import jsonl_tracer, spans_of, stats_of
 from spanprobe import Provider, schema as schema_mod
 from spanprobe.elf.arch import host_arch
 from spanprobe.elf.writer import ProbeSite, write_provider
-from tracer_helpers import Tracer, wait_until
+from tracer_helpers import Tracer, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hardening_helpers import HERE, jsonl_args, spans_of, wait_attached
-from tracer_helpers import Tracer, wait_until
+from hardening_helpers import HERE, jsonl_args, spans_of
+from tracer_helpers import Tracer, wait_attached, wait_until
 from spanprobe_tracer.pipeline import ExportPipeline
 from spanprobe_tracer.program import HDR, KIND_LOAD, KIND_SPAN
 from spanprobe_tracer.records import LoadRecord

@@ -155,17 +155,32 @@ def semaphores(pid, provider):
     raise AssertionError(f"provider {provider} is not mapped in pid {pid}")
 
 
-def attached_sites(tracer_pid):
+def attached_sites(tracer_pid, pid=None):
     """Probe sites the spanprobe tracer ``tracer_pid`` has attached: its BPF link descriptors, one
     a site. Unlike a semaphore, which any tool attached to the probe raises, this is that
     tracer's own: a test waiting on it is not fooled by another tracer (say, an --all one from a
-    test run going on beside it) that attached first."""
+    test run going on beside it) that attached first.
+
+    With ``pid``, only the sites in that process (for --all, where other processes' providers
+    count too): the kernel names the file a uprobe link probes in the link's fdinfo, and the
+    tracer names a provider's file under /proc/PID/. A kernel that does not name it skips the test.
+    """
     links = 0
     for fd in os.listdir(f"/proc/{tracer_pid}/fd"):
         try:
-            links += os.readlink(f"/proc/{tracer_pid}/fd/{fd}") == "anon_inode:bpf_link"
+            if os.readlink(f"/proc/{tracer_pid}/fd/{fd}") != "anon_inode:bpf_link":
+                continue
+            if pid is None:
+                links += 1
+                continue
+            with open(f"/proc/{tracer_pid}/fdinfo/{fd}") as f:
+                info = dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
         except OSError:
-            pass  # closed meanwhile
+            continue  # closed meanwhile
+        if "name" not in info:
+            import pytest
+            pytest.skip("this kernel does not name the file of a uprobe's BPF link in its fdinfo")
+        links += info["name"].startswith(f"/proc/{pid}/")
     return links
 
 

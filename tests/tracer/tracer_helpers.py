@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from support import attached_sites
+
 HERE = Path(__file__).resolve().parent
 TRACEE = HERE / "tracee.py"
 
@@ -79,6 +81,11 @@ class Tracer:
         self.stdout, self.stderr = out, err
         return self.proc.returncode
 
+    def stopped(self) -> str:
+        """Stop the tracer and say how it ended: for the message of a failed wait."""
+        status = self.stop()
+        return "tracer exit status %s, stderr:\n%s" % (status, self.stderr)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -99,3 +106,17 @@ def wait_until(predicate, timeout: float = 20.0, interval: float = 0.05) -> bool
             return True
         time.sleep(interval)
     return predicate()
+
+
+def wait_attached(tracer: Tracer, sites: int, pid: Optional[int] = None, timeout: float = 60.0) -> None:
+    """Wait until ``tracer`` has exactly ``sites`` probe sites attached (in ``pid``, if given).
+
+    Wait on this, not on the application's semaphores, before counting spans
+    exactly: a semaphore only says that some tool attached (and a tool raises
+    it before its program is linked), so another tracer on the machine would
+    let the test fire before this one is listening. See support.attached_sites.
+    """
+    if not wait_until(lambda: attached_sites(tracer.proc.pid, pid) == sites, timeout):
+        got = attached_sites(tracer.proc.pid, pid)
+        raise AssertionError("the tracer has %d probe sites attached%s, not %d; %s"
+                             % (got, "" if pid is None else " in pid %d" % pid, sites, tracer.stopped()))
