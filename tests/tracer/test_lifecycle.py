@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tracer_helpers import HERE, Tracer, run_spanprobe, wait_until
+from tracer_helpers import HERE, Tracer, run_spanprobe, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -43,27 +43,46 @@ def jsonl_tracer(out, stats_file, *args):
                   "--duration", "120", *args)
 
 
+#: Probe sites of one tracee.make_provider() provider: four span probes, an event, a plain probe.
+SITES = 6
+
+
+def trace_commands(tracee, out, stats_file, commands, spans, *args):
+    """Trace ``tracee`` (--pid, one provider loaded); once the tracer is attached, send each of
+    ``commands`` and stop the tracer when ``spans`` spans are written. (tracer, replies)."""
+    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid), *args)
+    try:
+        wait_attached(tracer, SITES)
+        replies = [tracee.send(command) for command in commands]
+        assert wait_until(lambda: len(read_jsonl(out)) >= spans, timeout=60), tracer.stopped()
+        assert tracer.stop() == 0, tracer.stderr
+    finally:
+        tracer.kill()
+    return tracer, replies
+
+
 def test_late_provider_then_unload(tracee, out, stats_file):
     """A provider loaded after the tracer started is traced; an unloaded one is detached."""
     tracee.send("load first")
-    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid), "-v")
+    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid), "-vv")
     try:
-        tracee.send("wait first 30")
+        wait_attached(tracer, SITES)
         t0 = time.monotonic()
         tracee.send("load second")
-        tracee.send("wait second 30")
-        pickup = time.monotonic() - t0
-        print("second provider picked up in %.2f s" % pickup)
-        assert pickup < 1.5  # same argument shapes as "first": no compile needed
+        wait_attached(tracer, 2 * SITES)
+        print("second provider picked up in %.2f s" % (time.monotonic() - t0))
         tracee.send("spans second 1")
         tracee.send("unload first")
         tracee.send("spans second 1")
-        assert wait_until(lambda: len(read_jsonl(out)) >= 6)
-        time.sleep(1.0)  # a few rescans: the unloaded provider is noticed
+        assert wait_until(lambda: len(read_jsonl(out)) >= 6, timeout=60)
+        wait_attached(tracer, SITES)  # the unloaded provider is noticed and detached
         assert tracer.stop() == 0, tracer.stderr
     finally:
         tracer.kill()
     assert "provider first unloaded; detaching" in tracer.stderr
+    # Same argument shapes as "first": "second" was attached with the module compiled for
+    # "first". (Counted, not timed: rescans back off to every 2 s on a loaded machine.)
+    assert tracer.stderr.count("compiled BPF module") == 1, tracer.stderr
     spans = read_jsonl(out)
     assert {s["scope"] for s in spans} == {"second"}
     assert len(spans) == 6
@@ -76,14 +95,13 @@ def test_exiting_process_is_detached_and_open_spans_counted(tracee_factory, out,
         t.send("load shop")
     tracer = jsonl_tracer(out, stats_file, "--pid", str(a.pid), "--pid", str(b.pid))
     try:
-        a.send("wait shop 30")
-        b.send("wait shop 30")
+        wait_attached(tracer, 2 * SITES)
         a.send("open shop")  # a span that will never end: its process dies
         a.send("spans shop 1")
         a.proc.kill()
         a.proc.wait()
         b.send("spans shop 1")
-        assert wait_until(lambda: len(read_jsonl(out)) >= 6)
+        assert wait_until(lambda: len(read_jsonl(out)) >= 6, timeout=60)
         b.send("exit 0")
         # --pid: when every traced process is gone, the tracer exits by itself.
         assert tracer.wait(30) == 0, tracer.stderr
@@ -103,21 +121,23 @@ def test_all_traces_processes_started_later(tracee_factory, out, stats_file):
         return [s for s in read_jsonl(out) if s["resource"]["process.pid"] in pids]
 
     t = t2 = None
+    sentinel = tracee_factory()
+    sentinel.send("load sentinel")
     tracer = jsonl_tracer(out, stats_file, "--all")
     try:
-        time.sleep(1.5)  # the tracer is up before the application exists
+        wait_attached(tracer, SITES, pid=sentinel.pid)  # the tracer is up and scanning
         t = tracee_factory()
         t.send("load late")
-        t.send("wait late 30")
+        wait_attached(tracer, SITES, pid=t.pid)
         t.send("spans late 2")
-        assert wait_until(lambda: len(ours()) >= 6)
+        assert wait_until(lambda: len(ours()) >= 6, timeout=60)
         t.send("exit 0")
-        time.sleep(0.5)
+        wait_attached(tracer, 0, pid=t.pid)  # its exit is noticed
         t2 = tracee_factory()
         t2.send("load later")
-        t2.send("wait later 30")
+        wait_attached(tracer, SITES, pid=t2.pid)
         t2.send("plain later 1")
-        assert wait_until(lambda: len(ours()) >= 7)
+        assert wait_until(lambda: len(ours()) >= 7, timeout=60)
         assert tracer.stop() == 0, tracer.stderr
     finally:
         tracer.kill()
@@ -162,27 +182,13 @@ def test_file_backed_provider(tracee_factory, tmp_path, out, stats_file):
     tracee.send("load shop")
     maps = open("/proc/%d/maps" % tracee.pid).read()
     assert "/libshop.so" in maps and "memfd:spanprobe" not in maps
-    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid))
-    try:
-        tracee.send("wait shop 30")
-        tracee.send("spans shop 1")
-        assert wait_until(lambda: len(read_jsonl(out)) >= 3)
-        assert tracer.stop() == 0
-    finally:
-        tracer.kill()
+    trace_commands(tracee, out, stats_file, ["spans shop 1"], 3)
     assert sorted(s["name"] for s in read_jsonl(out)) == ["GET /items", "db.query", "db.query"]
 
 
 def test_spans_from_many_threads(tracee, out, stats_file):
     tracee.send("load shop")
-    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid))
-    try:
-        tracee.send("wait shop 30")
-        fired = tracee.send("threads shop 8")
-        assert wait_until(lambda: len(read_jsonl(out)) >= 24, timeout=60)  # 8 threads x 3 spans; slow under load
-        assert tracer.stop() == 0
-    finally:
-        tracer.kill()
+    _, (fired,) = trace_commands(tracee, out, stats_file, ["threads shop 8"], 8 * 3)
     spans = {s["span_id"]: s for s in read_jsonl(out)}
     for trace in fired["traces"]:
         root = spans[trace["root"]]
@@ -191,34 +197,23 @@ def test_spans_from_many_threads(tracee, out, stats_file):
 
 
 def test_min_duration_threshold_filters_in_kernel(tracee, out, stats_file):
+    """The threshold is wide (250 ms) because the "fast" span, two probes fired back to back,
+    lasts as long as its thread is kept off the CPU between them: on a loaded machine, tens
+    of milliseconds. Stopping the tracer drains everything, so a fast span that got through
+    would be in the output."""
     tracee.send("load shop")
-    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid), "--min-duration", "20ms")
-    try:
-        tracee.send("wait shop 30")
-        ids = tracee.send("slow shop 40")
-        assert wait_until(lambda: len(read_jsonl(out)) >= 1)
-        time.sleep(0.5)
-        assert tracer.stop() == 0
-    finally:
-        tracer.kill()
+    _, (ids,) = trace_commands(tracee, out, stats_file, ["slow shop 500"], 1, "--min-duration", "250ms")
     spans = read_jsonl(out)
     assert [s["span_id"] for s in spans] == [ids["slow"]]
-    assert spans[0]["duration_ns"] >= 40_000_000
+    assert spans[0]["duration_ns"] >= 500_000_000
     stats = stats_of(stats_file)
     assert stats["kernel"]["filtered"] == 1 and stats["lost"] == 0
 
 
 def test_strings_cut_at_capture_length_are_marked(tracee, out, stats_file):
     tracee.send("load shop")
-    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid), "--string-size", "9")
-    try:
-        tracee.send("wait shop 30")
-        tracee.send("long shop 3")    # 6 bytes: whole
-        tracee.send("long shop 20")   # 40 bytes: cut at 9 bytes = 4 whole characters
-        assert wait_until(lambda: len(read_jsonl(out)) >= 2)
-        assert tracer.stop() == 0
-    finally:
-        tracer.kill()
+    # 6 bytes: whole; 40 bytes: cut at 9 bytes = 4 whole characters
+    trace_commands(tracee, out, stats_file, ["long shop 3", "long shop 20"], 2, "--string-size", "9")
     short, long_ = sorted(read_jsonl(out), key=lambda s: len(s["attributes"]["url.path"]))
     assert short["attributes"]["url.path"] == "ééé" and "spanprobe.truncated" not in short["attributes"]
     assert long_["attributes"]["url.path"] == "éééé"  # no half character at the cut
@@ -228,14 +223,7 @@ def test_strings_cut_at_capture_length_are_marked(tracee, out, stats_file):
 def test_malformed_provider_skipped_others_traced(tracee, out, stats_file):
     tracee.send("load broken bad=version")
     tracee.send("load good")
-    tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid))
-    try:
-        tracee.send("wait good 30")
-        tracee.send("spans good 1")
-        assert wait_until(lambda: len(read_jsonl(out)) >= 3)
-        assert tracer.stop() == 0
-    finally:
-        tracer.kill()
+    tracer, _ = trace_commands(tracee, out, stats_file, ["spans good 1"], 3)
     assert "schema version 99 is not supported" in tracer.stderr
     assert "skipped" in tracer.stderr
     assert {s["scope"] for s in read_jsonl(out)} == {"good"}
@@ -245,7 +233,7 @@ def test_sigterm_flushes(tracee, out, stats_file):
     tracee.send("load shop")
     tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid))
     try:
-        tracee.send("wait shop 30")
+        wait_attached(tracer, SITES)
         tracee.send("spans shop 5")
         # Stop at once: whatever is still in the ring buffer and queue must be flushed.
         assert tracer.stop(signal.SIGTERM) == 0
