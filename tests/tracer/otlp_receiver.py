@@ -133,8 +133,9 @@ class GrpcReceiver:
     def endpoint(self) -> str:
         return "http://127.0.0.1:%d" % self.port
 
-    def stop(self) -> None:
-        self.server.stop(0)
+    def stop(self, grace: float = 0) -> None:
+        """Stop serving; with ``grace``, requests already taken are answered first (up to that long)."""
+        self.server.stop(grace).wait()
 
 
 class HttpReceiver:

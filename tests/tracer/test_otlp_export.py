@@ -12,13 +12,15 @@ import socket
 
 import pytest
 
-from tracer_helpers import Tracer
+from tracer_helpers import Tracer, wait_attached
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 pytestmark = pytest.mark.bpf
 
 N_TRACES = 3
 N_PLAIN = 2
+#: Probe sites of the tracee's provider (tracee.make_provider): its six probes.
+SITES = 6
 
 
 def trace_and_collect(tracee, receiver, protocol, extra=()):
@@ -26,11 +28,11 @@ def trace_and_collect(tracee, receiver, protocol, extra=()):
     tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "otlp", "--otlp-protocol", protocol,
                     "--otlp-endpoint", receiver.endpoint, "--duration", "60", *extra)
     try:
-        tracee.send("wait shop 30")
+        wait_attached(tracer, SITES)
         fired = tracee.send("spans shop %d" % N_TRACES)
         tracee.send("plain shop %d" % N_PLAIN)
         expected = N_TRACES * 3 + N_PLAIN
-        assert receiver.collector.wait_for(lambda c: c.count >= expected, timeout=20), \
+        assert receiver.collector.wait_for(lambda c: c.count >= expected, timeout=60), \
             "received %d of %d spans" % (receiver.collector.count, expected)
         status = tracer.stop()
     finally:
@@ -137,9 +139,9 @@ def test_otlp_settings_from_environment(tracee, grpc_receiver):
            "OTEL_EXPORTER_OTLP_HEADERS": "x-from-env=yes"}
     tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "otlp", "--duration", "60", env=env)
     try:
-        tracee.send("wait shop 30")
+        wait_attached(tracer, SITES)
         tracee.send("spans shop 1")
-        assert grpc_receiver.collector.wait_for(lambda c: c.count >= 3)
+        assert grpc_receiver.collector.wait_for(lambda c: c.count >= 3, timeout=60)
         assert tracer.stop() == 0, tracer.stderr
     finally:
         tracer.kill()
@@ -156,10 +158,12 @@ def test_collector_going_down_costs_no_hang_and_every_span_is_counted(tracee, gr
                     grpc_receiver.endpoint, "--otlp-timeout", "2", "--flush-timeout", "3",
                     "--stats-file", stats_file, "--duration", "120")
     try:
-        tracee.send("wait shop 30")
+        wait_attached(tracer, SITES)
         tracee.send("spans shop 2")
-        assert grpc_receiver.collector.wait_for(lambda c: c.count >= 6)
-        grpc_receiver.stop()  # the collector dies
+        assert grpc_receiver.collector.wait_for(lambda c: c.count >= 6, timeout=60)
+        # The collector dies, once it has answered what it received: a request it took
+        # but never answered would count as failed, and the first six as not exported.
+        grpc_receiver.stop(grace=10)
         tracee.send("spans shop 4")
         time.sleep(1.0)
         t = time.monotonic()
