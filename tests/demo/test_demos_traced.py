@@ -9,6 +9,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 
 from demo_apps.asyncjobs.plan import MAX_ATTEMPTS, make_plan
 from demo_apps.seed.drive import parse_banner
-from spanprobe_tracer.demo import fetch
+from spanprobe_tracer.demo_report import Download
 from support import Lines, ROOT
 
 pytestmark = pytest.mark.bpf
@@ -35,11 +36,29 @@ def traced(tmp_path, command, **kw):
 
 def finished(tracer, out, timeout=120):
     """Wait for the tracer; check it exited 0 and lost nothing; its spans by id."""
-    assert tracer.proc.wait(timeout) == 0, tracer.stderr
-    time.sleep(0.2)  # the stderr pump's last lines
+    assert tracer.wait(timeout) == 0, tracer.stderr  # its summary read to the last line
     assert "lost: 0 " in tracer.stderr and "Traceback" not in tracer.stderr, tracer.stderr
     spans = [json.loads(line) for line in out.read_text().splitlines()]
     return {s["span_id"]: s for s in spans}
+
+
+def fetch_to_close(port, path):
+    """GET ``path`` over HTTP/1.0 and read until the server closes the connection.
+
+    http.server closes it only after its request handler has returned, so by then the
+    request's spans have ended: a time taken afterwards bounds their end. (Reading just
+    the Content-Length bytes can return while the server thread is still on its way out.)
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+        response = b""
+        while True:
+            chunk = conn.recv(1 << 16)
+            if not chunk:
+                break
+            response += chunk
+    head, _, body = response.partition(b"\r\n\r\n")
+    return Download(path, int(head.split()[1]), len(body))
 
 
 def children(spans, parent, name=None):
@@ -58,7 +77,7 @@ def test_demo_2_unmodified_http_server_request_spans_and_the_seed_probe(tmp_path
     try:
         port = parse_banner(tracer.expect("Serving HTTP on", timeout=120))
         t0 = time.time_ns()
-        downloads = {path: fetch(port, path) for path in ("/a.txt", "/big.bin", "/sub/", "/missing")}
+        downloads = {path: fetch_to_close(port, path) for path in ("/a.txt", "/big.bin", "/sub/", "/missing")}
         t1 = time.time_ns()
         os.killpg(tracer.proc.pid, signal.SIGINT)
         spans = finished(tracer, out)

@@ -33,8 +33,10 @@ class Lines:
                                      stdin=subprocess.PIPE, text=True, env=child_env(), **kwargs)
         self._lines = queue.Queue()
         self._stderr = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append), daemon=True).start()
+        self._pumps = [threading.Thread(target=self._pump, args=(self.proc.stdout, self._lines.put), daemon=True),
+                       threading.Thread(target=self._pump, args=(self.proc.stderr, self._stderr.append), daemon=True)]
+        for pump in self._pumps:
+            pump.start()
 
     @staticmethod
     def _pump(stream, sink):
@@ -58,6 +60,17 @@ class Lines:
             line = self.next(max(0.1, deadline - time.monotonic()))
             if line.startswith(prefix):
                 return line
+
+    def wait(self, timeout=30.0):
+        """The exit status, once the process has exited and its output has been read to the end
+        (to where every process holding the pipes, children included, closed them)."""
+        deadline = time.monotonic() + timeout
+        status = self.proc.wait(timeout)
+        for pump in self._pumps:
+            pump.join(max(0.0, deadline - time.monotonic()))
+            if pump.is_alive():
+                raise AssertionError(f"{self.argv[:3]}: output still open {timeout}s on; stderr:\n{self.stderr}")
+        return status
 
     @property
     def stderr(self):
