@@ -11,6 +11,9 @@ Rows (ns per call, best of several rounds, each round interleaving all rows):
   the span's start and end probes (both uprobes fire). Target: at most 3 µs;
 * floor: the two probe sites called directly with ready arguments while
   attached: what the uprobes and ctypes cost, which no SDK code can beat;
+* decorated, spanprobe trace attached: the same call while spanprobe's own
+  tracer (``spanprobe trace --pid``) is attached and exporting: its real BPF
+  handlers instead of trivial ones (--no-tracer skips it);
 * decorated, traced path, no uprobe / floor, no uprobe: the same two rows with
   the semaphores raised by hand and nothing attached, so the probe sites are
   plain ``nop; ret``: the application's own share (SDK code and ctypes), the
@@ -28,8 +31,12 @@ other rows run anywhere and the attached row is then reported as skipped.
 import argparse
 import ctypes
 import gc
+import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sdk"))
@@ -106,9 +113,26 @@ def attach(pid, probes):
     return BPF(text=TRIVIAL_BPF, usdt_contexts=[usdt]), usdt
 
 
+def spanprobe_tracer_on(span, stats_file, timeout=60.0):
+    """``spanprobe trace --pid <this process>`` (jsonl to /dev/null), once both span probes are
+    attached; None if it did not attach in time."""
+    tracer = subprocess.Popen([sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--pid", str(os.getpid()),
+                               "--exporter", "jsonl", "--output", os.devnull, "--stats-file", stats_file],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while not (span.start.enabled and span.end.enabled):
+        if tracer.poll() is not None or time.monotonic() > deadline:
+            tracer.kill()
+            print(f"spanprobe trace did not attach: {tracer.communicate()[1].strip()[-500:]}")
+            return None
+        time.sleep(0.05)
+    return tracer
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
+    ap.add_argument("--no-tracer", action="store_true", help="skip the row with spanprobe's own tracer attached")
     opts = ap.parse_args()
     n_fast, n_slow, rounds = (50_000, 5_000, 3) if opts.quick else (500_000, 50_000, 7)
 
@@ -145,6 +169,20 @@ def main():
     results.update(best(slow_rows, n_slow, rounds))
     if bpf is not None:
         bpf.cleanup()
+        del usdt
+    if bpf is not None and not opts.no_tracer:
+        with tempfile.TemporaryDirectory() as tmp:
+            stats_file = os.path.join(tmp, "stats.json")
+            tracer = spanprobe_tracer_on(span, stats_file)
+            if tracer is not None:
+                results.update(best({"decorated, spanprobe trace attached": decorated}, n_slow, rounds))
+                tracer.send_signal(signal.SIGINT)
+                tracer.communicate(timeout=60)
+                with open(stats_file) as f:
+                    stats = json.load(f)
+        if tracer is not None:
+            print(f"spanprobe trace: {stats['exported']} spans exported, {stats['lost']} counted as lost "
+                  "(the loop fires far faster than one tracer exports)")
     otel_provider.shutdown()
     provider.unload()
 
