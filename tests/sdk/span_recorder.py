@@ -24,6 +24,9 @@ as_u64 = ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.cast(_U64, ctypes.c_void_p).va
 def _decode(arg_type, value):
     if isinstance(value, bytes):
         return value.decode("utf-8")
+    if value is None:  # NULL: a str argument with no value, read as empty (docs/abi.md)
+        assert arg_type == "str", arg_type
+        return ""
     if not isinstance(value, int):  # a ctypes 64-bit argument
         value = as_u64(value)
         if arg_type == "i64" and value >= 1 << 63:

@@ -314,7 +314,9 @@ class ModuleLayout:
             if f.type == "str":
                 slot = "%s->s%d" % (base, f.index)
                 out.append("    { u64 _p = 0; %s %s = _p;" % (argspec.render_read(f.loc, self.machine, "_p", bit), word))
-                out.append("      if (bpf_probe_read_user_str(%s, sizeof(%s), (void *)_p) < 0) { %s[0] = 0; %s } }"
+                # NULL is "no value" (docs/abi.md): an empty string, without a read that would fault.
+                out.append("      if (!_p) %s[0] = 0;" % slot)
+                out.append("      else if (bpf_probe_read_user_str(%s, sizeof(%s), (void *)_p) < 0) { %s[0] = 0; %s } }"
                            % (slot, slot, slot, bit))
             elif f.type == "bytes":
                 slot = "%s->s%d" % (base, f.index)
