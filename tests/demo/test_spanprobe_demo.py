@@ -55,6 +55,11 @@ def test_each_download_reaches_the_collector_as_a_request_span_with_its_file_cop
     # The terminal: one tree per download, the copy under its request.
     assert run.stdout.count("└─ http.server.request [server]") == n
     assert run.stdout.count("   └─ file.copy [internal]") == ok
+    # ... and the seed's probe, one line a file sent: client, path, size.
+    hits = re.findall(r'^  simplehttp\.file_transfer \[internal\] 0 ns  client="127\.0\.0\.1" path="(\S+)" size=(\d+)$',
+                      run.stdout, re.M)
+    assert sorted(os.path.basename(path.rstrip("/")) for path, _ in hits) == sorted(
+        os.path.basename(p.rstrip("/")) for p in paths if p != "/missing.txt"), run.stdout
     assert re.search(r"traced as %d request spans with %d file-copy children, plus %d hits .* 0 lost"
                      % (n, ok, ok), run.stdout), run.stdout[-500:]
     assert_nothing_left(run.stderr)

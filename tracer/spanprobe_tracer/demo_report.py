@@ -81,9 +81,16 @@ def request_traces(spans: Sequence[ReadableSpan]) -> List[List[ReadableSpan]]:
 
 
 def print_trees(spans: Sequence[ReadableSpan], out: IO[str]) -> None:
-    render = ConsoleExporter(out=out).render_trace
+    """A tree per request, then the seed's probe hits: the model use, shown whatever else is."""
+    console = ConsoleExporter(out=out)
     for group in request_traces(spans):
-        out.write("\n".join(render(group)) + "\n\n")
+        out.write("\n".join(console.render_trace(group)) + "\n\n")
+    hits = sorted((s for s in spans if s.name == SEED_PROBE), key=lambda s: s.start_time or 0)
+    if hits:
+        # A plain USDT probe carries no span ids, so each hit is a zero-length span of its own.
+        out.write("the seed's file_transfer probe, hit by hit (a plain probe: each is a span of its own):\n")
+        out.writelines("  %s\n" % console.render_span(s) for s in hits)
+        out.write("\n")
     out.flush()
 
 
