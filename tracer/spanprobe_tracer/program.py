@@ -363,8 +363,12 @@ class ModuleLayout:
         lines = self._handler_head(s.start_fn, "fail = 0, zero = 0") + self._span_key(s.start_fields[0])
         lines += ["    struct sp_start_%d *init = sp_zero_%d.lookup(&zero);" % (i, i),
                   "    if (!init)", "        return 0;",
-                  "    struct sp_start_%d *v = sp_starts_%d.lookup_or_try_init(&k, init);" % (i, i),
-                  "    if (!v) {", "        sp_count(SP_CNT_START_MAP_FULL);", "        return 0;", "    }",
+                  # update() then lookup(): two hash-map operations where bcc's lookup_or_try_init()
+                  # makes three (a lookup that misses first); each costs ~0.2 us in the probe here.
+                  "    if (sp_starts_%d.update(&k, init) != 0) {" % i,
+                  "        sp_count(SP_CNT_START_MAP_FULL);", "        return 0;", "    }",
+                  "    struct sp_start_%d *v = sp_starts_%d.lookup(&k);" % (i, i),
+                  "    if (!v)", "        return 0;",
                   "    v->start_ns = now;", "    v->tid = (u32)pid_tgid;", "    v->w[0] = span_id;"]
         lines += self._read_args(s.start_fields, "v", "w", skip_first=True)
         lines += ["    v->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    return 0;", "}", ""]
