@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hardening_helpers import HERE, jsonl_args, spans_of
+from hardening_helpers import HERE, jsonl_args, jsonl_tracer, spans_of, stats_of
 from tracer_helpers import Tracer, wait_attached, wait_until
 from spanprobe_tracer.pipeline import ExportPipeline
 from spanprobe_tracer.program import HDR, KIND_LOAD, KIND_SPAN
@@ -73,6 +73,28 @@ def test_many_processes_under_a_low_soft_fd_limit(apps, tmp_path):
         tracer.kill()
     assert arrived, tracer.stderr
     assert "Too many open files" not in tracer.stderr
+
+
+@pytest.mark.bpf
+def test_more_open_spans_than_the_map_holds_are_counted(apps, tmp_path):
+    """--max-open-spans 16 and 40 spans started that never end: 16 are held (reported open at
+    exit), the 24 starts that do not fit are counted lost (open-span map full), and spans that
+    fit before and after are exported whole."""
+    app = apps()
+    app.send("load shop")
+    tracer = jsonl_tracer(tmp_path, "--pid", str(app.pid), "--max-open-spans", "16")
+    try:
+        wait_attached(tracer, 6)
+        app.send("spans shop 2")
+        assert wait_until(lambda: len(spans_of(tmp_path)) == 6), tracer.stderr
+        app.send("open shop 40")
+        assert tracer.stop() == 0, tracer.stderr
+    finally:
+        tracer.kill()
+    stats = stats_of(tmp_path)
+    assert stats["kernel"]["start_map_full"] == 24, stats
+    assert stats["open_at_exit"] == 16 and stats["exported"] == 6 and stats["lost"] == 24, stats
+    assert "open-span map full: 24" in tracer.stderr
 
 
 # --- overload without BPF: spans the queue cannot take are not built ------------------------
