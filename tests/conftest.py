@@ -4,7 +4,9 @@ Mark such tests ``@pytest.mark.bpf`` (or request the ``require_bpf`` fixture, or
 call ``require_bpf()`` from a test or fixture). When a prerequisite is missing the
 test is skipped, except when ``SPANPROBE_REQUIRE_BPF=1`` (scripts/test.sh and CI):
 then it fails, naming exactly what is missing, so CI can never go green by quietly
-skipping every tracer test.
+skipping every tracer test. The same holds for every other prerequisite a test
+skips on (root, setpriv, bpftrace, what the kernel reports): under
+``SPANPROBE_REQUIRE_BPF=1`` any skip is turned into a failure that quotes it.
 
 bcc is imported lazily and only here: the SDK matrix venvs (.venvs/py3.X, pyenv
 Pythons) have no bcc, and this file is loaded there too. In those runs
@@ -102,3 +104,19 @@ def _require_bpf_fixture() -> None:
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("bpf") is not None:
         require_bpf()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call) -> None:
+    """Under SPANPROBE_REQUIRE_BPF=1 (the full run of scripts/test.sh, CI) a skip is a failure.
+
+    That run is on the machine scripts/setup.sh prepared, where every test can
+    run: a skip there means a prerequisite went missing, and a green run that
+    skipped would hide it.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and _env_flag(REQUIRE_ENV) and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = "skipped under %s=1, where every prerequisite must be present: %s" % (REQUIRE_ENV, reason)
