@@ -70,7 +70,6 @@ class ProbeInfo:
     role: str
     args: List[Tuple[str, str]]                 # (name, type) from the schema
     specs: List[argspec.ArgLocation]            # where each argument is at the probe site
-    spec_text: str                              # the raw note spec, as written
     locations: List[ProbeLocation]
 
 
@@ -166,7 +165,7 @@ def build_image(elf: ElfProbes, where: str) -> ProviderImage:
         except (argspec.ArgSpecError, ElfError) as exc:
             broken[name] = str(exc)
             continue
-        probes[name] = ProbeInfo(name, entry["role"], args, specs, spec_text, locations)
+        probes[name] = ProbeInfo(name, entry["role"], args, specs, locations)
     for name, reason in broken.items():
         log.warning("%s: provider %s: probe %s cannot be traced: %s", where, provider, name, reason)
     return ProviderImage(provider, schema, elf.machine, probes, broken)

@@ -20,8 +20,8 @@ from typing import Callable, List, Optional
 from . import privileges
 from .errors import ExitStatus
 from .exporters import format_duration
+from .uprobe import SYS_BPF
 
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}
 BPF_MAP_CREATE = 0
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_RINGBUF = 27
@@ -42,7 +42,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _bpf_map_create(map_type: int, key_size: int, value_size: int, max_entries: int) -> int:
-    nr = _SYS_BPF.get(platform.machine())
+    nr = SYS_BPF.get(platform.machine())
     if nr is None:
         return -errno.ENOSYS
     attr = ctypes.create_string_buffer(struct.pack("<IIII", map_type, key_size, value_size, max_entries), 128)

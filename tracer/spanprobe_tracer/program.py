@@ -62,7 +62,7 @@ KIND_SPAN, KIND_POINT, KIND_LOAD = 1, 2, 3
 MAX_STRING = 4096
 INT64_MAX = (1 << 63) - 1
 HDR = struct.Struct("<HHIIIQ")   # kind, shape, program, pid, tid, cookie
-HDR_SIZE = 24
+HDR_SIZE = HDR.size
 SPAN_START_AT = 40               # the start struct's offset in a span record
 POINT_WORDS_AT = 40              # argument words' offset in a point record
 
@@ -572,6 +572,7 @@ class _AttrDecoder:
 
 
 _SPAN_FIXED = struct.Struct("<QI4xQII")  # end_ns, end_fail, pad, start_ns, start_tid, start_fail
+_POINT_FIXED = struct.Struct("<QI")  # ts, fail
 
 
 class SpanDecoder:
@@ -621,7 +622,7 @@ class PointDecoder:
                                    string_max)
 
     def decode(self, rec: bytes, pid: int, tid: int) -> PointRecord:
-        ts, fail = struct.unpack_from("<QI", rec, HDR_SIZE)
+        ts, fail = _POINT_FIXED.unpack_from(rec, HDR_SIZE)
         words = self._words.unpack_from(rec, POINT_WORDS_AT)
         attrs: dict = {}
         if self._event:
@@ -687,7 +688,7 @@ class Module:
 
 @dataclass
 class Binding:
-    """What a cookie stands for: a decoder (None for span start probes) and the process."""
+    """What a cookie stands for: the decoder of the records it marks, and their process."""
 
     decoder: object
     pid: int
@@ -779,7 +780,7 @@ class Programs:
         if kind == KIND_LOAD:
             return LoadRecord(pid, tid)
         binding = self.bindings.get(cookie)
-        if binding is None or binding.decoder is None or binding.pid != pid:
+        if binding is None or binding.pid != pid:
             return None
         return binding.decoder.decode(rec, pid, tid)
 

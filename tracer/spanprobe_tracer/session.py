@@ -166,7 +166,13 @@ class Session:
         timed drain began (dlopen notifications wake it early): a drain that
         took long is followed at once by the next, so a busy tracer never
         idles while records pile up.
+
+        A drain asked for while records are being processed (a dlopen stop
+        rescanning a process, which detaches what went away) does nothing: the
+        one under way, and the next, take what is left.
         """
+        if self._draining:
+            return
         core = self.programs.core
         if wait:
             now = time.monotonic()
@@ -237,10 +243,8 @@ class Session:
         current = set(self.targets.current())
         gone = [pid for pid, proc in self.processes.items()
                 if pid not in current or not procfs.alive(pid, proc.started)]
-        if gone:
-            self.drain(wait=False)  # their last records first
-            for pid in gone:
-                self._forget(pid)
+        for pid in gone:
+            self._forget(pid)  # which drains their last records first
         self.scanner.retain(current)
         for pid in current:
             self._scan_one(pid)
@@ -328,10 +332,11 @@ class Session:
                 self._attach(proc, key, inst, plan, module)
 
     def _attach(self, proc: TracedProcess, key, inst: ProviderInstance, plan: Plan, module: Module) -> None:
-        """Attach every span and point of ``plan`` in ``proc``, each site with its own cookie."""
+        """Attach every span and point of ``plan`` in ``proc``, each site that emits records with its
+        own cookie."""
         decoders = decoders_for(plan)
         att = Attachment(inst, module, [], [])
-        work = []  # (probe, handler, decoder or None for span starts)
+        work = []  # (probe, handler, decoder; None for span starts, whose handler emits no record)
         for span in plan.spans:
             work.append((span.start, span.shape.start_fn, None))
             work.append((span.end, span.shape.end_fn, decoders[id(span)]))
@@ -340,8 +345,10 @@ class Session:
         try:
             for probe, fn, decoder in work:
                 for loc in probe.locations:
-                    cookie = self.programs.bind(decoder, proc.pid)
-                    att.cookies.append(cookie)
+                    cookie = 0
+                    if decoder is not None:
+                        cookie = self.programs.bind(decoder, proc.pid)
+                        att.cookies.append(cookie)
                     att.fds.extend(uprobe.attach(inst.attach_path, loc.offset, loc.semaphore, proc.pid,
                                                  module.prog_fds[fn], cookie))
                     att.sites += 1
@@ -363,8 +370,7 @@ class Session:
         self.scanner.forget(pid)
         if proc is None:
             return
-        if not self._draining:
-            self.drain(wait=False)  # its last records, while its cookies still mean something
+        self.drain(wait=False)  # its last records, while its cookies still mean something
         modules = set()
         for att in proc.attachments.values():
             att.close()

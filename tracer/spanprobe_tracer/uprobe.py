@@ -36,7 +36,7 @@ _SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 _PERF_EVENT_IOC_ENABLE = 0x2400
 _PERF_FLAG_FD_CLOEXEC = 8
 _ATTR_SIZE = 136  # PERF_ATTR_SIZE_VER8; the kernel accepts any known size
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+SYS_BPF = {"x86_64": 321, "aarch64": 280}  # bpf(2) by machine
 _BPF_LINK_CREATE = 28
 _BPF_PERF_EVENT = 41  # enum bpf_attach_type
 _BPF_ATTR_SIZE = 64
@@ -92,7 +92,7 @@ def ref_ctr_shift() -> int:
 
 def _link(prog_fd: int, perf_fd: int, cookie: int, where: str) -> int:
     """BPF_LINK_CREATE: run ``prog_fd`` on perf event ``perf_fd``, with ``cookie``."""
-    nr = _SYS_BPF.get(platform.machine())
+    nr = SYS_BPF.get(platform.machine())
     attr = ctypes.create_string_buffer(_BPF_ATTR_SIZE)
     # link_create: prog_fd, target_fd, attach_type, flags, perf_event.bpf_cookie
     struct.pack_into("<IIIIQ", attr, 0, prog_fd, perf_fd, _BPF_PERF_EVENT, 0, cookie)
