@@ -39,7 +39,8 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sdk"))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path[:0] = [os.path.join(ROOT, "sdk"), os.path.join(ROOT, "tests")]
 
 import spanprobe  # noqa: E402
 
@@ -113,19 +114,21 @@ def attach(pid, probes):
     return BPF(text=TRIVIAL_BPF, usdt_contexts=[usdt]), usdt
 
 
-def spanprobe_tracer_on(span, stats_file, timeout=60.0):
-    """``spanprobe trace --pid <this process>`` (jsonl to /dev/null), once both span probes are
-    attached; None if it did not attach in time."""
+def spanprobe_tracer_on(stats_file):
+    """``spanprobe trace --pid <this process>`` (jsonl to /dev/null), once it has attached to
+    the span's two probe sites (its own BPF links: semaphores could still be bcc's); None if it
+    did not."""
+    from support import await_sites
+
     tracer = subprocess.Popen([sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--pid", str(os.getpid()),
                                "--exporter", "jsonl", "--output", os.devnull, "--stats-file", stats_file],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while not (span.start.enabled and span.end.enabled):
-        if tracer.poll() is not None or time.monotonic() > deadline:
-            tracer.kill()
-            print(f"spanprobe trace did not attach: {tracer.communicate()[1].strip()[-500:]}")
-            return None
-        time.sleep(0.05)
+    try:
+        await_sites(tracer, 2)
+    except RuntimeError as exc:
+        tracer.kill()
+        print(f"spanprobe trace did not attach: {str(exc)[-500:]}")
+        return None
     return tracer
 
 
@@ -169,11 +172,10 @@ def main():
     results.update(best(slow_rows, n_slow, rounds))
     if bpf is not None:
         bpf.cleanup()
-        del usdt
     if bpf is not None and not opts.no_tracer:
         with tempfile.TemporaryDirectory() as tmp:
             stats_file = os.path.join(tmp, "stats.json")
-            tracer = spanprobe_tracer_on(span, stats_file)
+            tracer = spanprobe_tracer_on(stats_file)
             if tracer is not None:
                 results.update(best({"decorated, spanprobe trace attached": decorated}, n_slow, rounds))
                 tracer.send_signal(signal.SIGINT)

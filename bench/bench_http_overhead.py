@@ -132,26 +132,22 @@ def client(port: int, threads: int, seconds: float) -> None:
 # --- the driver ------------------------------------------------------------------------------
 
 def start_server(mode: str, directory: str) -> subprocess.Popen:
+    from demo_apps.seed.drive import parse_banner
+
     argv = ([sys.executable, __file__, "--otel-server", directory] if mode == "otel-sdk"
             else [sys.executable, "-m", "demo_apps.simplehttp", "--port", "0", "--directory", directory])
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT))
-    banner = server.stdout.readline()  # "Serving HTTP on HOST port N (...) ..."
-    server.port = int(banner.split(" port ")[1].split()[0])
+    server.port = parse_banner(server.stdout.readline())
     return server
 
 
 def attach_tracer(server: subprocess.Popen, stats_file: str) -> subprocess.Popen:
-    from support import attached_sites, semaphores
+    from support import await_sites, semaphores
 
     tracer = subprocess.Popen([sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--pid", str(server.pid),
                                "--exporter", "jsonl", "--output", "/dev/null", "--stats-file", stats_file],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    sites = len(semaphores(server.pid, "simplehttp"))
-    deadline = time.monotonic() + 60
-    while attached_sites(tracer.pid) < sites:
-        if time.monotonic() > deadline or tracer.poll() is not None:
-            raise RuntimeError("the tracer did not attach: %s" % (tracer.stderr.read() if tracer.poll() else "timeout"))
-        time.sleep(0.1)
+    await_sites(tracer, len(semaphores(server.pid, "simplehttp")))
     return tracer
 
 

@@ -137,7 +137,7 @@ def soak(procs: int = 4, threads: int = 4, seconds: float = 60.0, rate: Optional
          outage: Optional[Tuple[float, float]] = None, tracer_args: Sequence[str] = ()) -> dict:
     """One soak run; returns the numbers (see the module doc). ``outage`` is (start, seconds)."""
     from otlp_receiver import Collector, GrpcReceiver
-    from support import attached_sites
+    from support import await_sites
 
     class TimedCollector(Collector):
         """Also notes when the first request after the collector came back arrived."""
@@ -163,11 +163,7 @@ def soak(procs: int = 4, threads: int = 4, seconds: float = 60.0, rate: Optional
     try:
         # Semaphores are raised by any tool attached, so the generators' own "wait" could be
         # satisfied by another tracer; the tracer's BPF links are its own.
-        deadline = time.monotonic() + 60
-        while attached_sites(tracer.pid) < SITES_PER_GENERATOR * procs:
-            if time.monotonic() > deadline or tracer.poll() is not None:
-                raise RuntimeError("the tracer did not attach: %s" % (tracer.stderr.read() if tracer.poll() else ""))
-            time.sleep(0.05)
+        await_sites(tracer, SITES_PER_GENERATOR * procs)
         for g in gens:
             g.send("wait")
         for g in gens:

@@ -25,7 +25,7 @@ LINE = re.compile(r"^(\d+): (\S+) is downloding file (\S+) \((\d+) bytes\)$")
 def env():
     """The environment for a server: spanprobe and demo_apps importable from this checkout."""
     out = dict(os.environ)
-    out["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "sdk"), ROOT, out.get("PYTHONPATH", "")])
+    out["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "sdk"), ROOT] + [p for p in [out.get("PYTHONPATH")] if p])
     return out
 
 

@@ -30,6 +30,8 @@ import sys
 
 #: Trace flags of a trace that spanprobe starts: W3C "sampled" (the tracer records it).
 SAMPLED = 0x01
+#: The module whose presence in sys.modules says the application may have an OpenTelemetry span.
+OTEL_TRACE_MODULE = "opentelemetry.trace"
 _MASK64 = (1 << 64) - 1
 
 #: An id as a probe site's 64-bit argument. ``from_param`` makes the object
@@ -101,7 +103,7 @@ def _otel_current():
     OpenTelemetry on its own), then swaps in the real reader for good.
     """
     global _otel_current
-    if "opentelemetry.trace" not in sys.modules:
+    if OTEL_TRACE_MODULE not in sys.modules:
         return None
     _otel_current = _make_otel_reader()
     return _otel_current()

@@ -207,7 +207,7 @@ except ValueError:  # a coroutine driven from two contexts: the span is over any
 _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_arg": context.id_arg,
                  "_sp_bits": context.random_bits, "_sp_SAMPLED": context.SAMPLED,
-                 "_sp_OTEL": "opentelemetry.trace", "_sp_modules": sys.modules}
+                 "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules}
 
 
 def _indent(source, spaces):

@@ -197,6 +197,19 @@ def attached_sites(tracer_pid, pid=None):
     return links
 
 
+def await_sites(tracer, sites, timeout=60.0):
+    """Wait until the tracer process ``tracer`` (a Popen with stderr piped) has at least ``sites``
+    probe sites attached (attached_sites); RuntimeError with its stderr if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while attached_sites(tracer.pid) < sites:
+        if tracer.poll() is not None:
+            raise RuntimeError("the tracer exited before attaching: %s" % tracer.stderr.read())
+        if time.monotonic() > deadline:
+            raise RuntimeError("the tracer attached %d of %d probe sites in %.0f s"
+                               % (attached_sites(tracer.pid), sites, timeout))
+        time.sleep(0.05)
+
+
 def declared(provider):
     """(types, names) of every probe of an SDK provider: capture()'s and as_dicts()' arguments.
 
