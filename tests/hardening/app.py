@@ -2,8 +2,8 @@
 
 It reads one command per line and answers one JSON line. Processes it forks
 read their commands from a FIFO the test names and answer on the same
-stdout, so a test drives a parent and its children alike (AppHandle in
-conftest.py).
+stdout, so a test drives a parent and its children alike (App and Child in
+hardening_helpers.py).
 
 Commands (NAME is a provider, made by tracee.make_provider):
   load NAME / unload NAME / wait NAME [TIMEOUT]    as in tracee.py

@@ -15,7 +15,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tracer"))
 
-from tracer_helpers import Tracee, Tracer  # noqa: E402
+from tracer_helpers import Tracee, Tracer, read_jsonl  # noqa: E402
 
 APP = HERE / "app.py"
 
@@ -64,12 +64,8 @@ def jsonl_tracer(tmp_path, *args) -> Tracer:
 
 
 def spans_of(tmp_path, pid=None):
-    path = tmp_path / "spans.jsonl"
-    if not path.exists():
-        return []
-    complete = path.read_bytes().split(b"\n")[:-1]  # the tracer may be writing the last line
-    spans = [json.loads(line) for line in complete if line.strip()]
-    return [s for s in spans if pid is None or s["resource"]["process.pid"] == pid]
+    """The spans written so far to tmp_path/spans.jsonl (of process ``pid``)."""
+    return [s for s in read_jsonl(tmp_path / "spans.jsonl") if pid is None or s["resource"]["process.pid"] == pid]
 
 
 def stats_of(tmp_path) -> dict:

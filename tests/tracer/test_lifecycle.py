@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
 
 import pytest
 
-from tracer_helpers import HERE, Tracer, run_spanprobe, wait_attached, wait_until
+from tracer_helpers import HERE, Tracer, read_jsonl, run_spanprobe, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
-
-
-def read_jsonl(path):
-    """The complete lines of a file the tracer may still be writing (a last partial line waits)."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.endswith("\n") and line.strip()]
 
 
 def stats_of(path):

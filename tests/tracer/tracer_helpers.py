@@ -14,6 +14,16 @@ from typing import List, Optional
 
 from support import attached_sites
 
+
+def read_jsonl(path) -> list:
+    """The complete lines of a JSON-lines file the tracer may still be writing (a last partial
+    line, perhaps cut inside a UTF-8 character, waits for the next read)."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        complete = f.read().split(b"\n")[:-1]
+    return [json.loads(line) for line in complete if line.strip()]
+
 HERE = Path(__file__).resolve().parent
 TRACEE = HERE / "tracee.py"
 
