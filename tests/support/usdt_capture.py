@@ -34,19 +34,30 @@ handlers = []
 for p, (name, types) in enumerate(probes):
     body = ["    struct hit_t *h = events.ringbuf_reserve(sizeof(struct hit_t));",
             "    if (!h) return 0;",
-            f"    h->probe = {p};"]
+            f"    h->probe = {p};",
+            "    h->faults = 0;  /* ring buffer records are not zeroed */"]
     for i, t in enumerate(types):
         # bcc's readarg refuses a destination of another width than the spec's.
         ctype = C_TYPES.get(t, "u64")
         body.append(f"    {{ {ctype} v = 0; bpf_usdt_readarg({i + 1}, ctx, &v); h->words[{i}] = (u64)v; }}")
-        if t in ("str", "bytes"):
-            body.append(f"    bpf_probe_read_user(&h->strs[{i}], sizeof(h->strs[{i}]), (void *)h->words[{i}]);")
+        # Read only the value's own bytes: a fixed-size read that runs past the
+        # value into a page not present faults whole and reads nothing.
+        if t == "str":
+            body.append(f"    h->strs[{i}][0] = 0;")
+            body.append(f"    if (h->words[{i}] && bpf_probe_read_user_str(&h->strs[{i}], STR_MAX + 1, "
+                        f"(void *)h->words[{i}]) < 0) h->faults |= 1 << {i};")
+        elif t == "bytes":  # a u32 header (length, bit 31 = truncated), then the data
+            body += [f"    {{ u32 n = 0; void *p = (void *)h->words[{i}];",
+                     f"      if (bpf_probe_read_user(&n, 4, p) != 0) h->faults |= 1 << {i};",
+                     f"      else {{ *(u32 *)h->strs[{i}] = n; n &= 0x7fffffff; if (n > STR_MAX - 4) n = STR_MAX - 4;",
+                     f"        if (bpf_probe_read_user(&h->strs[{i}][4], n, p + 4) != 0) h->faults |= 1 << {i}; }} }}"]
     body.append("    events.ringbuf_submit(h, 0);\n    return 0;")
     handlers.append(f"int probe_{p}(struct pt_regs *ctx) {{\n" + "\n".join(body) + "\n}")
 
 text = f"""
 #include <uapi/linux/ptrace.h>
-struct hit_t {{ u32 probe; u64 words[12]; char strs[12][{STR_MAX}]; }};
+#define STR_MAX {STR_MAX}
+struct hit_t {{ u32 probe; u32 faults; u64 words[12]; char strs[12][STR_MAX + 1]; }};  /* + 1: a str of STR_MAX and its NUL */
 BPF_RINGBUF_OUTPUT(events, 64);
 """ + "\n".join(handlers)
 
@@ -73,14 +84,16 @@ def decode(t, word, raw):
 
 
 class Hit(ctypes.Structure):
-    _fields_ = [("probe", ctypes.c_uint32), ("words", ctypes.c_uint64 * 12),
-                ("strs", (ctypes.c_char * STR_MAX) * 12)]
+    _fields_ = [("probe", ctypes.c_uint32), ("faults", ctypes.c_uint32), ("words", ctypes.c_uint64 * 12),
+                ("strs", (ctypes.c_char * (STR_MAX + 1)) * 12)]
 
 
 def on_event(ctx, data, size):
     try:
         raw = ctypes.cast(data, ctypes.POINTER(Hit)).contents
         name, types = probes[raw.probe]
+        if raw.faults:  # a value the tool could not read must not pass for an empty one
+            raise RuntimeError(f"{name}: reading argument(s) {raw.faults:#b} faulted")
         args = [decode(t, raw.words[i], bytes(raw.strs[i].raw)) for i, t in enumerate(types)]
         print(json.dumps({"probe": name, "args": args}), flush=True)
     except Exception:  # bcc swallows callback errors; a test must see them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import sys
@@ -209,6 +210,23 @@ def test_strings_cut_at_capture_length_are_marked(tracee, out, stats_file):
     assert short["attributes"]["url.path"] == "ééé" and "spanprobe.truncated" not in short["attributes"]
     assert long_["attributes"]["url.path"] == "éééé"  # no half character at the cut
     assert sorted(long_["attributes"]["spanprobe.truncated"]) == ["payload", "url.path"]
+
+
+def test_values_ending_at_a_page_edge_are_read_whole(tracee, out, stats_file):
+    """A string or bytes value that ends where the next page is not present is read exactly:
+    the tracer reads only the value's own bytes. (A test capture that read a fixed 256 bytes
+    got empty strings there, now and then, from Python's heap.)"""
+    tracee.send("load shop")
+    _, (reply,) = trace_commands(tracee, out, stats_file, ["edge shop"], 1)
+    (span,) = read_jsonl(out)
+    want = reply["values"]
+    assert span["span_id"] == reply["span_id"]
+    assert {k: span["attributes"][k] for k in ("http.request.method", "url.path")} == {
+        k: want[k] for k in ("http.request.method", "url.path")}
+    assert base64.b64decode(span["attributes"]["payload"]["bytes_base64"]).hex() == want["payload"]
+    assert "spanprobe.truncated" not in span["attributes"] and span["attributes"]["ratio"] == 0.0
+    assert span["status"]["description"] == "%s: %s" % (want["error_type"], want["error_message"])
+    assert stats_of(stats_file)["lost"] == 0
 
 
 def test_malformed_provider_skipped_others_traced(tracee, out, stats_file):

@@ -17,13 +17,18 @@ Commands:
   slow NAME MS              one root span lasting MS milliseconds, one instant one
   threads NAME N            one trace from each of N threads
   long NAME LEN             one root span whose url.path is LEN bytes of "é" (2 bytes each)
+  edge NAME                 one failing root span whose strings and bytes each end a page
+                            whose next page was never touched (see at_page_end)
   unload NAME
   exit [CODE]
 """
 
+import ctypes
 import json
+import mmap
 import os
 import random
+import struct
 import sys
 import time
 
@@ -82,6 +87,39 @@ def make_provider(name, bad=None):
     p._events.append({"name": "cache.miss", "probe": "note"})
     p.load()
     return p, probes
+
+
+#: The mappings at_page_end() made; values must outlive the probe firing them.
+EDGE_PAGES = []
+
+
+def at_page_end(data):
+    """A pointer to ``data`` copied to the very end of a fresh mapping's first page. The second
+    page is never touched, so it is not present, and a reader that reads even one byte past the
+    value (as a fixed-size bpf_probe_read_user would) faults and gets nothing."""
+    pages = mmap.mmap(-1, 2 * mmap.PAGESIZE)
+    start = mmap.PAGESIZE - len(data)
+    pages[start:mmap.PAGESIZE] = data
+    EDGE_PAGES.append(pages)
+    return ctypes.c_void_p(ctypes.addressof(ctypes.c_char.from_buffer(pages, start)))
+
+
+def fire_edge_span(probes):
+    """A failing root span whose strings and bytes all sit at page ends, fired at the raw probe
+    sites (fire() would copy them into Python objects). Returns the span id and the values."""
+    sid, th, tl = rand64(), rand64(), rand64()
+    u64 = ctypes.c_uint64
+    values = {"http.request.method": "PATCH", "url.path": "/edge/é", "payload": b"\x00edge\xff",
+              "error_type": "EdgeError", "error_message": "the last byte of its page"}
+    text = {k: at_page_end(v.encode() + b"\0") for k, v in values.items() if isinstance(v, str)}
+    blob = at_page_end(struct.pack("<I", len(values["payload"])) + values["payload"])
+    start = probes["req_start"]._site_cell.cell_contents
+    end = probes["req_end"]._site_cell.cell_contents
+    start(u64(sid), u64(0), u64(th), u64(tl), ctypes.c_uint32(1), text["http.request.method"],
+          text["url.path"], ctypes.c_int64(0), ctypes.c_uint8(0), u64(0), u64(0), blob)  # f64: its bits
+    end(u64(sid), ctypes.c_uint8(1), text["error_type"], text["error_message"], ctypes.c_uint32(1),
+        ctypes.c_int32(500), ctypes.c_uint8(0))
+    return "%016x" % sid, dict(values, payload=values["payload"].hex())
 
 
 def rand64():
@@ -171,6 +209,9 @@ def main():
                                      b"x" * int(args[1]))
             probes["req_end"].fire(sid, 0, "", "", 1, 200, False)
             reply = {"ok": True, "span_id": "%016x" % sid}
+        elif cmd == "edge":
+            sid, values = fire_edge_span(providers[args[0]][1])
+            reply = {"ok": True, "span_id": sid, "values": values}
         elif cmd == "unload":
             providers.pop(args[0])[0].unload()
         elif cmd == "exit":
