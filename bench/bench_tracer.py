@@ -39,14 +39,10 @@ sys.path.insert(0, str(ROOT / "tests" / "tracer"))
 
 def generator(index: int) -> None:
     from spanprobe import Arg, ArgType as T, Provider
+    from spanprobe.span import END_ARGS, START_ARGS
     p = Provider("bench%d" % index)
-    start = p._declare("req_start", [
-        Arg("span_id", T.U64), Arg("parent_span_id", T.U64), Arg("trace_id_high", T.U64),
-        Arg("trace_id_low", T.U64), Arg("flags", T.U32),
-        Arg("http.route", T.STR), Arg("user.id", T.I64)], "span_start")
-    end = p._declare("req_end", [
-        Arg("span_id", T.U64), Arg("status", T.U8), Arg("error_type", T.STR),
-        Arg("error_message", T.STR), Arg("flags", T.U32), Arg("http.response.status_code", T.I32)], "span_end")
+    start = p._declare("req_start", [*START_ARGS, Arg("http.route", T.STR), Arg("user.id", T.I64)], "span_start")
+    end = p._declare("req_end", [*END_ARGS, Arg("http.response.status_code", T.I32)], "span_end")
     p._spans.append({"name": "GET /bench", "kind": "server", "start": "req_start", "end": "req_end"})
     p.load()
     print(json.dumps({"pid": os.getpid()}), flush=True)

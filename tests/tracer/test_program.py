@@ -10,11 +10,12 @@ import pytest
 from fake_records import SDK_TRUNCATED, point_record, span_record
 from spanprobe import Arg, ArgType as T, Provider
 from spanprobe.elf.arch import ARCHES
+from spanprobe.span import END_ARGS, EVENT_ARGS, START_ARGS
 from spanprobe_tracer import argspec
 from spanprobe_tracer.discovery import build_image
 from spanprobe_tracer.elffile import EM_AARCH64, EM_X86_64, read_probes
 from spanprobe_tracer.program import Plan, ProgramConfig, decoders_for
-from spanprobe_tracer.selftest import EVENT, SPAN_END, SPAN_START, sample_image
+from spanprobe_tracer.selftest import sample_image
 
 
 def image_of(provider: Provider, arch: str = "x86_64"):
@@ -95,8 +96,8 @@ def test_spans_of_one_shape_share_handlers():
     p = Provider("shared")
     for i in range(6):
         extra = [Arg("a", T.STR)] if i % 2 else []
-        p._declare("s%d_start" % i, SPAN_START + extra, "span_start")
-        p._declare("s%d_end" % i, SPAN_END, "span_end")
+        p._declare("s%d_start" % i, [*START_ARGS, *extra], "span_start")
+        p._declare("s%d_end" % i, END_ARGS, "span_end")
         p._spans.append({"name": "op%d" % i, "start": "s%d_start" % i, "end": "s%d_end" % i})
     plan = Plan(image_of(p), ProgramConfig())
     assert len(plan.spans) == 6
@@ -104,10 +105,10 @@ def test_spans_of_one_shape_share_handlers():
     assert {s.shape.index for s in plan.spans} == {0, 1}
     # Another provider, other names, same shapes: the same module.
     q = Provider("other")
-    q._declare("x_start", SPAN_START, "span_start")
-    q._declare("x_end", SPAN_END, "span_end")
-    q._declare("y_start", SPAN_START + [Arg("zzz", T.STR)], "span_start")
-    q._declare("y_end", SPAN_END, "span_end")
+    q._declare("x_start", START_ARGS, "span_start")
+    q._declare("x_end", END_ARGS, "span_end")
+    q._declare("y_start", [*START_ARGS, Arg("zzz", T.STR)], "span_start")
+    q._declare("y_end", END_ARGS, "span_end")
     q._spans += [{"name": "x", "start": "x_start", "end": "x_end"}, {"name": "y", "start": "y_start", "end": "y_end"}]
     assert Plan(image_of(q), ProgramConfig()).module.key == plan.module.key
     # A different capture setting is a different module.
@@ -119,7 +120,7 @@ def test_protocol_violations_reject_the_provider():
     from spanprobe.errors import SchemaError
     p = Provider("bad")
     p._declare("a_start", [Arg("span_id", T.U64), Arg("x", T.STR)], "span_start")
-    p._declare("a_end", SPAN_END, "span_end")
+    p._declare("a_end", END_ARGS, "span_end")
     p._spans.append({"name": "a", "start": "a_start", "end": "a_end"})
     with pytest.raises(SchemaError, match="span_start probe must start with"):
         image_of(p)
@@ -148,12 +149,12 @@ def test_config_is_checked():
 
 def typed_provider():
     p = Provider("typed")
-    p._declare("t_start", SPAN_START + [
+    p._declare("t_start", [*START_ARGS,
         Arg("i8", T.I8), Arg("i16", T.I16), Arg("i32", T.I32), Arg("u64", T.U64), Arg("s", T.STR)], "span_start")
-    p._declare("t_end", SPAN_END + [Arg("f", T.F64), Arg("b", T.BOOL), Arg("raw", T.BYTES), Arg("u8", T.U8),
-                                    Arg("big", T.I64)], "span_end")
+    p._declare("t_end", [*END_ARGS, Arg("f", T.F64), Arg("b", T.BOOL), Arg("raw", T.BYTES), Arg("u8", T.U8),
+                         Arg("big", T.I64)], "span_end")
     p._spans.append({"name": "typed op", "kind": "client", "start": "t_start", "end": "t_end"})
-    p._declare("ev", EVENT + [Arg("what", T.STR), Arg("n", T.U16)], "event")
+    p._declare("ev", [*EVENT_ARGS, Arg("what", T.STR), Arg("n", T.U16)], "event")
     p._events.append({"name": "happened", "probe": "ev"})
     p.add_probe("plain", x="i32", y=str)
     return p

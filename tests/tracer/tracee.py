@@ -34,11 +34,7 @@ import time
 
 from spanprobe import Arg, ArgType as T, Provider
 
-SPAN_START = [Arg("span_id", T.U64), Arg("parent_span_id", T.U64), Arg("trace_id_high", T.U64),
-              Arg("trace_id_low", T.U64), Arg("flags", T.U32)]
-SPAN_END = [Arg("span_id", T.U64), Arg("status", T.U8), Arg("error_type", T.STR),
-            Arg("error_message", T.STR), Arg("flags", T.U32)]
-EVENT = [Arg("span_id", T.U64), Arg("trace_id_high", T.U64), Arg("trace_id_low", T.U64), Arg("flags", T.U32)]
+from spanprobe.span import END_ARGS, EVENT_ARGS, START_ARGS
 
 
 class BadSchemaProvider(Provider):
@@ -71,14 +67,14 @@ class BadSchemaProvider(Provider):
 def make_provider(name, bad=None):
     p = BadSchemaProvider(name, bad) if bad else Provider(name)
     probes = {
-        "req_start": p._declare("req_start", SPAN_START + [
+        "req_start": p._declare("req_start", [*START_ARGS,
             Arg("http.request.method", T.STR), Arg("url.path", T.STR), Arg("user.id", T.I64),
             Arg("retry", T.U8), Arg("big", T.U64), Arg("ratio", T.F64), Arg("payload", T.BYTES)], "span_start"),
-        "req_end": p._declare("req_end", SPAN_END + [
+        "req_end": p._declare("req_end", [*END_ARGS,
             Arg("http.response.status_code", T.I32), Arg("cached", T.BOOL)], "span_end"),
-        "db_start": p._declare("db_start", SPAN_START + [Arg("db.query.text", T.STR)], "span_start"),
-        "db_end": p._declare("db_end", SPAN_END, "span_end"),
-        "note": p._declare("note", EVENT + [Arg("note.text", T.STR), Arg("note.n", T.I16)], "event"),
+        "db_start": p._declare("db_start", [*START_ARGS, Arg("db.query.text", T.STR)], "span_start"),
+        "db_end": p._declare("db_end", END_ARGS, "span_end"),
+        "note": p._declare("note", [*EVENT_ARGS, Arg("note.text", T.STR), Arg("note.n", T.I16)], "event"),
         "tick": p.add_probe("tick", n="u32", label=str),
     }
     p._spans.append({"name": "GET /items", "kind": "server", "start": "req_start", "end": "req_end",

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from spanprobe.schema import FIXED_ARGS
+
 from . import argspec
 from .discovery import ProbeInfo, ProviderImage
 from .records import LoadRecord, PointRecord, SpanRecord, ValueNotes  # noqa: F401 (re-exported)
@@ -97,9 +99,8 @@ class ProgramConfig:
 
 
 # The fixed leading arguments of the span protocol (docs/abi.md), checked by type.
-SPAN_START_FIXED = ("u64", "u64", "u64", "u64", "u32")   # span_id, parent, trace hi, trace lo, flags
-SPAN_END_FIXED = ("u64", "u8", "str", "str", "u32")      # span_id, status, error type, message, flags
-EVENT_FIXED = ("u64", "u64", "u64", "u32")               # span_id, trace hi, trace lo, flags
+SPAN_START_FIXED, SPAN_END_FIXED, EVENT_FIXED = (tuple(t for _, t in FIXED_ARGS[role])
+                                                 for role in ("span_start", "span_end", "event"))
 INT_TYPES = {"i8": (1, True), "i16": (2, True), "i32": (4, True), "i64": (8, True),
              "u8": (1, False), "u16": (2, False), "u32": (4, False), "u64": (8, False)}
 

@@ -11,24 +11,18 @@ import io
 
 from spanprobe import Arg, ArgType as T, Provider
 from spanprobe.elf.arch import ARCHES, host_arch
+from spanprobe.span import END_ARGS, EVENT_ARGS, START_ARGS
 
 from .discovery import ProviderImage, build_image
 from .elffile import read_probes
 
-SPAN_START = [Arg("span_id", T.U64), Arg("parent_span_id", T.U64), Arg("trace_id_high", T.U64),
-              Arg("trace_id_low", T.U64), Arg("flags", T.U32)]
-SPAN_END = [Arg("span_id", T.U64), Arg("status", T.U8), Arg("error_type", T.STR),
-            Arg("error_message", T.STR), Arg("flags", T.U32)]
-EVENT = [Arg("span_id", T.U64), Arg("trace_id_high", T.U64), Arg("trace_id_low", T.U64), Arg("flags", T.U32)]
-
 
 def sample_provider(name: str = "spanprobe_selftest") -> Provider:
     p = Provider(name)
-    p._declare("op_start", SPAN_START + [Arg("i", T.I32), Arg("s", T.STR), Arg("b", T.BYTES),
-                                         Arg("f", T.F64), Arg("ok", T.BOOL), Arg("u", T.U64),
-                                         Arg("x", T.I8)], "span_start")
-    p._declare("op_end", SPAN_END + [Arg("result", T.I64)], "span_end")
-    p._declare("note", EVENT + [Arg("what", T.STR)], "event")
+    p._declare("op_start", [*START_ARGS, Arg("i", T.I32), Arg("s", T.STR), Arg("b", T.BYTES),
+                            Arg("f", T.F64), Arg("ok", T.BOOL), Arg("u", T.U64), Arg("x", T.I8)], "span_start")
+    p._declare("op_end", [*END_ARGS, Arg("result", T.I64)], "span_end")
+    p._declare("note", [*EVENT_ARGS, Arg("what", T.STR)], "event")
     p.add_probe("tick", n="u16")
     p._spans.append({"name": "op", "kind": "internal", "start": "op_start", "end": "op_end"})
     p._events.append({"name": "note", "probe": "note"})
