@@ -5,11 +5,7 @@ read their commands from a FIFO the test names and answer on the same
 stdout, so a test drives a parent and its children alike (App and Child in
 hardening_helpers.py).
 
-Commands (NAME is a provider, made by tracee.make_provider):
-  load NAME / unload NAME / wait NAME [TIMEOUT]    as in tracee.py
-  spans NAME N         N traces of 3 spans; replies {"spans": 3N}
-  open NAME N          N spans started that never end
-  plain NAME N         the plain probe N times
+Commands: tracee.py's (load, unload, wait, spans, open, plain, ... exit), and
   sems NAME            the SDK's view of every semaphore {probe: count}
   burn NAME            fire root spans (no events) in a background thread until `stop`
   stop                 stop burning; replies {"spans": spans fired, "errors": [...]}
@@ -20,14 +16,12 @@ Commands (NAME is a provider, made by tracee.make_provider):
   hostile TEXT         load provider "hostile", TEXT (hex) in its span and event names
   fire_hostile         put that TEXT everywhere a process can: names, attributes, errors,
                        in `hostile` and in `shop` (needs `load shop`)
-  exit [CODE]
 """
 
 import json
 import os
 import sys
 import threading
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tracer"))
@@ -35,61 +29,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tracer"))
 import tracee  # noqa: E402  (tests/tracer/tracee.py)
 
 
-class App:
+class App(tracee.App):
     def __init__(self, out):
-        self.out = out
-        self.providers = {}
+        super().__init__(out)
         self.raw = []          # (memfd, dlopen handle) of objects loaded with rawload
         self.burner = None
         self.burning = threading.Event()
         self.burnt = 0
         self.burn_errors = []
-
-    def probes(self, name):
-        return self.providers[name][1]
-
-    def reply(self, **fields):
-        self.out.write(json.dumps(dict(ok=True, **fields)) + "\n")
-        self.out.flush()
-
-    def serve(self, inp):
-        for line in inp:
-            words = line.split()
-            if words:
-                getattr(self, "do_" + words[0])(*words[1:])
-
-    def do_load(self, name):
-        self.providers[name] = tracee.make_provider(name)
-        self.reply()
-
-    def do_unload(self, name):
-        self.providers.pop(name)[0].unload()
-        self.reply()
-
-    def do_wait(self, name, timeout="30"):
-        probes = self.probes(name)
-        deadline = time.monotonic() + float(timeout)
-        while not (probes["req_start"].enabled and probes["tick"].enabled):
-            if time.monotonic() > deadline:
-                return self.reply(enabled=False)
-            time.sleep(0.01)
-        self.reply(enabled=True)
-
-    def do_spans(self, name, n):
-        traces = [tracee.fire_trace(self.probes(name), i) for i in range(int(n))]
-        self.reply(spans=3 * len(traces), traces=traces)
-
-    def do_open(self, name, n):
-        probes = self.probes(name)
-        for _ in range(int(n)):
-            probes["req_start"].fire(tracee.rand64(), 0, tracee.rand64(), tracee.rand64(), 1, "GET", "/open",
-                                     0, 0, 0, 0.0, b"")
-        self.reply()
-
-    def do_plain(self, name, n):
-        for i in range(int(n)):
-            self.probes(name)["tick"].fire(i, "tick-%d" % i)
-        self.reply()
 
     def do_sems(self, name):
         self.reply(sems={p: int(probe.enabled) for p, probe in self.probes(name).items()})
@@ -172,10 +119,6 @@ class App:
         probes["req_start"].fire(sid, 0, sid, sid, 1, text, text * 100, 0, 0, 0, 0.0, text.encode())
         probes["req_end"].fire(sid, 1, text, text, 1, 500, False)
         self.reply()
-
-    def do_exit(self, code="0"):
-        self.reply()
-        os._exit(int(code))
 
 
 def main():

@@ -10,10 +10,11 @@ with the span roles, and span dicts in Provider._spans.
 
 Commands:
   load NAME [bad=version|json|mismatch]   declare and load provider NAME
-  wait NAME [TIMEOUT]       wait until NAME's probes are enabled (tracer attached)
-  spans NAME N              N traces: root span with a child span, an event, a failing child
+  wait NAME [TIMEOUT]       wait until NAME's probes are enabled; replies {"enabled": bool}
+  spans NAME N              N traces: root span with a child span, an event, a failing child;
+                            replies the traces' ids, "spans": 3N and the window "t0".."t1"
   plain NAME N              fire the plain probe N times
-  open NAME                 start a span that never ends (its id is returned)
+  open NAME [N]             start N spans (default 1) that never end
   slow NAME MS              one root span lasting MS milliseconds, one instant one
   threads NAME N            one trace from each of N threads
   long NAME LEN             one root span whose url.path is LEN bytes of "é" (2 bytes each)
@@ -138,86 +139,113 @@ def fire_trace(probes, i):
             "bad_child": "%016x" % bad_child}
 
 
-def main():
-    providers = {}
-    out = sys.stdout
-    print(json.dumps({"pid": os.getpid()}), flush=True)
-    for line in sys.stdin:
-        words = line.split()
-        if not words:
-            continue
-        cmd, args = words[0], words[1:]
-        reply = {"ok": True}
-        if cmd == "load":
-            opts = dict(a.split("=", 1) for a in args[1:])
-            providers[args[0]] = make_provider(args[0], opts.get("bad"))
-        elif cmd == "wait":
-            p, probes = providers[args[0]]
-            deadline = time.monotonic() + (float(args[1]) if len(args) > 1 else 30)
-            while not (probes["req_start"].enabled and probes["tick"].enabled):
-                if time.monotonic() > deadline:
-                    reply = {"ok": False, "error": "not enabled"}
-                    break
-                time.sleep(0.01)
-        elif cmd == "spans":
-            p, probes = providers[args[0]]
-            t0 = time.time_ns()
-            traces = [fire_trace(probes, i) for i in range(int(args[1]))]
-            reply = {"ok": True, "t0": t0, "t1": time.time_ns(), "traces": traces}
-        elif cmd == "plain":
-            p, probes = providers[args[0]]
-            for i in range(int(args[1])):
-                probes["tick"].fire(i, "tick-%d" % i)
-        elif cmd == "open":
-            p, probes = providers[args[0]]
-            sid = rand64()
-            probes["req_start"].fire(sid, 0, rand64(), rand64(), 1, "GET", "/open", 0, 0, 0, 0.0, b"")
-            reply = {"ok": True, "span_id": "%016x" % sid}
-        elif cmd == "slow":
-            p, probes = providers[args[0]]
-            ids = []
-            for delay in (float(args[1]) / 1000, 0):
-                sid, th, tl = rand64(), rand64(), rand64()
-                probes["req_start"].fire(sid, 0, th, tl, 1, "GET", "/slow" if delay else "/fast", 0, 0, 0, 0.0, b"")
-                if delay:  # the fast span's probes back to back: not even sleep(0), which yields the CPU
-                    time.sleep(delay)
-                probes["req_end"].fire(sid, 0, "", "", 1, 200, False)
-                ids.append("%016x" % sid)
-            reply = {"ok": True, "slow": ids[0], "fast": ids[1]}
-        elif cmd == "threads":
-            import threading
-            p, probes = providers[args[0]]
-            results = [None] * int(args[1])
+class App:
+    """The command loop: a line ``CMD ARG...`` calls do_CMD(ARG...), which answers one JSON line.
+    tests/hardening/app.py extends it with fault commands."""
 
-            def work(k):
-                results[k] = dict(fire_trace(probes, k), tid=threading.get_native_id())
+    def __init__(self, out):
+        self.out = out
+        self.providers = {}
 
-            threads = [threading.Thread(target=work, args=(k,)) for k in range(len(results))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            reply = {"ok": True, "traces": results}
-        elif cmd == "long":
-            p, probes = providers[args[0]]
-            sid = rand64()
-            probes["req_start"].fire(sid, 0, rand64(), rand64(), 1, "GET", "é" * int(args[1]), 0, 0, 0, 0.0,
-                                     b"x" * int(args[1]))
+    def probes(self, name):
+        return self.providers[name][1]
+
+    def reply(self, ok=True, **fields):
+        self.out.write(json.dumps(dict(ok=ok, **fields)) + "\n")
+        self.out.flush()
+
+    def serve(self, inp):
+        for line in inp:
+            words = line.split()
+            if words:
+                handler = getattr(self, "do_" + words[0], None)
+                if handler is None:
+                    self.reply(False, error="unknown command %r" % words[0])
+                else:
+                    handler(*words[1:])
+
+    def do_load(self, name, *options):
+        opts = dict(option.split("=", 1) for option in options)
+        self.providers[name] = make_provider(name, opts.get("bad"))
+        self.reply()
+
+    def do_unload(self, name):
+        self.providers.pop(name)[0].unload()
+        self.reply()
+
+    def do_wait(self, name, timeout="30"):
+        probes = self.probes(name)
+        deadline = time.monotonic() + float(timeout)
+        while not (probes["req_start"].enabled and probes["tick"].enabled):
+            if time.monotonic() > deadline:
+                return self.reply(enabled=False)
+            time.sleep(0.01)
+        self.reply(enabled=True)
+
+    def do_spans(self, name, n):
+        t0 = time.time_ns()
+        traces = [fire_trace(self.probes(name), i) for i in range(int(n))]
+        self.reply(t0=t0, t1=time.time_ns(), traces=traces, spans=3 * len(traces))
+
+    def do_plain(self, name, n):
+        tick = self.probes(name)["tick"]
+        for i in range(int(n)):
+            tick.fire(i, "tick-%d" % i)
+        self.reply()
+
+    def do_open(self, name, n="1"):
+        start = self.probes(name)["req_start"]
+        for _ in range(int(n)):
+            start.fire(rand64(), 0, rand64(), rand64(), 1, "GET", "/open", 0, 0, 0, 0.0, b"")
+        self.reply()
+
+    def do_slow(self, name, ms):
+        probes = self.probes(name)
+        ids = []
+        for delay in (float(ms) / 1000, 0):
+            sid, th, tl = rand64(), rand64(), rand64()
+            probes["req_start"].fire(sid, 0, th, tl, 1, "GET", "/slow" if delay else "/fast", 0, 0, 0, 0.0, b"")
+            if delay:  # the fast span's probes back to back: not even sleep(0), which yields the CPU
+                time.sleep(delay)
             probes["req_end"].fire(sid, 0, "", "", 1, 200, False)
-            reply = {"ok": True, "span_id": "%016x" % sid}
-        elif cmd == "edge":
-            sid, values = fire_edge_span(providers[args[0]][1])
-            reply = {"ok": True, "span_id": sid, "values": values}
-        elif cmd == "unload":
-            providers.pop(args[0])[0].unload()
-        elif cmd == "exit":
-            out.write(json.dumps(reply) + "\n")
-            out.flush()
-            os._exit(int(args[0]) if args else 0)
-        else:
-            reply = {"ok": False, "error": "unknown command %r" % cmd}
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+            ids.append("%016x" % sid)
+        self.reply(slow=ids[0], fast=ids[1])
+
+    def do_threads(self, name, n):
+        import threading
+        probes = self.probes(name)
+        results = [None] * int(n)
+
+        def work(k):
+            results[k] = dict(fire_trace(probes, k), tid=threading.get_native_id())
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(len(results))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.reply(traces=results)
+
+    def do_long(self, name, length):
+        probes = self.probes(name)
+        sid = rand64()
+        probes["req_start"].fire(sid, 0, rand64(), rand64(), 1, "GET", "é" * int(length), 0, 0, 0, 0.0,
+                                 b"x" * int(length))
+        probes["req_end"].fire(sid, 0, "", "", 1, 200, False)
+        self.reply(span_id="%016x" % sid)
+
+    def do_edge(self, name):
+        sid, values = fire_edge_span(self.probes(name))
+        self.reply(span_id=sid, values=values)
+
+    def do_exit(self, code="0"):
+        self.reply()
+        os._exit(int(code))
+
+
+def main():
+    print(json.dumps({"pid": os.getpid()}), flush=True)
+    App(sys.stdout).serve(sys.stdin)
 
 
 if __name__ == "__main__":
