@@ -103,8 +103,8 @@ def expected(downloads: Sequence[Download]) -> Dict[str, int]:
 
 def missing(collected: Collected, downloads: Sequence[Download]) -> Dict[str, int]:
     """How many spans of each name the tracer has not delivered yet."""
-    return {name: n - len(collected.named(name)) for name, n in expected(downloads).items()
-            if len(collected.named(name)) < n}
+    have = {name: len(collected.named(name)) for name in (REQUEST, FILE_COPY, SEED_PROBE)}
+    return {name: n - have[name] for name, n in expected(downloads).items() if have[name] < n}
 
 
 def accounting(downloads: Sequence[Download], collected: Collected, exported: int, lost: int,

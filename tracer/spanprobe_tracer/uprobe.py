@@ -51,8 +51,8 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def raise_fd_limit() -> int:
-    """Lift the soft limit on open files to the hard one; returns the limit in force.
+def raise_fd_limit() -> None:
+    """Lift the soft limit on open files to the hard one.
 
     Every attached probe site holds two descriptors (perf event, BPF link): at
     the common soft limit of 1024, --all on a host with a few dozen traced
@@ -64,8 +64,7 @@ def raise_fd_limit() -> int:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         except (ValueError, OSError):
-            return soft
-    return hard
+            pass  # the soft limit stays; attach() names EMFILE should it run out
 
 
 @lru_cache(maxsize=None)
