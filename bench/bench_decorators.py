@@ -31,10 +31,7 @@ other rows run anywhere and the attached row is then reported as skipped.
 import argparse
 import ctypes
 import gc
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +39,7 @@ import time
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path[:0] = [os.path.join(ROOT, "sdk"), os.path.join(ROOT, "tests")]
 
+import bench_tracer  # noqa: E402  (this directory)
 import spanprobe  # noqa: E402
 
 TRIVIAL_BPF = """
@@ -118,18 +116,12 @@ def spanprobe_tracer_on(stats_file):
     """``spanprobe trace --pid <this process>`` (jsonl to /dev/null), once it has attached to
     the span's two probe sites (its own BPF links: semaphores could still be bcc's); None if it
     did not."""
-    from support import await_sites
-
-    tracer = subprocess.Popen([sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--pid", str(os.getpid()),
-                               "--exporter", "jsonl", "--output", os.devnull, "--stats-file", stats_file],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        await_sites(tracer, 2)
+        return bench_tracer.start_tracer(stats_file, "--exporter", "jsonl", "--output", os.devnull,
+                                         pids=[os.getpid()], sites=2)
     except RuntimeError as exc:
-        tracer.kill()
         print(f"spanprobe trace did not attach: {str(exc)[-500:]}")
         return None
-    return tracer
 
 
 def main():
@@ -178,13 +170,9 @@ def main():
             tracer = spanprobe_tracer_on(stats_file)
             if tracer is not None:
                 results.update(best({"decorated, spanprobe trace attached": decorated}, n_slow, rounds))
-                tracer.send_signal(signal.SIGINT)
-                tracer.communicate(timeout=60)
-                with open(stats_file) as f:
-                    stats = json.load(f)
-        if tracer is not None:
-            print(f"spanprobe trace: {stats['exported']} spans exported, {stats['lost']} counted as lost "
-                  "(the loop fires far faster than one tracer exports)")
+                _, stats = bench_tracer.stop_tracer(tracer, stats_file)
+                print(f"spanprobe trace: {stats['exported']} spans exported, {stats['lost']} counted as lost "
+                      "(the loop fires far faster than one tracer exports)")
     otel_provider.shutdown()
     provider.unload()
 

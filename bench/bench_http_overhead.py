@@ -42,6 +42,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+import bench_tracer  # noqa: E402  (this directory)
+
 MODES = ("baseline", "spanprobe", "otel-sdk")
 WARMUP_S = 1.0
 
@@ -110,7 +113,9 @@ def client(port: int, threads: int, seconds: float) -> None:
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
                 conn.request("GET", "/file.bin")
-                ok = conn.getresponse().read() and True
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
                 conn.close()
             except OSError:
                 ok = False
@@ -131,24 +136,16 @@ def client(port: int, threads: int, seconds: float) -> None:
 
 # --- the driver ------------------------------------------------------------------------------
 
-def start_server(mode: str, directory: str) -> subprocess.Popen:
-    from demo_apps.seed.drive import parse_banner
-
-    argv = ([sys.executable, __file__, "--otel-server", directory] if mode == "otel-sdk"
+def server_argv(mode: str, directory: str) -> list:
+    return ([sys.executable, __file__, "--otel-server", directory] if mode == "otel-sdk"
             else [sys.executable, "-m", "demo_apps.simplehttp", "--port", "0", "--directory", directory])
-    server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=str(ROOT))
-    server.port = parse_banner(server.stdout.readline())
-    return server
 
 
 def attach_tracer(server: subprocess.Popen, stats_file: str) -> subprocess.Popen:
-    from support import await_sites, semaphores
+    from support import semaphores
 
-    tracer = subprocess.Popen([sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--pid", str(server.pid),
-                               "--exporter", "jsonl", "--output", "/dev/null", "--stats-file", stats_file],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    await_sites(tracer, len(semaphores(server.pid, "simplehttp")))
-    return tracer
+    return bench_tracer.start_tracer(stats_file, "--exporter", "jsonl", "--output", "/dev/null",
+                                     pids=[server.pid], sites=len(semaphores(server.pid, "simplehttp")))
 
 
 def load(port: int, clients: int, threads: int, seconds: float) -> dict:
@@ -171,32 +168,30 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_mode(mode: str, directory: str, clients: int, threads: int, seconds: float) -> dict:
-    server = start_server(mode, directory)
-    tracer = stats = None
-    stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-    try:
-        if mode == "spanprobe":
-            tracer = attach_tracer(server, stats_file)
-        server_cpu = cpu_seconds(server.pid)
-        tracer_cpu = cpu_seconds(tracer.pid) if tracer is not None else 0.0
-        result = load(server.port, clients, threads, seconds)
-        result["server_us_per_request"] = 1e6 * (cpu_seconds(server.pid) - server_cpu) / result["total"]
-        if tracer is not None:
-            result["tracer_us_per_request"] = 1e6 * (cpu_seconds(tracer.pid) - tracer_cpu) / result["total"]
-            tracer.send_signal(signal.SIGINT)
-            tracer.communicate(timeout=60)
-            with open(stats_file) as f:
-                stats = json.load(f)
-            result.update(spans_exported=stats["exported"], spans_lost=stats["lost"])
-    finally:
-        for proc in (tracer, server):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
+    from demo_apps.seed.drive import serving
+
+    with serving(server_argv(mode, directory)) as (server, port):
+        tracer = None
+        stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+        try:
+            if mode == "spanprobe":
+                tracer = attach_tracer(server, stats_file)
+            server_cpu = cpu_seconds(server.pid)
+            tracer_cpu = cpu_seconds(tracer.pid) if tracer is not None else 0.0
+            result = load(port, clients, threads, seconds)
+            result["server_us_per_request"] = 1e6 * (cpu_seconds(server.pid) - server_cpu) / result["total"]
+            if tracer is not None:
+                result["tracer_us_per_request"] = 1e6 * (cpu_seconds(tracer.pid) - tracer_cpu) / result["total"]
+                _, stats = bench_tracer.stop_tracer(tracer, stats_file)
+                result.update(spans_exported=stats["exported"], spans_lost=stats["lost"])
+        finally:
+            if tracer is not None and tracer.poll() is None:
+                tracer.send_signal(signal.SIGINT)
                 try:
-                    proc.wait(10)
+                    tracer.wait(10)
                 except subprocess.TimeoutExpired:
-                    proc.kill()
-        os.unlink(stats_file)
+                    tracer.kill()
+            os.unlink(stats_file)
     return result
 
 

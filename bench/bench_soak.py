@@ -19,8 +19,8 @@ Setup, all on this machine:
     START seconds in and restarted on the same port SECONDS later.
 
 Reported: spans fired, exported, received by the collector, lost by reason
-(from the tracer's --stats-file), the tracer's peak RSS (VmHWM) and RSS over
-time, how long export took to resume after an outage, and how long the
+(from the tracer's --stats-file), the tracer's RSS once attached and its peak
+RSS (VmHWM), how long export took to resume after an outage, and how long the
 tracer took to stop. The books must balance exactly: fired = exported + lost,
 and the collector received what the tracer counted as exported. Exit status
 1 if they do not. tests/hardening runs short versions of both scenarios.
@@ -31,19 +31,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "tracer"), str(ROOT / "tests")]
-SITES_PER_GENERATOR = 4  # two spans, a start and an end probe each
+import bench_tracer  # this directory; it puts tests/ and tests/tracer on sys.path
 
-import bench_tracer  # noqa: E402  (this directory)
+SITES_PER_GENERATOR = 4  # two spans, a start and an end probe each
 
 
 # --- the load generator (this same file, run with --generator) ------------------------
@@ -100,15 +96,12 @@ def generator(index: int, threads: int, rate: Optional[float]) -> None:
 
 # --- the driver ---------------------------------------------------------------------------
 
-class Gen(bench_tracer.Gen):
+def start_generator(index: int, threads: int, rate: Optional[float]) -> bench_tracer.Gen:
     """One generator process (bench_tracer's driver side: send, reply, close)."""
-
-    def __init__(self, index: int, threads: int, rate: Optional[float]):
-        argv = [sys.executable, __file__, "--generator", str(index), "--threads", str(threads)]
-        if rate:
-            argv += ["--rate", str(rate)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = self.reply()["pid"]
+    argv = [sys.executable, __file__, "--generator", str(index), "--threads", str(threads)]
+    if rate:
+        argv += ["--rate", str(rate)]
+    return bench_tracer.Gen(argv)
 
 
 def memory_kib(pid: int) -> dict:
@@ -121,23 +114,14 @@ def memory_kib(pid: int) -> dict:
     return out
 
 
-def _settle(collector, expected: int, limit_s: float, quiet_s: float = 2.0) -> None:
-    """Wait until the collector has ``expected`` spans, or nothing new came for ``quiet_s``."""
-    deadline = time.monotonic() + limit_s
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline and collector.count < expected:
-        if collector.count != last:
-            last, since = collector.count, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            break
-        time.sleep(0.1)
+def _sleep_until(when: float) -> None:
+    time.sleep(max(0.0, when - time.monotonic()))
 
 
 def soak(procs: int = 4, threads: int = 4, seconds: float = 60.0, rate: Optional[float] = None,
          outage: Optional[Tuple[float, float]] = None, tracer_args: Sequence[str] = ()) -> dict:
     """One soak run; returns the numbers (see the module doc). ``outage`` is (start, seconds)."""
     from otlp_receiver import Collector, GrpcReceiver
-    from support import await_sites
 
     class TimedCollector(Collector):
         """Also notes when the first request after the collector came back arrived."""
@@ -152,18 +136,15 @@ def soak(procs: int = 4, threads: int = 4, seconds: float = 60.0, rate: Optional
     collector = TimedCollector(count_only=True)
     receiver = GrpcReceiver(collector, workers=2)
     port = receiver.port
-    gens = [Gen(i, threads, rate / procs if rate else None) for i in range(procs)]
+    gens = [start_generator(i, threads, rate / procs if rate else None) for i in range(procs)]
     stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-    cmd = [sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--exporter", "otlp",
-           "--otlp-endpoint", receiver.endpoint, "--stats-file", stats_file, "-v", *tracer_args]
-    for g in gens:
-        cmd += ["--pid", str(g.pid)]
-    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    rss, count_at_up = [], 0
+    tracer, count_at_up = None, 0
     try:
         # Semaphores are raised by any tool attached, so the generators' own "wait" could be
-        # satisfied by another tracer; the tracer's BPF links are its own.
-        await_sites(tracer, SITES_PER_GENERATOR * procs)
+        # satisfied by another tracer; start_tracer waits for the tracer's BPF links, its own.
+        tracer = bench_tracer.start_tracer(stats_file, "--exporter", "otlp", "--otlp-endpoint", receiver.endpoint,
+                                           "-v", *tracer_args, pids=[g.pid for g in gens],
+                                           sites=SITES_PER_GENERATOR * procs)
         for g in gens:
             g.send("wait")
         for g in gens:
@@ -172,35 +153,31 @@ def soak(procs: int = 4, threads: int = 4, seconds: float = 60.0, rate: Optional
         t0 = time.monotonic()
         for g in gens:
             g.send("go %f" % seconds)
-        events = sorted([(outage[0], "down"), (outage[0] + outage[1], "up")] if outage else [])
-        while time.monotonic() - t0 < seconds:
-            rss.append(memory_kib(tracer.pid)["VmRSS"])
-            if events and time.monotonic() - t0 >= events[0][0]:
-                if events.pop(0)[1] == "down":
-                    receiver.stop()
-                else:
-                    receiver = GrpcReceiver(collector, port=port, workers=2)
-                    collector.up_at, count_at_up = time.monotonic(), collector.count
-            time.sleep(0.25)
+        # An outage (or its end) due at or after the end of firing does not happen; the replies
+        # below come once the generators have fired for ``seconds``.
+        if outage and outage[0] < seconds:
+            _sleep_until(t0 + outage[0])
+            receiver.stop()
+            if outage[0] + outage[1] < seconds:
+                _sleep_until(t0 + outage[0] + outage[1])
+                receiver = GrpcReceiver(collector, port=port, workers=2)
+                collector.up_at, count_at_up = time.monotonic(), collector.count
         fired = sum(g.reply()["fired"] for g in gens)
         fire_s = time.monotonic() - t0
-        _settle(collector, fired, limit_s=60.0)
+        bench_tracer.settle(collector, fired, limit_s=60.0, quiet_s=2.0)
         peak = memory_kib(tracer.pid)["VmHWM"]
         t_stop = time.monotonic()
         err, stats = bench_tracer.stop_tracer(tracer, stats_file)
         stop_s = time.monotonic() - t_stop
     finally:
         bench_tracer.clean_up(tracer, gens, receiver, stats_file)
-    k = stats["kernel"]
-    lost_by_reason = {"ring_buffer_full": k["span_rb_full"], "open_span_map_full": k["start_map_full"],
-                      **stats["dropped"]}
     return {
         "procs": procs, "threads": threads, "seconds": seconds, "rate": rate, "outage": outage,
         "fired": fired, "fired_per_s": fired / fire_s, "exported": stats["exported"],
-        "received": collector.count, "lost": stats["lost"], "lost_by_reason": lost_by_reason,
-        "open_at_exit": stats["open_at_exit"], "end_without_start": k["end_without_start"],
+        "received": collector.count, "lost": stats["lost"], "lost_by_reason": bench_tracer.lost_by_reason(stats),
+        "open_at_exit": stats["open_at_exit"], "end_without_start": stats["kernel"]["end_without_start"],
         "unaccounted": fired - stats["exported"] - stats["lost"] - stats["open_at_exit"],
-        "rss_after_attach_mib": attached / 1024, "peak_rss_mib": peak / 1024, "rss_mib_max_sampled": max(rss) / 1024 if rss else 0,
+        "rss_after_attach_mib": attached / 1024, "peak_rss_mib": peak / 1024,
         "resume_s": collector.resumed_at - collector.up_at if collector.resumed_at else None,
         "received_after_outage": collector.count - count_at_up if outage else 0, "stop_s": stop_s,
         "tracer_log": [line for line in err.strip().splitlines() if " spans/s, " not in line],

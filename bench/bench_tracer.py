@@ -31,9 +31,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "tracer"))
+sys.path[:0] = [str(ROOT / "tests" / "tracer"), str(ROOT / "tests")]
+SITES_PER_GENERATOR = 2  # the span's start and end probes
 
 # --- the load generator (this same file, run with --generator) ------------------------
 
@@ -80,10 +82,12 @@ def generator(index: int) -> None:
 # --- the driver ---------------------------------------------------------------------------
 
 class Gen:
-    def __init__(self, index: int):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--generator", str(index)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = json.loads(self.proc.stdout.readline())["pid"]
+    """One generator process, ``argv`` (a script speaking the generator protocol: its pid first,
+    then a JSON reply to each command line)."""
+
+    def __init__(self, argv: Sequence[str]):
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        self.pid = self.reply()["pid"]
 
     def send(self, line: str) -> None:
         self.proc.stdin.write(line + "\n")
@@ -100,6 +104,27 @@ class Gen:
             self.proc.kill()
 
 
+def start_tracer(stats_file: str, *args: str, pids: Iterable[int] = (), sites: int = 0) -> subprocess.Popen:
+    """`spanprobe trace --pid PID... --stats-file STATS_FILE ARGS` (stdout to /dev/null, stderr
+    piped), returned once it holds BPF links on ``sites`` probe sites: its own, where semaphores
+    could have been raised by another tool. If it exits or does not attach, it is killed and
+    await_sites' RuntimeError raised."""
+    from support import await_sites
+    from tracer_helpers import spanprobe_cmd
+
+    cmd = spanprobe_cmd("trace", *[a for pid in pids for a in ("--pid", str(pid))],
+                        "--stats-file", stats_file, *args)
+    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        if sites:
+            await_sites(tracer, sites)
+    except BaseException:
+        tracer.kill()
+        tracer.wait()
+        raise
+    return tracer
+
+
 def stop_tracer(tracer: subprocess.Popen, stats_file: str):
     """SIGINT the tracer (it flushes and writes its accounting); returns (its stderr, that accounting)."""
     tracer.send_signal(signal.SIGINT)
@@ -108,8 +133,27 @@ def stop_tracer(tracer: subprocess.Popen, stats_file: str):
         return err, json.load(f)
 
 
-def clean_up(tracer: subprocess.Popen, gens, receiver, stats_file: str) -> None:
-    if tracer.poll() is None:
+def settle(collector, expected: int, limit_s: float, quiet_s: float = 1.0) -> None:
+    """Wait (at most ``limit_s``) until ``collector`` has counted ``expected`` spans, or nothing new
+    came for ``quiet_s``: the rest was dropped (and counted) or is still queued."""
+    deadline = time.monotonic() + limit_s
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline and collector.count < expected:
+        if collector.count != last:
+            last, since = collector.count, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.1)
+
+
+def lost_by_reason(stats: dict) -> dict:
+    """The tracer's losses by reason: the kernel's (ring buffer, open-span map full), then its own."""
+    k = stats["kernel"]
+    return {"ring_buffer_full": k["span_rb_full"], "open_span_map_full": k["start_map_full"], **stats["dropped"]}
+
+
+def clean_up(tracer: Optional[subprocess.Popen], gens, receiver, stats_file: str) -> None:
+    if tracer is not None and tracer.poll() is None:
         tracer.kill()
     for g in gens:
         g.close()
@@ -120,14 +164,12 @@ def clean_up(tracer: subprocess.Popen, gens, receiver, stats_file: str) -> None:
 def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
     from otlp_receiver import Collector, GrpcReceiver
     receiver = GrpcReceiver(Collector(count_only=True), workers=2)
-    gens = [Gen(i) for i in range(procs)]
+    gens = [Gen([sys.executable, __file__, "--generator", str(i)]) for i in range(procs)]
     stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-    cmd = [sys.executable, "-m", "spanprobe_tracer.cli", "trace", "--exporter", "otlp",
-           "--otlp-endpoint", receiver.endpoint, "--stats-file", stats_file, *extra_args]
-    for g in gens:
-        cmd += ["--pid", str(g.pid)]
-    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    tracer = None
     try:
+        tracer = start_tracer(stats_file, "--exporter", "otlp", "--otlp-endpoint", receiver.endpoint, *extra_args,
+                              pids=[g.pid for g in gens], sites=SITES_PER_GENERATOR * procs)
         for g in gens:
             g.send("wait")
         for g in gens:
@@ -139,17 +181,7 @@ def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
         fired = sum(g.reply()["fired"] for g in gens)
         fire_s = time.monotonic() - t0
         # Let the tracer catch up (bounded), then stop it: SIGINT flushes.
-        deadline = time.monotonic() + 30
-        last, still = -1, 0
-        while time.monotonic() < deadline:
-            count = receiver.collector.count
-            if count - before >= fired:
-                break
-            still = still + 1 if count == last else 0
-            if still >= 10:  # nothing new for 1 s: the rest was dropped (and counted) or is queued
-                break
-            last = count
-            time.sleep(0.1)
+        settle(receiver.collector, before + fired, limit_s=30)
         caught_up_s = time.monotonic() - t0
         err, stats = stop_tracer(tracer, stats_file)
     finally:
@@ -162,9 +194,7 @@ def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
     return {
         "rate": rate, "fired": fired, "fire_s": fire_s, "received": received,
         "exported": stats["exported"], "exported_per_s": stats["exported"] / max(caught_up_s, fire_s),
-        "lost": lost, "lost_by_reason": {
-            "ring_buffer_full": k["span_rb_full"], "open_span_map_full": k["start_map_full"],
-            **stats["dropped"]},
+        "lost": lost, "lost_by_reason": lost_by_reason(stats),
         "end_without_start": k["end_without_start"], "open_at_stop": open_at_stop,
         "unaccounted": unaccounted, "collector_matches_exported": received == stats["exported"],
         "stderr_tail": err.strip().splitlines()[-3:],
