@@ -9,21 +9,18 @@ import collections
 import json
 import os
 import signal
-import socket
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from demo_apps.asyncjobs.plan import MAX_ATTEMPTS, make_plan
 from demo_apps.seed.drive import parse_banner
 from spanprobe_tracer.demo_report import Download
-from support import Lines, ROOT
+from support import Lines, ROOT, SPANPROBE, raw
 
 pytestmark = pytest.mark.bpf
 
-SPANPROBE = str(Path(sys.executable).with_name("spanprobe"))
 HTTP_SERVER_PROBES = os.path.join(ROOT, "demo_apps", "http_server_probes.toml")
 
 
@@ -49,16 +46,8 @@ def fetch_to_close(port, path):
     request's spans have ended: a time taken afterwards bounds their end. (Reading just
     the Content-Length bytes can return while the server thread is still on its way out.)
     """
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
-        response = b""
-        while True:
-            chunk = conn.recv(1 << 16)
-            if not chunk:
-                break
-            response += chunk
-    head, _, body = response.partition(b"\r\n\r\n")
-    return Download(path, int(head.split()[1]), len(body))
+    status, body = raw(port, b"GET %s HTTP/1.0\r\n\r\n" % path.encode())
+    return Download(path, status, len(body))
 
 
 def children(spans, parent, name=None):

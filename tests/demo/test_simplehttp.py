@@ -8,7 +8,6 @@ seed article's own bcc script, unchanged.
 import http.server
 import os
 import signal
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -19,7 +18,7 @@ from demo_apps.seed.drive import parse_banner, serve_and_trace, write_files
 from demo_apps.simplehttp import probes
 from demo_apps.simplehttp.handler import ProbedHandler  # also declares the file.copy span
 from demo_apps.simplehttp.__main__ import parse_args
-from support import Lines, as_dicts, assert_seed_lines, by_probe, capture, declared, hits, trace
+from support import Lines, as_dicts, assert_seed_lines, by_probe, capture, declared, hits, raw, trace
 
 SERVER = [sys.executable, "-u", "-m", "demo_apps.simplehttp", "--bind", "127.0.0.1", "--port", "0"]
 
@@ -42,21 +41,6 @@ def get(port, path, method="GET"):
             return response.status, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.read()
-
-
-def raw(port, data):
-    """(status, body) of whatever ``data`` is, sent as the request.
-
-    A request line that does not parse is answered the HTTP/0.9 way: a body
-    with no status line and no headers (status None).
-    """
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
-        conn.sendall(data)
-        response = b"".join(iter(lambda: conn.recv(65536), b""))
-    if not response.startswith(b"HTTP/"):
-        return None, response
-    head, _, body = response.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body
 
 
 def traced(server, requests, count):

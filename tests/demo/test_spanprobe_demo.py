@@ -18,15 +18,13 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from spanprobe_tracer.demo_server import DOWNLOADS, FILES
-from support import Lines
+from support import SPANPROBE, Lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracer"))  # the OTLP receivers live there
 from otlp_receiver import GrpcReceiver  # noqa: E402
 
 pytestmark = pytest.mark.bpf
 
-#: The console script scripts/setup.sh installs in .venv, as scripts/demo.sh runs it.
-SPANPROBE = Path(sys.executable).with_name("spanprobe")
 SCRATCH = re.compile(r"serving \d+ generated files from (\S+)/www")
 SERVER_PID = re.compile(r"server pid (\d+) listening")
 
@@ -44,7 +42,7 @@ def test_each_download_reaches_the_collector_as_a_request_span_with_its_file_cop
     receiver = GrpcReceiver()
     try:
         t0 = time.time_ns()
-        run = subprocess.run([str(SPANPROBE), "demo", "--otlp-endpoint", receiver.endpoint, "--requests", str(n),
+        run = subprocess.run([SPANPROBE, "demo", "--otlp-endpoint", receiver.endpoint, "--requests", str(n),
                               "--interval", "0"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         t1 = time.time_ns()
     finally:
@@ -93,7 +91,7 @@ def test_each_download_reaches_the_collector_as_a_request_span_with_its_file_cop
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_mid_run_it_stops_promptly_and_leaves_nothing(tmp_path, signum):
-    demo = Lines([str(SPANPROBE), "demo", "--requests", "1000", "--interval", "0.05"], cwd=tmp_path)
+    demo = Lines([SPANPROBE, "demo", "--requests", "1000", "--interval", "0.05"], cwd=tmp_path)
     try:
         deadline = time.monotonic() + 120
         while "downloading 3/1000" not in demo.stderr:
@@ -105,7 +103,7 @@ def test_interrupted_mid_run_it_stops_promptly_and_leaves_nothing(tmp_path, sign
         assert time.monotonic() - sent < 5, "took %.1f s to stop" % (time.monotonic() - sent)
     finally:
         demo.stop()
-    time.sleep(0.2)  # the stderr pump's last lines
+    demo.wait()  # the stderr pump's last lines
     assert "interrupted by %s" % signal.Signals(signum).name in demo.stderr
     assert "Traceback" not in demo.stderr
     assert_nothing_left(demo.stderr)

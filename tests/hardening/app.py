@@ -71,7 +71,6 @@ class App(tracee.App):
                 fd = os.open(fifo, os.O_RDONLY)
                 os.dup2(fd, 0)
                 os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), "--child"])
-            self.providers = dict(self.providers)
             with open(fifo) as inp:
                 self.serve(inp)
             os._exit(0)

@@ -1,35 +1,44 @@
 """What the hardening tests share: the app (app.py) and its forked children, the tracer's output.
 
-The tracer tests' helpers (tests/tracer: tracer_helpers, otlp_receiver) are
-reused as they are; importing this module makes them importable.
+The tracer tests' helpers (tests/tracer: tracer_helpers, otlp_receiver) and
+bench/'s scripts (bench_soak: the soak, memory_kib) are reused as they are;
+importing this module makes them importable.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tracer"))
+sys.path[:0] = [str(HERE.parent / "tracer"), str(HERE.parent.parent / "bench")]
 
+import tracer_helpers  # noqa: E402
 from tracer_helpers import Tracee, Tracer, read_jsonl  # noqa: E402
 
 APP = HERE / "app.py"
 
 
 class App(Tracee):
-    """app.py in a subprocess; fork() gives a handle on a child it forks."""
+    """app.py in a subprocess; fork() gives a handle on a child it forks. close() kills the
+    children it forked, then the app."""
 
     def __init__(self, env=None):
+        self.children = []
         super().__init__(env=env, script=APP)
 
     def fork(self, fifo: Path, exec_: bool = False) -> "Child":
         os.mkfifo(fifo)
         pid = self.send("fork %s%s" % (fifo, " exec" if exec_ else ""))["child"]
-        return Child(self, pid, open(fifo, "w"))
+        self.children.append(Child(self, pid, open(fifo, "w")))
+        return self.children[-1]
+
+    def close(self) -> None:
+        for child in self.children:
+            child.close()
+        super().close()
 
 
 class Child:
@@ -46,6 +55,8 @@ class Child:
         return reply
 
     def close(self) -> None:
+        if self.commands.closed:
+            return  # closed already: its pid may be another process's by now
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -53,14 +64,9 @@ class Child:
         self.commands.close()
 
 
-def jsonl_args(tmp_path, *args):
+def jsonl_tracer(tmp_path, *args, **kw) -> Tracer:
     """`spanprobe trace` to tmp_path/spans.jsonl, accounting in tmp_path/stats.json, -v."""
-    return ("trace", "--exporter", "jsonl", "--output", str(tmp_path / "spans.jsonl"),
-            "--stats-file", str(tmp_path / "stats.json"), "--duration", "120", "-v", *args)
-
-
-def jsonl_tracer(tmp_path, *args) -> Tracer:
-    return Tracer(*jsonl_args(tmp_path, *args))
+    return tracer_helpers.jsonl_tracer(tmp_path / "spans.jsonl", tmp_path / "stats.json", "-v", *args, **kw)
 
 
 def spans_of(tmp_path, pid=None):
@@ -69,13 +75,4 @@ def spans_of(tmp_path, pid=None):
 
 
 def stats_of(tmp_path) -> dict:
-    return json.loads((tmp_path / "stats.json").read_text())
-
-
-def rss_kib(pid: int) -> int:
-    """Resident memory (VmRSS, KiB) of a running process."""
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for pid %d" % pid)
+    return tracer_helpers.stats_of(tmp_path / "stats.json")

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from hardening_helpers import jsonl_tracer, rss_kib, spans_of, stats_of
+from hardening_helpers import jsonl_tracer, spans_of, stats_of
+from bench_soak import memory_kib  # bench/, put on sys.path by hardening_helpers
 from support import semaphores
-from tracer_helpers import wait_attached, wait_until
+from tracer_helpers import SITES, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -30,7 +31,7 @@ def test_processes_killed_mid_spans(apps, tmp_path):
     tracer = jsonl_tracer(tmp_path, *[a for app in victims + [survivor] for a in ("--pid", str(app.pid))])
     opened, rss = 2000, []
     try:
-        wait_attached(tracer, 6 * 5)
+        wait_attached(tracer, SITES * 5)
         for round_, victim in enumerate(victims, 1):
             victim.send("spans shop 5")
             victim.send("open shop %d" % opened)
@@ -39,17 +40,18 @@ def test_processes_killed_mid_spans(apps, tmp_path):
             survivor.send("spans shop 1")
             assert wait_until(lambda: len(spans_of(tmp_path, survivor.pid)) == 3 * round_), tracer.stderr
             time.sleep(0.6)  # a rescan: the dead process is forgotten and its open spans reaped
-            rss.append(rss_kib(tracer.proc.pid))
+            rss.append(memory_kib(tracer.proc.pid)["VmRSS"])
         assert tracer.proc.poll() is None
         assert tracer.stop() == 0, tracer.stderr
     finally:
         tracer.kill()
     print("tracer RSS after each kill (KiB):", rss)
     stats = stats_of(tmp_path)
-    assert stats["unmatched_exited"] == opened * len(victims)
-    assert stats["open_at_exit"] == 0 and stats["lost"] == 0
-    assert "%d starts never ended (%d process exited" % (opened * 4, opened * 4) in tracer.stderr
-    assert len(spans_of(tmp_path)) == 15 * len(victims) + 3 * len(victims)
+    why = "accounting %s; tracer stderr:\n%s" % (stats, tracer.stderr)  # said by any failure below
+    assert stats["unmatched_exited"] == opened * len(victims), why
+    assert stats["open_at_exit"] == 0 and stats["lost"] == 0, why
+    assert "%d starts never ended (%d process exited" % (opened * 4, opened * 4) in tracer.stderr, why
+    assert len(spans_of(tmp_path)) == 15 * len(victims) + 3 * len(victims), why
     assert rss[-1] - rss[0] < 8 * 1024, rss
 
 
@@ -59,7 +61,7 @@ def test_tracer_sigkilled_leaves_program_running_and_semaphores_zero(apps, tmp_p
     assert semaphores(app.pid, "shop") == ALL_OFF
     tracer = jsonl_tracer(tmp_path, "--pid", str(app.pid))
     try:
-        wait_attached(tracer, 6)
+        wait_attached(tracer, SITES)
         child = app.fork(tmp_path / "child.fifo")
         assert semaphores(app.pid, "shop") == semaphores(child.pid, "shop") == ALL_ON
         app.send("burn shop")
@@ -78,7 +80,6 @@ def test_tracer_sigkilled_leaves_program_running_and_semaphores_zero(apps, tmp_p
     assert semaphores(app.pid, "shop") == ALL_OFF
     assert semaphores(child.pid, "shop") == ALL_OFF
     assert app.send("spans shop 2")["spans"] == 6
-    child.close()
 
 
 def test_forked_child_under_pid(apps, tmp_path):
@@ -90,7 +91,7 @@ def test_forked_child_under_pid(apps, tmp_path):
     app.send("load shop")
     tracer = jsonl_tracer(tmp_path, "--pid", str(app.pid))
     try:
-        wait_attached(tracer, 6)
+        wait_attached(tracer, SITES)
         child = app.fork(tmp_path / "child.fifo")
         kid = app.fork(tmp_path / "kid.fifo", exec_=True)
         assert semaphores(child.pid, "shop") == ALL_ON
@@ -107,12 +108,11 @@ def test_forked_child_under_pid(apps, tmp_path):
         assert semaphores(child.pid, "shop") == semaphores(app.pid, "shop") == ALL_OFF
     finally:
         tracer.kill()
-    assert {s["resource"]["process.pid"] for s in spans_of(tmp_path)} == {app.pid}
-    assert len(spans_of(tmp_path)) == 3
+    spans = spans_of(tmp_path)
+    assert {s["resource"]["process.pid"] for s in spans} == {app.pid}
+    assert len(spans) == 3
     stats = stats_of(tmp_path)
     assert stats["decode_errors"] == 0 and stats["lost"] == 0
-    child.close()
-    kid.close()
 
 
 def test_forked_and_execed_children_traced_with_all(apps, tmp_path):
@@ -122,15 +122,15 @@ def test_forked_and_execed_children_traced_with_all(apps, tmp_path):
     app.send("load shop")
     tracer = jsonl_tracer(tmp_path, "--all")
     try:
-        wait_attached(tracer, 6, pid=app.pid)
+        wait_attached(tracer, SITES, pid=app.pid)
         kid = app.fork(tmp_path / "kid.fifo", exec_=True)
         kid.send("load kid")
-        wait_attached(tracer, 6, pid=kid.pid)
+        wait_attached(tracer, SITES, pid=kid.pid)
         assert kid.send("wait kid 30")["enabled"]
         kid.send("spans kid 1")
         child = app.fork(tmp_path / "child.fifo")
         child.send("load extra")
-        wait_attached(tracer, 6 + 6, pid=child.pid)  # the inherited provider and `extra`
+        wait_attached(tracer, 2 * SITES, pid=child.pid)  # the inherited provider and `extra`
         assert child.send("wait extra 30")["enabled"]
         child.send("spans shop 1")
         child.send("spans extra 1")
@@ -142,13 +142,12 @@ def test_forked_and_execed_children_traced_with_all(apps, tmp_path):
     finally:
         tracer.kill()
     assert {s["scope"] for s in spans_of(tmp_path, kid.pid)} == {"kid"}
+    child_spans = spans_of(tmp_path, child.pid)
     by_scope = {}
-    for s in spans_of(tmp_path, child.pid):
+    for s in child_spans:
         by_scope.setdefault(s["scope"], []).append(s)
     assert sorted(by_scope) == ["extra", "shop"] and all(len(v) == 3 for v in by_scope.values())
-    assert spans_of(tmp_path, child.pid)[0]["resource"]["process.parent_pid"] == app.pid
-    kid.close()
-    child.close()
+    assert child_spans[0]["resource"]["process.parent_pid"] == app.pid
 
 
 def test_provider_unloaded_and_replaced_while_attached(apps, tmp_path):
@@ -158,7 +157,7 @@ def test_provider_unloaded_and_replaced_while_attached(apps, tmp_path):
     tracer = jsonl_tracer(tmp_path, "--pid", str(app.pid))
     try:
         for round_ in range(1, 4):
-            wait_attached(tracer, 6)
+            wait_attached(tracer, SITES)
             app.send("spans shop 2")
             if round_ == 1:
                 app.send("open shop 1")  # its end will never come: the provider goes away

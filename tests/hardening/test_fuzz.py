@@ -40,6 +40,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from spanprobe.elf.reader import ElfError, read_elf
 from spanprobe.errors import SchemaError
 from spanprobe import schema as schema_mod
+from spanprobe_tracer.argspec import ArgSpecError, parse, split_specs
+from spanprobe_tracer.discovery import build_image
+from spanprobe_tracer.elffile import EM_AARCH64, EM_X86_64, read_probes
+from spanprobe_tracer.program import Plan, ProgramConfig
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 EXAMPLES = int(os.environ.get("SPANPROBE_FUZZ_EXAMPLES", "300"))
@@ -51,10 +55,6 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
 # --- targets ---------------------------------------------------------------------------
 
 def elf_target(data: bytes) -> None:
-    from spanprobe_tracer.discovery import build_image
-    from spanprobe_tracer.elffile import read_probes
-    from spanprobe_tracer.program import Plan, ProgramConfig
-
     try:
         read_elf(data)
     except ElfError:
@@ -66,23 +66,15 @@ def elf_target(data: bytes) -> None:
 
 
 def argspec_target(data: bytes) -> None:
-    from spanprobe_tracer.argspec import parse, split_specs
-    from spanprobe_tracer.elffile import EM_AARCH64, EM_X86_64
-
     for spec in split_specs(data.decode("utf-8", "replace")):
         for machine in (EM_X86_64, EM_AARCH64):
             parse(spec, machine)
 
 
-def _argspec_error():
-    from spanprobe_tracer.argspec import ArgSpecError
-    return ArgSpecError
-
-
 TARGETS = {
-    "elf": (elf_target, lambda: (ElfError, SchemaError)),
-    "schema": (schema_mod.decode, lambda: SchemaError),
-    "argspec": (argspec_target, _argspec_error),
+    "elf": (elf_target, (ElfError, SchemaError)),
+    "schema": (schema_mod.decode, SchemaError),
+    "argspec": (argspec_target, ArgSpecError),
 }
 
 
@@ -92,7 +84,7 @@ def check(target: str, data: bytes, save: bool = True) -> None:
     run, expected = TARGETS[target]
     try:
         run(data)
-    except expected():
+    except expected:
         pass
     except Exception:
         path = CORPUS / target / ("crash-%s" % hashlib.sha256(data).hexdigest()[:16])
@@ -113,7 +105,7 @@ def test_corpus(path):
     target = path.parent.name
     if path.name.startswith("reject-"):
         run, expected = TARGETS[target]
-        with pytest.raises(expected()):
+        with pytest.raises(expected):
             run(path.read_bytes())
     else:
         check(target, path.read_bytes(), save=False)
@@ -125,9 +117,6 @@ def seeds(target: str):
 
 def test_seeds_are_valid():
     """The seeds are real providers: the mutations start from something every target accepts."""
-    from spanprobe_tracer.discovery import build_image
-    from spanprobe_tracer.elffile import read_probes
-
     for data in seeds("elf"):
         image = build_image(read_probes(io.BytesIO(data)), "seed")
         assert image.probes and not image.broken

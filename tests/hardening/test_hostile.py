@@ -19,7 +19,7 @@ from hardening_helpers import jsonl_tracer, spans_of, stats_of
 from spanprobe import Provider, schema as schema_mod
 from spanprobe.elf.arch import host_arch
 from spanprobe.elf.writer import ProbeSite, write_provider
-from tracer_helpers import Tracer, wait_attached, wait_until
+from tracer_helpers import SITES, Tracer, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -59,6 +59,11 @@ def _note_header(data: bytearray) -> int:
     return data.index(b"stapsdt\0") - 12
 
 
+def _corrupt_note(name: str) -> bytearray:
+    data = craft(name)
+    return patched(data, "<I", _note_header(data) + 4, 0xFFFF)
+
+
 def _non_utf8_provider_in_notes(name: str) -> bytearray:
     data = craft(name)
     at = data.index(b"\0" + name.encode() + b"\0", data.index(b"stapsdt\0")) + 1
@@ -68,8 +73,7 @@ def _non_utf8_provider_in_notes(name: str) -> bytearray:
 
 #: name -> (object, what the warning must say)
 MALFORMED = {
-    "corrupt_note": (patched(craft("corrupt_note"), "<I", _note_header(craft("corrupt_note")) + 4, 0xFFFF),
-                     "note extends past its section"),
+    "corrupt_note": (_corrupt_note("corrupt_note"), "note extends past its section"),
     "huge_section_offset": (patched(craft("huge_section_offset"), "<Q", 40, 2**64 - 256), "truncated ELF"),
     "not_utf8_note": (_non_utf8_provider_in_notes("not_utf8_note"), "SDT note string is not UTF-8"),
     "type_lie": (craft("type_lie", edited(lambda s: s["probes"][0]["args"][0].update(type="str"))),
@@ -106,7 +110,7 @@ def test_malformed_providers_are_refused_and_other_processes_traced(apps, tmp_pa
     tracer = jsonl_tracer(tmp_path, "--pid", str(good.pid), "--pid", str(bad.pid))
     try:
         # good: 6 sites; type_lie, count_lie, bad_operand: their span's 2 (the probe lied about is out)
-        wait_attached(tracer, 6 + 3 * 2)
+        wait_attached(tracer, SITES + 3 * 2)
         good.send("spans good 3")
         assert wait_until(lambda: len(spans_of(tmp_path)) >= 9)
         assert tracer.stop() == 0, tracer.stderr
@@ -117,8 +121,9 @@ def test_malformed_providers_are_refused_and_other_processes_traced(apps, tmp_pa
     assert "Traceback" not in tracer.stderr
     assert "memfd:spanprobe:evil\\x1b[2J\\x1b]0;owned\\x07\\x9b31m\\u202eevil" in tracer.stderr
     assert_inert(tracer.stderr)
-    assert {s["scope"] for s in spans_of(tmp_path)} == {"good"} and len(spans_of(tmp_path)) == 9
-    assert stats_of(tmp_path)["lost"] == 0 and stats_of(tmp_path)["decode_errors"] == 0
+    spans, stats = spans_of(tmp_path), stats_of(tmp_path)
+    assert {s["scope"] for s in spans} == {"good"} and len(spans) == 9
+    assert stats["lost"] == 0 and stats["decode_errors"] == 0
 
 
 def test_console_output_is_inert_and_bounded(apps, tmp_path):
@@ -127,7 +132,7 @@ def test_console_output_is_inert_and_bounded(apps, tmp_path):
     app.send("hostile %s" % HOSTILE.encode().hex())
     tracer = Tracer("trace", "--pid", str(app.pid), "--duration", "60")
     try:
-        wait_attached(tracer, 6 + 6)
+        wait_attached(tracer, SITES + 6)  # shop, and hostile's six probe sites
         app.send("fire_hostile")
         time.sleep(2.5)  # the console prints a trace when its root ends, or a second after its last span
         assert tracer.stop() == 0, tracer.stderr

@@ -4,22 +4,18 @@ and back), whose books must balance exactly, and the overload rule that keeps me
 from __future__ import annotations
 
 import resource
-import sys
 from types import SimpleNamespace
 
 import pytest
 
-from hardening_helpers import HERE, jsonl_args, jsonl_tracer, spans_of, stats_of
-from tracer_helpers import Tracer, wait_attached, wait_until
+from hardening_helpers import jsonl_tracer, spans_of, stats_of
+from bench_soak import balanced, describe, soak  # bench/, put on sys.path by hardening_helpers
+from tracer_helpers import SITES, wait_attached, wait_until
 from spanprobe_tracer.pipeline import ExportPipeline
 from spanprobe_tracer.program import HDR, KIND_LOAD, KIND_SPAN
 from spanprobe_tracer.records import LoadRecord
 from spanprobe_tracer.session import Session, Targets
 from spanprobe_tracer.stats import Stats
-
-sys.path.insert(0, str(HERE.parent.parent / "bench"))
-
-from bench_soak import balanced, describe, soak  # noqa: E402
 
 #: Above the tracer's RSS once attached (bcc and LLVM: ~240 MiB here). It grows by ~30 MiB:
 #: the export queue (backpressure stops draining at a quarter of its 65,536 spans of ~1 KiB)
@@ -61,10 +57,10 @@ def test_many_processes_under_a_low_soft_fd_limit(apps, tmp_path):
     def low_soft_limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-    tracer = Tracer(*jsonl_args(tmp_path, *[a for app in many for a in ("--pid", str(app.pid))]),
-                    preexec_fn=low_soft_limit)
+    tracer = jsonl_tracer(tmp_path, *[a for app in many for a in ("--pid", str(app.pid))],
+                          preexec_fn=low_soft_limit)
     try:
-        wait_attached(tracer, 6 * 6)
+        wait_attached(tracer, 6 * SITES)
         for app in many:
             app.send("spans shop 1")
         arrived = wait_until(lambda: len(spans_of(tmp_path)) == 18)
@@ -84,7 +80,7 @@ def test_more_open_spans_than_the_map_holds_are_counted(apps, tmp_path):
     app.send("load shop")
     tracer = jsonl_tracer(tmp_path, "--pid", str(app.pid), "--max-open-spans", "16")
     try:
-        wait_attached(tracer, 6)
+        wait_attached(tracer, SITES)
         app.send("spans shop 2")
         assert wait_until(lambda: len(spans_of(tmp_path)) == 6), tracer.stderr
         app.send("open shop 40")

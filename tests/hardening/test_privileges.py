@@ -7,21 +7,13 @@ given only some capabilities, and root in a container without some.
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 
 import pytest
 
 from spanprobe_tracer.errors import ExitStatus
 from spanprobe_tracer.privileges import REQUIRED
-from tracer_helpers import spanprobe_cmd
-
-def setpriv(*args):
-    tool = shutil.which("setpriv")
-    if tool is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv")
-    return [tool, *args]
+from tracer_helpers import setpriv, spanprobe_cmd
 
 
 @pytest.mark.parametrize("privileges, missing", [

@@ -10,7 +10,6 @@ runtime directories owned by another user, from both sides (uid 65534).
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -20,13 +19,15 @@ import pytest
 
 from spanprobe import Provider, loader
 from spanprobe.elf.arch import host_arch
+from support import child_env
+from tracer_helpers import setpriv
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")
 
 
-def image(name="hardened"):
-    p = Provider(name)
+def image():
+    p = Provider("hardened")
     p.add_probe("x", n="u32")
     return p.build_image(host_arch())
 
@@ -159,16 +160,13 @@ print(p.usdt_active, [str(w.message) for w in caught])
 @needs_root
 def test_unprivileged_app_with_a_root_owned_runtime_dir_runs_without_probes():
     """As uid 65534, with only a runtime directory it cannot write: one warning, the app runs."""
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        pytest.skip("needs setpriv")
+    as_nobody = setpriv("--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups", reason="needs setpriv")
     base = tempfile.mkdtemp(prefix="hardening-root-owned-", dir="/tmp")  # reachable by nobody
     try:
         os.chmod(base, 0o755)
-        env = dict(os.environ, SPANPROBE_NO_MEMFD="1", SPANPROBE_RUNTIME_DIR=base,
-                   PYTHONPATH=os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "sdk"))
-        r = subprocess.run([setpriv, "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups",
-                            sys.executable, "-c", APP], capture_output=True, text=True, env=env, timeout=60)
+        env = dict(child_env(), SPANPROBE_NO_MEMFD="1", SPANPROBE_RUNTIME_DIR=base)
+        r = subprocess.run(as_nobody + [sys.executable, "-c", APP], capture_output=True, text=True, env=env,
+                           timeout=60)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith("False [") and "USDT probes are unavailable here" in r.stdout
         assert "%s: [Errno 13] Permission denied" % base in r.stdout and os.listdir(base) == []

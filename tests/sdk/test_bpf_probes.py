@@ -90,19 +90,15 @@ def test_bcc_reads_every_type_exactly(probed):
 
 def test_semaphore_counts_attached_tracers(probed):
     proc, info = probed
-    assert _semaphores(info["pid"], "twelve") == 0
+    assert semaphores(info["pid"], "sptest")["twelve"] == 0
     cap = capture(info["pid"], {"twelve": TWELVE, "ints": INT_TYPES, "misc": ["bool"]})
     go(proc)
     proc.expect("FIRED")  # the tracee saw its probes enabled
-    sem_on = _semaphores(info["pid"], "twelve")
+    sem_on = semaphores(info["pid"], "sptest")["twelve"]
     cap.stop()
-    sem_off = _semaphores(info["pid"], "twelve")
+    sem_off = semaphores(info["pid"], "sptest")["twelve"]
     assert sem_on >= 1
     assert sem_off == 0
-
-
-def _semaphores(pid, probe):
-    return semaphores(pid, "sptest")[probe]
 
 
 def test_tplist_and_readelf_list_every_probe(probed):

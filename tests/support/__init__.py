@@ -3,6 +3,7 @@
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,14 +15,15 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 #: The interpreter with bcc: Debian's. Tools run there whatever runs the tests.
 BCC_PYTHON = "/usr/bin/python3"
 CAPTURE = os.path.join(HERE, "usdt_capture.py")
+#: The console script scripts/setup.sh installs in .venv, as scripts/demo.sh runs it.
+SPANPROBE = os.path.join(os.path.dirname(sys.executable), "spanprobe")
 
 
 def child_env():
     """The environment for a child Python: spanprobe and demo_apps importable from this checkout."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.join(ROOT, "sdk"), ROOT] + [p for p in [env.get("PYTHONPATH")] if p])
-    return env
+    # Imported here, not above: bench/ scripts import this module where demo_apps may not be.
+    from demo_apps.seed.drive import env
+    return env()
 
 
 class Lines:
@@ -197,17 +199,48 @@ def attached_sites(tracer_pid, pid=None):
     return links
 
 
+def poll_sites(tracer, sites, pid=None, exact=False, timeout=60.0):
+    """Poll until the tracer process ``tracer`` (a Popen) has ``sites`` probe sites attached
+    (attached_sites; in ``pid`` if given): at least that many, or exactly with ``exact``.
+
+    Gives up after ``timeout`` seconds, or once the tracer has exited.
+    Returns (reached, the count last seen).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = attached_sites(tracer.pid, pid)
+        if got == sites if exact else got >= sites:
+            return True, got
+        if tracer.poll() is not None or time.monotonic() > deadline:
+            return False, got
+        time.sleep(0.05)
+
+
 def await_sites(tracer, sites, timeout=60.0):
     """Wait until the tracer process ``tracer`` (a Popen with stderr piped) has at least ``sites``
     probe sites attached (attached_sites); RuntimeError with its stderr if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while attached_sites(tracer.pid) < sites:
-        if tracer.poll() is not None:
-            raise RuntimeError("the tracer exited before attaching: %s" % tracer.stderr.read())
-        if time.monotonic() > deadline:
-            raise RuntimeError("the tracer attached %d of %d probe sites in %.0f s"
-                               % (attached_sites(tracer.pid), sites, timeout))
-        time.sleep(0.05)
+    reached, got = poll_sites(tracer, sites, timeout=timeout)
+    if reached:
+        return
+    if tracer.poll() is not None:
+        raise RuntimeError("the tracer exited before attaching: %s" % tracer.stderr.read())
+    raise RuntimeError("the tracer attached %d of %d probe sites in %.0f s" % (got, sites, timeout))
+
+
+def raw(port, data):
+    """(status, body) of whatever ``data`` is, sent as the request to 127.0.0.1:``port``, read
+    until the server closes the connection.
+
+    A request line that does not parse is answered the HTTP/0.9 way: a body
+    with no status line and no headers (status None).
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as conn:
+        conn.sendall(data)
+        response = b"".join(iter(lambda: conn.recv(65536), b""))
+    if not response.startswith(b"HTTP/"):
+        return None, response
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
 
 
 def declared(provider):

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 
 import pytest
 
-from tracer_helpers import run_spanprobe, spanprobe_cmd
+from tracer_helpers import run_spanprobe, setpriv, spanprobe_cmd
 from spanprobe_tracer.cli import COMMANDS, build_parser
 from spanprobe_tracer.errors import ExitStatus
 
@@ -116,10 +115,8 @@ def test_unreachable_endpoint(tracee):
 
 
 def as_nobody(args):
-    setpriv = shutil.which("setpriv")
-    if setpriv is None or os.geteuid() != 0:
-        pytest.skip("needs root and setpriv to drop privileges")
-    return [setpriv, "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all"] + args
+    return setpriv("--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", *args,
+                   reason="needs root and setpriv to drop privileges")
 
 
 def test_missing_privileges(tracee):

@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import base64
-import json
 import signal
 import sys
 import time
 
 import pytest
 
-from tracer_helpers import HERE, Tracer, read_jsonl, run_spanprobe, wait_attached, wait_until
+from tracer_helpers import HERE, SITES, jsonl_tracer, read_jsonl, run_spanprobe, stats_of, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
-
-
-def stats_of(path):
-    with open(path) as f:
-        return json.load(f)
 
 
 @pytest.fixture
@@ -28,15 +22,6 @@ def out(tmp_path):
 @pytest.fixture
 def stats_file(tmp_path):
     return str(tmp_path / "stats.json")
-
-
-def jsonl_tracer(out, stats_file, *args):
-    return Tracer("trace", "--exporter", "jsonl", "--output", out, "--stats-file", stats_file,
-                  "--duration", "120", *args)
-
-
-#: Probe sites of one tracee.make_provider() provider: four span probes, an event, a plain probe.
-SITES = 6
 
 
 def trace_commands(tracee, out, stats_file, commands, spans, *args):

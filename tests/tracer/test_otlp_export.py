@@ -12,15 +12,13 @@ import socket
 
 import pytest
 
-from tracer_helpers import Tracer, wait_attached
+from tracer_helpers import SITES, Tracer, stats_of, wait_attached
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 pytestmark = pytest.mark.bpf
 
 N_TRACES = 3
 N_PLAIN = 2
-#: Probe sites of the tracee's provider (tracee.make_provider): its six probes.
-SITES = 6
 
 
 def trace_and_collect(tracee, receiver, protocol, extra=()):
@@ -149,7 +147,6 @@ def test_otlp_settings_from_environment(tracee, grpc_receiver):
 
 
 def test_collector_going_down_costs_no_hang_and_every_span_is_counted(tracee, grpc_receiver, tmp_path):
-    import json
     import time
 
     stats_file = str(tmp_path / "stats.json")
@@ -173,8 +170,7 @@ def test_collector_going_down_costs_no_hang_and_every_span_is_counted(tracee, gr
         tracer.kill()
     assert status == 0, tracer.stderr
     assert stop_s < 15, "shutdown took %.1f s" % stop_s
-    with open(stats_file) as f:
-        stats = json.load(f)
+    stats = stats_of(stats_file)
     assert stats["exported"] == 6
     assert stats["dropped"]["export_failed"] + stats["dropped"]["shutdown"] == 12
     assert stats["lost"] == 12

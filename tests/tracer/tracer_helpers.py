@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from support import attached_sites
+from support import poll_sites
 
 
 def read_jsonl(path) -> list:
@@ -26,6 +27,8 @@ def read_jsonl(path) -> list:
 
 HERE = Path(__file__).resolve().parent
 TRACEE = HERE / "tracee.py"
+#: Probe sites of one tracee.make_provider() provider: four span probes, an event, a plain probe.
+SITES = 6
 
 
 class Tracee:
@@ -102,6 +105,30 @@ class Tracer:
             self.proc.communicate()
 
 
+def jsonl_tracer(out, stats_file, *args: str, **kw) -> Tracer:
+    """`spanprobe trace` to the JSON-lines file ``out``, accounting in ``stats_file``, for at most
+    120 s; ``kw`` goes to Tracer (env, preexec_fn)."""
+    return Tracer("trace", "--exporter", "jsonl", "--output", str(out), "--stats-file", str(stats_file),
+                  "--duration", "120", *args, **kw)
+
+
+def stats_of(path) -> dict:
+    """The tracer's accounting, written to its --stats-file ``path``."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def setpriv(*args: str, reason: str = "needs root and setpriv") -> List[str]:
+    """The command line of setpriv with ``args``; skips the test (``reason``) without root or
+    setpriv (tests/conftest.py fails it instead under SPANPROBE_REQUIRE_BPF=1)."""
+    import pytest  # here: bench/ scripts import this module too
+
+    tool = shutil.which("setpriv")
+    if tool is None or os.geteuid() != 0:
+        pytest.skip(reason)
+    return [tool, *args]
+
+
 def run_spanprobe(*args: str, timeout: float = 60.0, env: Optional[dict] = None, **kw) -> subprocess.CompletedProcess:
     full_env = dict(os.environ)
     full_env.update(env or {})
@@ -126,7 +153,7 @@ def wait_attached(tracer: Tracer, sites: int, pid: Optional[int] = None, timeout
     it before its program is linked), so another tracer on the machine would
     let the test fire before this one is listening. See support.attached_sites.
     """
-    if not wait_until(lambda: attached_sites(tracer.proc.pid, pid) == sites, timeout):
-        got = attached_sites(tracer.proc.pid, pid)
+    reached, got = poll_sites(tracer.proc, sites, pid=pid, exact=True, timeout=timeout)
+    if not reached:
         raise AssertionError("the tracer has %d probe sites attached%s, not %d; %s"
                              % (got, "" if pid is None else " in pid %d" % pid, sites, tracer.stopped()))
