@@ -37,7 +37,7 @@ import tempfile
 import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path[:0] = [os.path.join(ROOT, "sdk"), os.path.join(ROOT, "tests")]
+sys.path[:0] = [os.path.join(ROOT, "sdk"), ROOT]
 
 import bench_tracer  # noqa: E402  (this directory)
 import spanprobe  # noqa: E402
@@ -93,7 +93,7 @@ def otel_function():
 
 def sites_only(span):
     """Both probe sites called with ready arguments: the uprobe + ctypes floor of a span."""
-    start, end = span.start._site_cell.cell_contents, span.end._site_cell.cell_contents
+    start, end = span.start.site, span.end.site
     word = ctypes.c_uint64(0x1234567890ABCDEF)
 
     def floor(method, status):

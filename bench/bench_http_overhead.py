@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
 import bench_tracer  # noqa: E402  (this directory)
 
@@ -142,7 +142,7 @@ def server_argv(mode: str, directory: str) -> list:
 
 
 def attach_tracer(server: subprocess.Popen, stats_file: str) -> subprocess.Popen:
-    from support import semaphores
+    from tests.support import semaphores
 
     return bench_tracer.start_tracer(stats_file, "--exporter", "jsonl", "--output", "/dev/null",
                                      pids=[server.pid], sites=len(semaphores(server.pid, "simplehttp")))

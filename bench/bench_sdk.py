@@ -106,7 +106,7 @@ def main():
         try:
             m = max(n // 20, 10_000)
             empty_m = best(loop_empty, None, m, r)
-            site = provider._backing.lib["bench_bare"]
+            site = provider.probes["bare"].site
             rows["uprobe alone (bare probe, attached)"] = best(loop_bare_site, site, m, r) - empty_m
             rows["fire(), 3 args, attached"] = best(loop_fire, transfer, m, r) - empty_m
         finally:

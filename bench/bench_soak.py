@@ -37,7 +37,7 @@ import threading
 import time
 from typing import Optional, Sequence, Tuple
 
-import bench_tracer  # this directory; it puts tests/ and tests/tracer on sys.path
+import bench_tracer  # this directory; it puts the repository root and tests/tracer on sys.path
 
 SITES_PER_GENERATOR = 4  # two spans, a start and an end probe each
 

@@ -34,18 +34,18 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "tracer"), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT / "tests" / "tracer"), str(ROOT)]
 SITES_PER_GENERATOR = 2  # the span's start and end probes
 
 # --- the load generator (this same file, run with --generator) ------------------------
 
 def generator(index: int) -> None:
     from spanprobe import Arg, ArgType as T, Provider
-    from spanprobe.span import END_ARGS, START_ARGS
+    from spanprobe.abi.protocol import END_ARGS, START_ARGS
     p = Provider("bench%d" % index)
-    start = p._declare("req_start", [*START_ARGS, Arg("http.route", T.STR), Arg("user.id", T.I64)], "span_start")
-    end = p._declare("req_end", [*END_ARGS, Arg("http.response.status_code", T.I32)], "span_end")
-    p._spans.append({"name": "GET /bench", "kind": "server", "start": "req_start", "end": "req_end"})
+    start = p.declare("req_start", [*START_ARGS, Arg("http.route", T.STR), Arg("user.id", T.I64)], "span_start")
+    end = p.declare("req_end", [*END_ARGS, Arg("http.response.status_code", T.I32)], "span_end")
+    p.add_schema_span({"name": "GET /bench", "kind": "server", "start": "req_start", "end": "req_end"})
     p.load()
     print(json.dumps({"pid": os.getpid()}), flush=True)
     fire_start, fire_end = start.fire, end.fire
@@ -109,7 +109,7 @@ def start_tracer(stats_file: str, *args: str, pids: Iterable[int] = (), sites: i
     piped), returned once it holds BPF links on ``sites`` probe sites: its own, where semaphores
     could have been raised by another tool. If it exits or does not attach, it is killed and
     await_sites' RuntimeError raised."""
-    from support import await_sites
+    from tests.support import await_sites
     from tracer_helpers import spanprobe_cmd
 
     cmd = spanprobe_cmd("trace", *[a for pid in pids for a in ("--pid", str(pid))],

@@ -1,7 +1,7 @@
 """Apply the seed article's patch to the standard library's http/server.py.
 
 The patch is the article's, with one change: its import line reads
-``from spanprobe import stapsdt`` instead of ``import stapsdt``. It is applied
+``from spanprobe.compat import stapsdt`` instead of ``import stapsdt``. It is applied
 by anchoring on the lines it modifies rather than with fixed line numbers,
 so it applies to http/server.py of every Python from 3.9 to 3.13.
 """
@@ -9,7 +9,7 @@ so it applies to http/server.py of every Python from 3.9 to 3.13.
 import http.server
 import re
 
-IMPORT_BLOCK = '''from spanprobe import stapsdt
+IMPORT_BLOCK = '''from spanprobe.compat import stapsdt
 provider = stapsdt.Provider("simplehttp")
 probe = provider.add_probe("file_transfer",
                            stapsdt.ArgTypes.uint64,

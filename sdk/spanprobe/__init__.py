@@ -6,10 +6,11 @@
     transfer.fire(client, path, size)   # ~a semaphore read when nobody listens
 """
 
+from .abi.types import Arg, ArgType
 from .errors import (DeclarationError, ProbeArgumentError, ProviderStateError, SchemaError,
                      SpanprobeError)
-from .provider import Arg, Probe, Provider
-from .types import ArgType
+from .probes.probe import Probe
+from .provider import Provider
 
 __version__ = "0.1.0"
 

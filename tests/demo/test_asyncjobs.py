@@ -15,7 +15,7 @@ import pytest
 from demo_apps.asyncjobs import jobs, probes
 from demo_apps.asyncjobs.__main__ import parse_args
 from demo_apps.asyncjobs.plan import MAX_ATTEMPTS, ROLES, make_plan
-from support import Lines, child_env, declared, run_traced
+from tests.support import Lines, child_env, declared, run_traced
 
 JOBS, SEED = 12, 5
 BATCH = f'''

@@ -17,7 +17,7 @@ import pytest
 from demo_apps.asyncjobs.plan import MAX_ATTEMPTS, make_plan
 from demo_apps.seed.drive import parse_banner
 from spanprobe_tracer.demo_report import Download
-from support import Lines, ROOT, SPANPROBE, raw
+from tests.support import Lines, ROOT, SPANPROBE, raw
 
 pytestmark = pytest.mark.bpf
 

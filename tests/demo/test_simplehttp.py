@@ -18,7 +18,7 @@ from demo_apps.seed.drive import parse_banner, serve_and_trace, write_files
 from demo_apps.simplehttp import probes
 from demo_apps.simplehttp.handler import ProbedHandler  # also declares the file.copy span
 from demo_apps.simplehttp.__main__ import parse_args
-from support import Lines, as_dicts, assert_seed_lines, by_probe, capture, declared, hits, raw, trace
+from tests.support import Lines, as_dicts, assert_seed_lines, by_probe, capture, declared, hits, raw, trace
 
 SERVER = [sys.executable, "-u", "-m", "demo_apps.simplehttp", "--bind", "127.0.0.1", "--port", "0"]
 

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from spanprobe_tracer.demo_server import DOWNLOADS, FILES
-from support import SPANPROBE, Lines
+from tests.support import SPANPROBE, Lines
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracer"))  # the OTLP receivers live there
 from otlp_receiver import GrpcReceiver  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 
 from hardening_helpers import jsonl_tracer, spans_of, stats_of
 from bench_soak import memory_kib  # bench/, put on sys.path by hardening_helpers
-from support import semaphores
+from tests.support import semaphores
 from tracer_helpers import SITES, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf

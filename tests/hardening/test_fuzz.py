@@ -2,12 +2,12 @@
 
 Targets, each allowed to fail only with its own error:
 
-* ``elf``: a provider object, read by the SDK's reader (spanprobe.elf.reader)
-  and the tracer's (elffile), its schema checked against its notes
+* ``elf``: a provider object, read by spanprobe.elf.reader (from bytes and as
+  a file), its schema checked against its notes
   (discovery.build_image) and planned and rendered as BPF C (program.Plan):
   all of it pure Python, all of it what the tracer does with a mapped file
   before anything reaches the kernel. ElfError or SchemaError only.
-* ``schema``: spanprobe.schema.decode. SchemaError only.
+* ``schema``: spanprobe.abi.schema.decode. SchemaError only.
 * ``argspec``: SDT argument specs (argspec.parse). ArgSpecError only.
 
 The corpus (corpus/<target>/) holds seed inputs (``seed-``), every input
@@ -37,12 +37,12 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from spanprobe.elf.reader import ElfError, read_elf
+from spanprobe.abi import schema as schema_mod
+from spanprobe.elf.arch import EM_AARCH64, EM_X86_64
+from spanprobe.elf.reader import ElfError, read_elf, read_probes
 from spanprobe.errors import SchemaError
-from spanprobe import schema as schema_mod
 from spanprobe_tracer.argspec import ArgSpecError, parse, split_specs
 from spanprobe_tracer.discovery import build_image
-from spanprobe_tracer.elffile import EM_AARCH64, EM_X86_64, read_probes
 from spanprobe_tracer.program import Plan, ProgramConfig
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

@@ -16,7 +16,8 @@ import time
 import pytest
 
 from hardening_helpers import jsonl_tracer, spans_of, stats_of
-from spanprobe import Provider, schema as schema_mod
+from spanprobe import Provider
+from spanprobe.abi import schema as schema_mod
 from spanprobe.elf.arch import host_arch
 from spanprobe.elf.writer import ProbeSite, write_provider
 from tracer_helpers import SITES, Tracer, wait_attached, wait_until

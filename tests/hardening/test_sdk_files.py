@@ -17,9 +17,10 @@ import tempfile
 
 import pytest
 
-from spanprobe import Provider, loader
+from spanprobe import Provider
+from spanprobe.probes import loader
 from spanprobe.elf.arch import host_arch
-from support import child_env
+from tests.support import child_env
 from tracer_helpers import setpriv
 
 NOBODY = 65534

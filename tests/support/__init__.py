@@ -153,14 +153,15 @@ def trace(r):
 def semaphores(pid, provider):
     """``provider``'s semaphores in process ``pid``, {probe: count}, read from outside as a tracer
     would: the SDT notes of the mapped object, then /proc/PID/mem."""
+    from spanprobe.abi.protocol import MAPS_MEMFD_PREFIX
     from spanprobe.elf.reader import read_elf
 
     for line in open(f"/proc/{pid}/maps"):
         fields = line.split()
-        if fields[2] == "00000000" and fields[5:6] == [f"/memfd:spanprobe:{provider}"]:
+        if fields[2] == "00000000" and fields[5:6] == [MAPS_MEMFD_PREFIX + provider]:
             start = int(line.split("-")[0], 16)
             with open(f"/proc/{pid}/map_files/{fields[0]}", "rb") as f:
-                notes = read_elf(f.read()).sdt_notes
+                notes = read_elf(f.read()).notes
             with open(f"/proc/{pid}/mem", "rb") as mem:
                 values = {}
                 for note in notes:

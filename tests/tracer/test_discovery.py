@@ -8,7 +8,7 @@ import pytest
 
 from spanprobe_tracer import procfs
 from spanprobe_tracer.discovery import Scanner, is_spanprobe_mapping
-from spanprobe_tracer.elffile import read_probes
+from spanprobe.elf.reader import read_probes
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="reads other processes' map_files: needs root")
 

@@ -10,10 +10,11 @@ import pytest
 from fake_records import SDK_TRUNCATED, point_record, span_record
 from spanprobe import Arg, ArgType as T, Provider
 from spanprobe.elf.arch import ARCHES
-from spanprobe.span import END_ARGS, EVENT_ARGS, START_ARGS
+from spanprobe.abi.protocol import END_ARGS, EVENT_ARGS, START_ARGS
 from spanprobe_tracer import argspec
 from spanprobe_tracer.discovery import build_image
-from spanprobe_tracer.elffile import EM_AARCH64, EM_X86_64, read_probes
+from spanprobe.elf.arch import EM_AARCH64, EM_X86_64
+from spanprobe.elf.reader import read_probes
 from spanprobe_tracer.program import Plan, ProgramConfig, decoders_for
 from spanprobe_tracer.selftest import sample_image
 
@@ -96,20 +97,21 @@ def test_spans_of_one_shape_share_handlers():
     p = Provider("shared")
     for i in range(6):
         extra = [Arg("a", T.STR)] if i % 2 else []
-        p._declare("s%d_start" % i, [*START_ARGS, *extra], "span_start")
-        p._declare("s%d_end" % i, END_ARGS, "span_end")
-        p._spans.append({"name": "op%d" % i, "start": "s%d_start" % i, "end": "s%d_end" % i})
+        p.declare("s%d_start" % i, [*START_ARGS, *extra], "span_start")
+        p.declare("s%d_end" % i, END_ARGS, "span_end")
+        p.add_schema_span({"name": "op%d" % i, "start": "s%d_start" % i, "end": "s%d_end" % i})
     plan = Plan(image_of(p), ProgramConfig())
     assert len(plan.spans) == 6
     assert len(plan.module.spans) == 2
     assert {s.shape.index for s in plan.spans} == {0, 1}
     # Another provider, other names, same shapes: the same module.
     q = Provider("other")
-    q._declare("x_start", START_ARGS, "span_start")
-    q._declare("x_end", END_ARGS, "span_end")
-    q._declare("y_start", [*START_ARGS, Arg("zzz", T.STR)], "span_start")
-    q._declare("y_end", END_ARGS, "span_end")
-    q._spans += [{"name": "x", "start": "x_start", "end": "x_end"}, {"name": "y", "start": "y_start", "end": "y_end"}]
+    q.declare("x_start", START_ARGS, "span_start")
+    q.declare("x_end", END_ARGS, "span_end")
+    q.declare("y_start", [*START_ARGS, Arg("zzz", T.STR)], "span_start")
+    q.declare("y_end", END_ARGS, "span_end")
+    q.add_schema_span({"name": "x", "start": "x_start", "end": "x_end"})
+    q.add_schema_span({"name": "y", "start": "y_start", "end": "y_end"})
     assert Plan(image_of(q), ProgramConfig()).module.key == plan.module.key
     # A different capture setting is a different module.
     assert Plan(image_of(q), ProgramConfig(string_max=64)).module.key != plan.module.key
@@ -119,9 +121,9 @@ def test_protocol_violations_reject_the_provider():
     """The SDK's schema validation (shared with the tracer) refuses the whole provider."""
     from spanprobe.errors import SchemaError
     p = Provider("bad")
-    p._declare("a_start", [Arg("span_id", T.U64), Arg("x", T.STR)], "span_start")
-    p._declare("a_end", END_ARGS, "span_end")
-    p._spans.append({"name": "a", "start": "a_start", "end": "a_end"})
+    p.declare("a_start", [Arg("span_id", T.U64), Arg("x", T.STR)], "span_start")
+    p.declare("a_end", END_ARGS, "span_end")
+    p.add_schema_span({"name": "a", "start": "a_start", "end": "a_end"})
     with pytest.raises(SchemaError, match="span_start probe must start with"):
         image_of(p)
 
@@ -149,13 +151,13 @@ def test_config_is_checked():
 
 def typed_provider():
     p = Provider("typed")
-    p._declare("t_start", [*START_ARGS,
+    p.declare("t_start", [*START_ARGS,
         Arg("i8", T.I8), Arg("i16", T.I16), Arg("i32", T.I32), Arg("u64", T.U64), Arg("s", T.STR)], "span_start")
-    p._declare("t_end", [*END_ARGS, Arg("f", T.F64), Arg("b", T.BOOL), Arg("raw", T.BYTES), Arg("u8", T.U8),
+    p.declare("t_end", [*END_ARGS, Arg("f", T.F64), Arg("b", T.BOOL), Arg("raw", T.BYTES), Arg("u8", T.U8),
                          Arg("big", T.I64)], "span_end")
-    p._spans.append({"name": "typed op", "kind": "client", "start": "t_start", "end": "t_end"})
-    p._declare("ev", [*EVENT_ARGS, Arg("what", T.STR), Arg("n", T.U16)], "event")
-    p._events.append({"name": "happened", "probe": "ev"})
+    p.add_schema_span({"name": "typed op", "kind": "client", "start": "t_start", "end": "t_end"})
+    p.declare("ev", [*EVENT_ARGS, Arg("what", T.STR), Arg("n", T.U16)], "event")
+    p.add_schema_event({"name": "happened", "probe": "ev"})
     p.add_probe("plain", x="i32", y=str)
     return p
 

@@ -5,8 +5,8 @@ line on stdout, so a test can load providers at chosen moments, wait until the
 tracer is attached (a probe's semaphore is set), fire spans with known ids and
 know the wall-clock window they were fired in.
 
-It uses the SDK's low-level span protocol (docs/abi.md) directly: Provider._declare
-with the span roles, and span dicts in Provider._spans.
+It uses the SDK's low-level span protocol (docs/abi.md) directly: Provider.declare
+with the span roles, and span dicts given to Provider.add_schema_span.
 
 Commands:
   load NAME [bad=version|json|mismatch]   declare and load provider NAME
@@ -35,7 +35,7 @@ import time
 
 from spanprobe import Arg, ArgType as T, Provider
 
-from spanprobe.span import END_ARGS, EVENT_ARGS, START_ARGS
+from spanprobe.abi.protocol import END_ARGS, EVENT_ARGS, START_ARGS
 
 
 class BadSchemaProvider(Provider):
@@ -56,7 +56,7 @@ class BadSchemaProvider(Provider):
     def build_image(self, arch):
         if self.bad != "json":
             return super().build_image(arch)
-        from spanprobe import schema as schema_mod
+        from spanprobe.abi import schema as schema_mod
         real = schema_mod.encode
         schema_mod.encode = lambda s: b"{not json"
         try:
@@ -68,20 +68,20 @@ class BadSchemaProvider(Provider):
 def make_provider(name, bad=None):
     p = BadSchemaProvider(name, bad) if bad else Provider(name)
     probes = {
-        "req_start": p._declare("req_start", [*START_ARGS,
+        "req_start": p.declare("req_start", [*START_ARGS,
             Arg("http.request.method", T.STR), Arg("url.path", T.STR), Arg("user.id", T.I64),
             Arg("retry", T.U8), Arg("big", T.U64), Arg("ratio", T.F64), Arg("payload", T.BYTES)], "span_start"),
-        "req_end": p._declare("req_end", [*END_ARGS,
+        "req_end": p.declare("req_end", [*END_ARGS,
             Arg("http.response.status_code", T.I32), Arg("cached", T.BOOL)], "span_end"),
-        "db_start": p._declare("db_start", [*START_ARGS, Arg("db.query.text", T.STR)], "span_start"),
-        "db_end": p._declare("db_end", END_ARGS, "span_end"),
-        "note": p._declare("note", [*EVENT_ARGS, Arg("note.text", T.STR), Arg("note.n", T.I16)], "event"),
+        "db_start": p.declare("db_start", [*START_ARGS, Arg("db.query.text", T.STR)], "span_start"),
+        "db_end": p.declare("db_end", END_ARGS, "span_end"),
+        "note": p.declare("note", [*EVENT_ARGS, Arg("note.text", T.STR), Arg("note.n", T.I16)], "event"),
         "tick": p.add_probe("tick", n="u32", label=str),
     }
-    p._spans.append({"name": "GET /items", "kind": "server", "start": "req_start", "end": "req_end",
+    p.add_schema_span({"name": "GET /items", "kind": "server", "start": "req_start", "end": "req_end",
                      "code": {"function": "handle", "filepath": "/srv/app.py", "lineno": 42}})
-    p._spans.append({"name": "db.query", "kind": "client", "start": "db_start", "end": "db_end"})
-    p._events.append({"name": "cache.miss", "probe": "note"})
+    p.add_schema_span({"name": "db.query", "kind": "client", "start": "db_start", "end": "db_end"})
+    p.add_schema_event({"name": "cache.miss", "probe": "note"})
     p.load()
     return p, probes
 
@@ -110,8 +110,8 @@ def fire_edge_span(probes):
               "error_type": "EdgeError", "error_message": "the last byte of its page"}
     text = {k: at_page_end(v.encode() + b"\0") for k, v in values.items() if isinstance(v, str)}
     blob = at_page_end(struct.pack("<I", len(values["payload"])) + values["payload"])
-    start = probes["req_start"]._site_cell.cell_contents
-    end = probes["req_end"]._site_cell.cell_contents
+    start = probes["req_start"].site
+    end = probes["req_end"].site
     start(u64(sid), u64(0), u64(th), u64(tl), ctypes.c_uint32(1), text["http.request.method"],
           text["url.path"], ctypes.c_int64(0), ctypes.c_uint8(0), u64(0), u64(0), blob)  # f64: its bits
     end(u64(sid), ctypes.c_uint8(1), text["error_type"], text["error_message"], ctypes.c_uint32(1),

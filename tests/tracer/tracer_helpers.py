@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from support import poll_sites
+from tests.support import poll_sites
 
 
 def read_jsonl(path) -> list:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional
 
-from .elffile import EM_AARCH64, EM_X86_64
+from spanprobe.elf.arch import EM_AARCH64, EM_X86_64
 
 
 class ArgSpecError(ValueError):

@@ -24,13 +24,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
-from spanprobe import schema as schema_mod
+from spanprobe.abi import schema as schema_mod
+from spanprobe.abi.protocol import is_provider_mapping as is_spanprobe_mapping
+from spanprobe.abi.types import ArgType
+from spanprobe.elf.reader import ElfError, ElfProbes, SdtNote, read_probes
 from spanprobe.errors import SchemaError
-from spanprobe.types import ArgType
-from spanprobe.elf.reader import ElfError
 
 from . import argspec, procfs
-from .elffile import ElfProbes, SdtNote, read_probes
 from .exporters import safe_text
 
 log = logging.getLogger("spanprobe.tracer")
@@ -181,14 +181,6 @@ def _candidate_files(mappings: Iterable[procfs.Mapping]) -> Dict[Tuple[str, int]
         if m.offset == 0 and key not in files:
             files[key] = m
     return files
-
-
-def is_spanprobe_mapping(path: str) -> bool:
-    """Does this maps path look like an SDK-made provider (memfd or private file)?"""
-    if path.startswith("/memfd:spanprobe:"):
-        return True
-    parts = path.split("/")
-    return len(parts) >= 2 and parts[-2].startswith("spanprobe-") and parts[-1].startswith("lib")
 
 
 class Scanner:

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from spanprobe.schema import FIXED_ARGS
+from spanprobe.abi.protocol import BYTES_TRUNCATED, FIXED_ARGS, FLAG_CONVERSION_FAILED, TRACE_FLAGS_MASK
+from spanprobe.abi.types import ArgType
 
 from . import argspec
 from .discovery import ProbeInfo, ProviderImage
@@ -101,8 +102,7 @@ class ProgramConfig:
 # The fixed leading arguments of the span protocol (docs/abi.md), checked by type.
 SPAN_START_FIXED, SPAN_END_FIXED, EVENT_FIXED = (tuple(t for _, t in FIXED_ARGS[role])
                                                  for role in ("span_start", "span_end", "event"))
-INT_TYPES = {"i8": (1, True), "i16": (2, True), "i32": (4, True), "i64": (8, True),
-             "u8": (1, False), "u16": (2, False), "u32": (4, False), "u64": (8, False)}
+INT_TYPES = {t.value: (t.size, t.signed) for t in ArgType if t.is_integer}
 
 
 def _align8(n: int) -> int:
@@ -323,7 +323,7 @@ class ModuleLayout:
                 slot = "%s->s%d" % (base, f.index)
                 out.append("    { u64 _p = 0; u32 _h = 0; %s" % argspec.render_read(f.loc, self.machine, "_p", bit))
                 out.append("      if (bpf_probe_read_user(&_h, 4, (void *)_p) != 0) { %s } else {" % bit)
-                out.append("        u32 _n = _h & 0x7fffffff; if (_n > SP_STR_MAX) _n = SP_STR_MAX;")
+                out.append("        u32 _n = _h & %#x; if (_n > SP_STR_MAX) _n = SP_STR_MAX;" % (BYTES_TRUNCATED - 1))
                 out.append("        if (bpf_probe_read_user(%s, _n, (void *)(_p + 4)) != 0) { %s } }" % (slot, bit))
                 out.append("      %s = _h; }" % word)
             else:
@@ -538,8 +538,8 @@ def _value_decoder(f: ArgField, string_max: int):
         start = f.slot
 
         def data(rec, w):
-            length = w & 0x7FFFFFFF
-            sdk_cut = bool(w & 0x80000000)
+            length = w & (BYTES_TRUNCATED - 1)
+            sdk_cut = bool(w & BYTES_TRUNCATED)
             n = min(length, string_max)
             return bytes(rec[start:start + n]), sdk_cut or length > string_max
         return data
@@ -598,9 +598,9 @@ class SpanDecoder:
         attrs: dict = {}
         notes = None
         if self._start_attrs.items:
-            notes = self._start_attrs.decode(rec, sw, start_fail, sflags >> 8, attrs, None)
+            notes = self._start_attrs.decode(rec, sw, start_fail, sflags >> FLAG_CONVERSION_FAILED, attrs, None)
         if self._end_attrs.items:
-            notes = self._end_attrs.decode(rec, ew, end_fail, eflags >> 8, attrs, notes)
+            notes = self._end_attrs.decode(rec, ew, end_fail, eflags >> FLAG_CONVERSION_FAILED, attrs, notes)
         status = ew[1] & 0xFF
         if status:
             error_type = self._err_type(rec, ew[2])[0] if not end_fail & 4 else ""
@@ -608,7 +608,7 @@ class SpanDecoder:
         else:
             error_type = error_message = ""
         return SpanRecord(self.span, pid, tid, start_tid, start_ns, end_ns, (sw[2] << 64) | sw[3], sw[0],
-                          sw[1], sflags & 0xFF, status, error_type, error_message, attrs, notes)
+                          sw[1], sflags & TRACE_FLAGS_MASK, status, error_type, error_message, attrs, notes)
 
 
 class PointDecoder:
@@ -628,8 +628,8 @@ class PointDecoder:
         attrs: dict = {}
         if self._event:
             flags = words[3] & 0xFFFFFFFF
-            notes = self._attrs.decode(rec, words, fail, flags >> 8, attrs, None)
-            return PointRecord(self.point, pid, tid, ts, words[0], (words[1] << 64) | words[2], flags & 0xFF,
+            notes = self._attrs.decode(rec, words, fail, flags >> FLAG_CONVERSION_FAILED, attrs, None)
+            return PointRecord(self.point, pid, tid, ts, words[0], (words[1] << 64) | words[2], flags & TRACE_FLAGS_MASK,
                                attrs, notes)
         notes = self._attrs.decode(rec, words, fail, 0, attrs, None)
         return PointRecord(self.point, pid, tid, ts, 0, 0, 0, attrs, notes)

@@ -35,11 +35,11 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
+from spanprobe.abi.protocol import SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
+
 from .records import PointRecord, SpanRecord, ValueNotes
 
-KINDS = {"internal": SpanKind.INTERNAL, "server": SpanKind.SERVER, "client": SpanKind.CLIENT,
-         "producer": SpanKind.PRODUCER, "consumer": SpanKind.CONSUMER}
-STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
+KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
 _UNSET = Status(StatusCode.UNSET)
 _FLAGS = [TraceFlags(i) for i in range(256)]
 _rng = random.SystemRandom()

@@ -1,0 +1,1 @@
+"""The provider object: per-architecture probe sites, the ELF writer, and the one ELF reader."""

@@ -10,6 +10,9 @@ the SystemTap SDT v3 syntax that bcc, bpftrace, perf and SystemTap parse.
 
 import platform
 
+#: ELF e_machine of each supported architecture.
+EM_X86_64, EM_AARCH64 = 62, 183
+
 
 class Arch:
     name = None
@@ -30,7 +33,7 @@ class Arch:
 
 class X86_64(Arch):
     name = "x86_64"
-    elf_machine = 62  # EM_X86_64
+    elf_machine = EM_X86_64
     site_code = b"\x90\xc3"  # nop; ret
     pad_byte = b"\xcc"  # int3: never executed, traps if it ever were
     # System V AMD64: register names by operand size (8, 4, 2, 1 bytes).
@@ -55,7 +58,7 @@ class X86_64(Arch):
 
 class AArch64(Arch):
     name = "aarch64"
-    elf_machine = 183  # EM_AARCH64
+    elf_machine = EM_AARCH64
     site_code = (0xD503201F).to_bytes(4, "little") + (0xD65F03C0).to_bytes(4, "little")
     pad_byte = b"\0"  # udf #0 when read as words
     _NREGS = 8  # x0-x7

@@ -1,18 +1,32 @@
-"""Read SDT notes and the spanprobe schema back out of an ELF file.
+"""Read SDT notes, the spanprobe schema and the loadable segments out of an ELF file.
 
-Used by the tracer on files from other processes, so the input is untrusted:
-every offset and size is bounds-checked and any inconsistency raises
-ElfError rather than an IndexError or a struct.error.
+The tracer reads every library a process maps (provider objects of a few KiB,
+and libc or libpython, tens of MiB, for plain USDT probes), so this reader
+seeks: the ELF header, the program and section headers and the note
+sections, nothing else. Input is untrusted (any file a traced process maps):
+every offset and size is bounds-checked, sizes are capped, and any
+inconsistency raises ElfError rather than an IndexError or a struct.error.
+
+It also answers the question the SDT notes leave open: where a virtual
+address is in the *file*, which is what the kernel's uprobe interface wants
+for both the probe site and its semaphore (``ref_ctr_offset``).
 """
 
+import io
 import struct
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import BinaryIO, List, Optional, Tuple
 
-from .writer import NT_SPANPROBE_SCHEMA, NT_STAPSDT, SCHEMA_NOTE_NAME, STAPSDT_NOTE_NAME
+from .format import (EHDR_SIZE, NT_SPANPROBE_SCHEMA, NT_STAPSDT, PHDR_SIZE, PT_LOAD, SCHEMA_NOTE_NAME,
+                     SCHEMA_NOTE_SECTION, SDT_BASE_SECTION, SDT_NOTE_SECTION, SHDR_SIZE, SHT_NOTE,
+                     STAPSDT_NOTE_NAME)
 
-SHT_NOTE = 7
-MAX_SECTIONS = 4096
+MAX_SECTIONS = 65535
+MAX_PHDRS = 4096
+#: A note section larger than this is not read (no real one comes close).
+MAX_NOTE_SECTION = 16 << 20
+#: No file is larger (offsets and sizes in the headers are u64).
+MAX_FILE_SIZE = 1 << 62
 
 
 class ElfError(ValueError):
@@ -32,18 +46,40 @@ class SdtNote:
 
 
 @dataclass(frozen=True)
-class ElfInfo:
+class LoadSegment:
+    offset: int
+    vaddr: int
+    filesz: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class ElfProbes:
+    """What a tracer needs from one ELF file."""
+
     machine: int
-    sdt_notes: List[SdtNote]
+    notes: List[SdtNote]
     schema: Optional[bytes]
     stapsdt_base: Optional[int]
+    segments: List[LoadSegment]
 
+    def file_offset(self, vaddr: int) -> int:
+        """The file offset of a link-time virtual address (raises ElfError if unmapped)."""
+        for seg in self.segments:
+            if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
+                return vaddr - seg.vaddr + seg.offset
+        raise ElfError("address %#x is in no loadable segment of the file" % vaddr)
 
-def _unpack(fmt, data, offset):
-    size = struct.calcsize(fmt)
-    if offset < 0 or offset + size > len(data):
-        raise ElfError(f"truncated ELF: {size} bytes wanted at offset {offset}")
-    return struct.unpack_from(fmt, data, offset)
+    def probe_pc(self, note: SdtNote) -> int:
+        """The probe's link-time address, corrected as SystemTap specifies.
+
+        If the file was prelinked (or otherwise moved) after the notes were
+        written, ``.stapsdt.base`` moved with it while the note kept the old
+        base: the difference applies to the pc.
+        """
+        if self.stapsdt_base is not None and note.base:
+            return note.pc + (self.stapsdt_base - note.base)
+        return note.pc
 
 
 def c_string(data, start: int, end: Optional[int] = None) -> Tuple[str, int]:
@@ -57,14 +93,11 @@ def c_string(data, start: int, end: Optional[int] = None) -> Tuple[str, int]:
         raise ElfError("SDT note string is not UTF-8") from None
 
 
-def iter_notes(data, offset, size):
-    """Yield (name, type, desc) for each note in a note section."""
-    end = offset + size
-    if end > len(data):
-        raise ElfError("note section extends past the end of the file")
-    pos = offset
+def iter_notes(data):
+    """Yield (owner, type, descriptor) for each note of a note section's bytes."""
+    pos, end = 0, len(data)
     while pos + 12 <= end:
-        namesz, descsz, ntype = _unpack("<III", data, pos)
+        namesz, descsz, ntype = struct.unpack_from("<III", data, pos)
         name_start = pos + 12
         desc_start = name_start + ((namesz + 3) & ~3)
         desc_end = desc_start + descsz
@@ -74,72 +107,83 @@ def iter_notes(data, offset, size):
         pos = desc_start + ((descsz + 3) & ~3)
 
 
-def parse_sdt(desc, args_optional: bool = False) -> SdtNote:
+def parse_sdt(desc) -> SdtNote:
     """Decode an NT_STAPSDT descriptor.
 
-    ``args_optional``: a descriptor that ends right after the probe name gets an
-    empty argument spec instead of being refused. The tracer reads notes that
-    any toolchain wrote into any library a process maps, and tolerates that;
-    provider objects from the SDK always carry the spec.
+    A descriptor that ends right after the probe name gets an empty argument
+    spec: notes that any toolchain wrote into any library a process maps are
+    read, and some leave it out (provider objects from the SDK always carry it).
     """
     if len(desc) < 24:
         raise ElfError("SDT note descriptor too short")
     pc, base, sem = struct.unpack_from("<QQQ", desc, 0)
     provider, pos = c_string(desc, 24)
     name, pos = c_string(desc, pos)
-    args, _ = ("", pos) if args_optional and pos >= len(desc) else c_string(desc, pos)
+    args, _ = ("", pos) if pos >= len(desc) else c_string(desc, pos)
     return SdtNote(provider, name, pc, base, sem, args)
 
 
-class ProbeNotes:
-    """The SDT notes and the spanprobe schema gathered from a file's note sections.
-
-    Both ELF readers (this one and the tracer's seeking one) find note sections
-    their own way; what a note means is decided here, once.
-    """
-
-    def __init__(self, args_optional: bool = False):
-        self.notes: List[SdtNote] = []
-        self.schema: Optional[bytes] = None
-        self._args_optional = args_optional
-
-    def add_section(self, data, offset: int, size: int) -> None:
-        """Take the notes of the note section at ``offset`` of ``data``."""
-        for owner, ntype, desc in iter_notes(data, offset, size):
-            if owner == STAPSDT_NOTE_NAME and ntype == NT_STAPSDT:
-                self.notes.append(parse_sdt(desc, self._args_optional))
-            elif owner == SCHEMA_NOTE_NAME and ntype == NT_SPANPROBE_SCHEMA:
-                if self.schema is not None:
-                    raise ElfError("more than one spanprobe schema note")
-                self.schema = desc
+def _read_at(f: BinaryIO, offset: int, size: int) -> bytes:
+    if offset + size > MAX_FILE_SIZE:  # seek() would raise OverflowError, not say "truncated"
+        raise ElfError("truncated ELF: %d bytes wanted at offset %d" % (size, offset))
+    f.seek(offset)
+    data = f.read(size)
+    if len(data) != size:
+        raise ElfError("truncated ELF: %d bytes wanted at offset %d" % (size, offset))
+    return data
 
 
-def read_elf(data: bytes) -> ElfInfo:
-    """Parse a 64-bit little-endian ELF's SDT notes, schema and .stapsdt.base."""
-    if data[:4] != b"\x7fELF":
+def read_probes(f: BinaryIO) -> ElfProbes:
+    """Read SDT notes, the spanprobe schema, .stapsdt.base and PT_LOADs from an open ELF file."""
+    ident = _read_at(f, 0, EHDR_SIZE)
+    if ident[:4] != b"\x7fELF":
         raise ElfError("not an ELF file")
-    ei_class, ei_data = _unpack("<BB", data, 4)
-    if ei_class != 2 or ei_data != 1:
+    if ident[4] != 2 or ident[5] != 1:
         raise ElfError("only 64-bit little-endian ELF files are supported")
-    (machine,) = _unpack("<H", data, 18)
-    (shoff,) = _unpack("<Q", data, 40)
-    shentsize, shnum, shstrndx = _unpack("<HHH", data, 58)
-    if shnum > MAX_SECTIONS or (shnum and shentsize < 64):
-        raise ElfError("implausible section header table")
-    sections = [_unpack("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
-    if shnum and shstrndx >= shnum:
-        raise ElfError("section name table index out of range")
-    strtab = sections[shstrndx] if shnum else None
+    (machine,) = struct.unpack_from("<H", ident, 18)
+    (phoff, shoff) = struct.unpack_from("<QQ", ident, 32)
+    phentsize, phnum, shentsize, shnum, shstrndx = struct.unpack_from("<HHHHH", ident, 54)
 
-    def section_name(sh):
-        start = strtab[4] + sh[0]
-        return c_string(data, start, min(len(data), strtab[4] + strtab[5]))[0]
+    segments = []
+    if phnum:
+        if phnum > MAX_PHDRS or phentsize < PHDR_SIZE:
+            raise ElfError("implausible program header table")
+        table = _read_at(f, phoff, phnum * phentsize)
+        for i in range(phnum):
+            ptype, flags, offset, vaddr, _paddr, filesz = struct.unpack_from(
+                "<IIQQQQ", table, i * phentsize)
+            if ptype == PT_LOAD:
+                segments.append(LoadSegment(offset, vaddr, filesz, flags))
 
-    found, base = ProbeNotes(), None
-    for sh in sections[1:]:
-        name, stype, offset, size = section_name(sh), sh[1], sh[4], sh[5]
-        if name == ".stapsdt.base":
-            base = sh[3]
-        if stype == SHT_NOTE:
-            found.add_section(data, offset, size)
-    return ElfInfo(machine, found.notes, found.schema, base)
+    notes, schema, base = [], None, None
+    if shnum:
+        if shnum > MAX_SECTIONS or shentsize < SHDR_SIZE or shstrndx >= shnum:
+            raise ElfError("implausible section header table")
+        table = _read_at(f, shoff, shnum * shentsize)
+        sections = [struct.unpack_from("<IIQQQQIIQQ", table, i * shentsize) for i in range(shnum)]
+        strtab_sh = sections[shstrndx]
+        if strtab_sh[5] > MAX_NOTE_SECTION:
+            raise ElfError("implausible section name table")
+        strtab = _read_at(f, strtab_sh[4], strtab_sh[5])
+        for sh in sections[1:]:
+            name, _ = c_string(strtab, sh[0]) if sh[0] < len(strtab) else ("", 0)
+            stype, addr, offset, size = sh[1], sh[3], sh[4], sh[5]
+            if name == SDT_BASE_SECTION:
+                base = addr
+            if stype != SHT_NOTE or name not in (SDT_NOTE_SECTION, SCHEMA_NOTE_SECTION):
+                continue
+            if size > MAX_NOTE_SECTION:
+                raise ElfError("note section %s is implausibly large (%d bytes)" % (name, size))
+            for owner, ntype, desc in iter_notes(_read_at(f, offset, size)):
+                if owner == STAPSDT_NOTE_NAME and ntype == NT_STAPSDT:
+                    notes.append(parse_sdt(desc))
+                elif owner == SCHEMA_NOTE_NAME and ntype == NT_SPANPROBE_SCHEMA:
+                    if schema is not None:
+                        raise ElfError("more than one spanprobe schema note")
+                    schema = desc
+    return ElfProbes(machine, notes, schema, base, segments)
+
+
+def read_elf(data: bytes) -> ElfProbes:
+    """read_probes() of an ELF image held in memory (a provider's ``Image.data``)."""
+    return read_probes(io.BytesIO(data))

@@ -22,23 +22,16 @@ from dataclasses import dataclass
 from typing import List, Sequence
 
 from .arch import Arch
+from .format import (DT_HASH, DT_NULL, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB, EHDR_SIZE, ET_DYN,
+                     NT_SPANPROBE_SCHEMA, NT_STAPSDT, PF_R, PF_W, PF_X, PHDR_SIZE, PT_DYNAMIC, PT_GNU_STACK,
+                     PT_LOAD, SCHEMA_NOTE_NAME, SCHEMA_NOTE_SECTION, SDT_BASE_SECTION, SDT_NOTE_SECTION,
+                     SHDR_SIZE, SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_DYNAMIC, SHT_DYNSYM, SHT_HASH,
+                     SHT_NOTE, SHT_PROGBITS, SHT_STRTAB, STAPSDT_NOTE_NAME, STB_GLOBAL, STT_FUNC, STT_OBJECT)
 
-# ELF constants (see elf(5)).
-ET_DYN = 3
-PT_LOAD, PT_DYNAMIC, PT_GNU_STACK = 1, 2, 0x6474E551
-PF_X, PF_W, PF_R = 1, 2, 4
-SHT_PROGBITS, SHT_STRTAB, SHT_HASH, SHT_DYNAMIC, SHT_NOTE, SHT_DYNSYM = 1, 3, 5, 6, 7, 11
-SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
-DT_NULL, DT_HASH, DT_STRTAB, DT_SYMTAB, DT_STRSZ, DT_SYMENT, DT_SONAME = 0, 4, 5, 6, 10, 11, 14
-STB_GLOBAL, STT_OBJECT, STT_FUNC = 1, 1, 2
-
-NT_STAPSDT = 3
-STAPSDT_NOTE_NAME = b"stapsdt"
-SCHEMA_NOTE_NAME = b"spanprobe"
-NT_SPANPROBE_SCHEMA = 1
+#: Bytes of one semaphore: a 16-bit counter (spanprobe.probes.semaphore reads it as one).
 SEMAPHORE_SIZE = 2
 
-_EHDR_SIZE, _PHDR_SIZE, _SHDR_SIZE, _SYM_SIZE, _DYN_SIZE = 64, 56, 64, 24, 16
+_SYM_SIZE, _DYN_SIZE = 24, 16
 
 
 @dataclass(frozen=True)
@@ -137,7 +130,7 @@ def write_provider(provider: str, probes: Sequence[ProbeSite], schema: bytes,
 
     # --- read+execute segment: headers, hash, dynsym, dynstr, text, stapsdt.base
     nphdrs = 4
-    off = _EHDR_SIZE + nphdrs * _PHDR_SIZE
+    off = EHDR_SIZE + nphdrs * PHDR_SIZE
     hash_off = _align(off, 8)
     hash_data = _hash_table([s.encode() for s in sym_names])
     dynsym_off = _align(hash_off + len(hash_data), 8)
@@ -181,11 +174,11 @@ def write_provider(provider: str, probes: Sequence[ProbeSite], schema: bytes,
         (".dynsym", SHT_DYNSYM, SHF_ALLOC, dynsym_off, dynsym_size, 3, 1, 8, _SYM_SIZE),
         (".dynstr", SHT_STRTAB, SHF_ALLOC, dynstr_off, len(dynstr.data), 0, 0, 1, 0),
         (".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, text_off, len(text), 0, 0, 16, 0),
-        (".stapsdt.base", SHT_PROGBITS, SHF_ALLOC, base_off, 1, 0, 0, 1, 0),
+        (SDT_BASE_SECTION, SHT_PROGBITS, SHF_ALLOC, base_off, 1, 0, 0, 1, 0),
         (".dynamic", SHT_DYNAMIC, SHF_ALLOC | SHF_WRITE, dynamic_off, len(dynamic), 3, 0, 8, _DYN_SIZE),
         (".probes", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, probes_off, probes_size, 0, 0, 8, 0),
-        (".note.stapsdt", SHT_NOTE, 0, sdt_off, len(sdt_notes), 0, 0, 4, 0),
-        (".note.spanprobe", SHT_NOTE, 0, schema_off, len(schema_notes), 0, 0, 4, 0),
+        (SDT_NOTE_SECTION, SHT_NOTE, 0, sdt_off, len(sdt_notes), 0, 0, 4, 0),
+        (SCHEMA_NOTE_SECTION, SHT_NOTE, 0, schema_off, len(schema_notes), 0, 0, 4, 0),
     ]
     name_offs = [shstrtab.add(s[0]) for s in sections]
     shstrtab_name = shstrtab.add(".shstrtab")
@@ -194,12 +187,12 @@ def write_provider(provider: str, probes: Sequence[ProbeSite], schema: bytes,
     nsections = len(sections) + 2  # null + sections + .shstrtab
     text_index, base_index, probes_index = 4, 5, 7  # 1-based positions in `sections`
 
-    out = bytearray(shoff + nsections * _SHDR_SIZE)
-    out[0:_EHDR_SIZE] = struct.pack(
+    out = bytearray(shoff + nsections * SHDR_SIZE)
+    out[0:EHDR_SIZE] = struct.pack(
         "<4sBBBBB7xHHIQQQIHHHHHH",
         b"\x7fELF", 2, 1, 1, 0, 0,  # ELFCLASS64, little endian, version 1, SYSV ABI
-        ET_DYN, arch.elf_machine, 1, 0, _EHDR_SIZE, shoff, 0,
-        _EHDR_SIZE, _PHDR_SIZE, nphdrs, _SHDR_SIZE, nsections, nsections - 1)
+        ET_DYN, arch.elf_machine, 1, 0, EHDR_SIZE, shoff, 0,
+        EHDR_SIZE, PHDR_SIZE, nphdrs, SHDR_SIZE, nsections, nsections - 1)
     phdrs = [
         (PT_LOAD, PF_R | PF_X, 0, 0, rx_end, rx_end, page),
         (PT_LOAD, PF_R | PF_W, rw_off, rw_off, rw_end - rw_off, rw_end - rw_off, page),
@@ -207,7 +200,7 @@ def write_provider(provider: str, probes: Sequence[ProbeSite], schema: bytes,
         (PT_GNU_STACK, PF_R | PF_W, 0, 0, 0, 0, 16),
     ]
     for i, (ptype, flags, offset, vaddr, filesz, memsz, align) in enumerate(phdrs):
-        struct.pack_into("<IIQQQQQQ", out, _EHDR_SIZE + i * _PHDR_SIZE,
+        struct.pack_into("<IIQQQQQQ", out, EHDR_SIZE + i * PHDR_SIZE,
                          ptype, flags, offset, vaddr, vaddr, filesz, memsz, align)
     out[hash_off:hash_off + len(hash_data)] = hash_data
     symbols = (
@@ -230,7 +223,7 @@ def write_provider(provider: str, probes: Sequence[ProbeSite], schema: bytes,
     for i, h in enumerate(headers):
         if len(h) == 9:  # the null section
             continue
-        struct.pack_into("<IIQQQQIIQQ", out, shoff + i * _SHDR_SIZE, *h)
+        struct.pack_into("<IIQQQQIIQQ", out, shoff + i * SHDR_SIZE, *h)
     segments = [Segment(p[2], p[3], p[4], p[1]) for p in phdrs if p[0] == PT_LOAD]
     return Image(bytes(out), site_addrs, sem_addrs, site_symbols, semaphore_symbols,
                  anchor_symbol, base_off, segments)

@@ -1,0 +1,93 @@
+"""The span protocol, and where provider objects show up: each fact stated once.
+
+docs/abi.md is the specification. The SDK fires probes by these rules and
+the tracer decodes them by the same names. C cannot import them: bpf/core.c's
+dlopen() path matcher spells PROC_SELF and PRIVATE_DIR_PREFIX out by hand, for
+the tracer to render or check from here.
+"""
+
+from .types import Arg, ArgType
+
+# --- probes and their fixed arguments ----------------------------------------------
+
+ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT = "plain", "span_start", "span_end", "event"
+PROBE_ROLES = (ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT)
+
+#: The fixed leading arguments of span and event probes, (name, type) in order
+#: ("Span protocol"). Attributes follow them.
+FIXED_ARGS = {
+    ROLE_SPAN_START: (("span_id", "u64"), ("parent_span_id", "u64"), ("trace_id_high", "u64"),
+                      ("trace_id_low", "u64"), ("flags", "u32")),
+    ROLE_SPAN_END: (("span_id", "u64"), ("status", "u8"), ("error_type", "str"),
+                    ("error_message", "str"), ("flags", "u32")),
+    ROLE_EVENT: (("span_id", "u64"), ("trace_id_high", "u64"), ("trace_id_low", "u64"), ("flags", "u32")),
+}
+#: The same, as the Args a probe is declared with.
+START_ARGS, END_ARGS, EVENT_ARGS = (tuple(Arg(n, ArgType(t)) for n, t in FIXED_ARGS[role])
+                                    for role in (ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT))
+
+#: A span's probes are named <base> + these (the base is the span name made a C identifier).
+START_SUFFIX, END_SUFFIX = "__start", "__end"
+
+# --- spans -----------------------------------------------------------------------------
+
+SPAN_KINDS = ("internal", "server", "client", "producer", "consumer")
+#: The kind of a schema span entry that names none.
+DEFAULT_KIND = "internal"
+
+#: span_end's ``status``: ok (OpenTelemetry's UNSET), the call raised, or it was cancelled.
+STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
+#: span_end's ``error_message`` is ``str(exception)`` cut to this many characters.
+MAX_ERROR_MESSAGE = 256
+
+# --- flags -----------------------------------------------------------------------------
+
+#: Bits 0-7 of ``flags``: the trace's W3C trace flags.
+TRACE_FLAGS_MASK = 0xFF
+#: W3C "sampled": the trace flags of a trace spanprobe starts.
+TRACE_FLAG_SAMPLED = 0x01
+#: Bit FLAG_CONVERSION_FAILED + i of ``flags``: attribute i (0-based, after the fixed
+#: arguments) could not be converted, and the probe carries its type's zero value.
+FLAG_CONVERSION_FAILED = 8
+
+# --- bytes arguments -------------------------------------------------------------------
+
+#: A bytes argument points at a little-endian u32 header, then at most this many bytes.
+MAX_BYTES = 4096
+#: Set in that header when the SDK cut a longer value; the other bits are the length.
+BYTES_TRUNCATED = 1 << 31
+
+# --- where a provider object is mapped ---------------------------------------------------
+
+#: memfd_create() name of a provider's object: /proc/PID/maps shows MAPS_MEMFD_PREFIX + provider.
+MEMFD_NAME_PREFIX = "spanprobe:"
+MAPS_MEMFD_PREFIX = "/memfd:" + MEMFD_NAME_PREFIX
+#: Where a memfd cannot be mapped: <dir>/PRIVATE_DIR_PREFIX<pid>-<random>/lib<provider>.so.
+PRIVATE_DIR_PREFIX = "spanprobe-"
+LIBRARY_PREFIX, LIBRARY_SUFFIX = "lib", ".so"
+#: dlopen() opens a memfd as PROC_SELF + "/fd/N", or with "/." repeated after PROC_SELF when
+#: that descriptor number was loaded before (the dynamic loader would hand back the old object).
+PROC_SELF = "/proc/self"
+
+
+def memfd_name(provider):
+    """The memfd name of ``provider``'s object."""
+    return MEMFD_NAME_PREFIX + provider
+
+
+def library_name(provider):
+    """The file name of ``provider``'s object in a private directory."""
+    return f"{LIBRARY_PREFIX}{provider}{LIBRARY_SUFFIX}"
+
+
+def fd_path(fd, spelling=0):
+    """The path dlopen() is given for memfd ``fd``: its ``spelling``-th distinct name."""
+    return PROC_SELF + "/." * spelling + f"/fd/{fd}"
+
+
+def is_provider_mapping(path):
+    """Does a /proc/PID/maps path look like an SDK provider object (a memfd or a private file)?"""
+    if path.startswith(MAPS_MEMFD_PREFIX):
+        return True
+    parts = path.split("/")
+    return len(parts) >= 2 and parts[-2].startswith(PRIVATE_DIR_PREFIX) and parts[-1].startswith(LIBRARY_PREFIX)

@@ -1,0 +1,57 @@
+"""The instrumentation config: a TOML file naming functions and what each probe carries.
+
+docs/sdk-spans.md describes it. Each ``[[span]]``, ``[[event]]`` and
+``[[probe]]`` entry becomes an Instrumentation call; a mistake is a
+DeclarationError naming the entry.
+"""
+
+from ..errors import DeclarationError
+from ..provider import Provider
+from .hooks import Instrumentation
+
+try:
+    import tomllib as _toml
+except ImportError:  # Python < 3.11
+    import tomli as _toml
+
+_SECTIONS = {
+    "span": ("function", {"name", "kind", "attributes", "end_attributes", "probe"}),
+    "event": ("function", {"name", "attributes", "probe"}),
+    "probe": ("function", {"name", "args"}),
+}
+
+
+def load_config(path):
+    """Read a TOML config: returns an Instrumentation on a new (not loaded) Provider."""
+    with open(path, "rb") as f:
+        try:
+            config = _toml.load(f)
+        except _toml.TOMLDecodeError as exc:
+            raise DeclarationError(f"{path}: {exc}") from None
+    return from_config(config, str(path))
+
+
+def from_config(config, where="config"):
+    unknown = set(config) - {"provider", *_SECTIONS}
+    if unknown:
+        raise DeclarationError(f"{where}: unknown sections {sorted(unknown)}; "
+                               f"expected provider, {', '.join(_SECTIONS)}")
+    provider_conf = config.get("provider")
+    if not isinstance(provider_conf, dict) or "name" not in provider_conf:
+        raise DeclarationError(f'{where}: needs [provider] with name = "..."')
+    inst = Instrumentation(Provider(provider_conf["name"]))
+    for section, (required, optional) in _SECTIONS.items():
+        for i, entry in enumerate(config.get(section, [])):
+            here = f"{where}: [[{section}]] #{i + 1}"
+            if not isinstance(entry, dict) or required not in entry:
+                raise DeclarationError(f"{here}: needs {required} = \"module:Qual.name\"")
+            extra = set(entry) - optional - {required}
+            if extra:
+                raise DeclarationError(f"{here}: unknown keys {sorted(extra)}; "
+                                       f"allowed: {required}, {', '.join(sorted(optional))}")
+            options = {k: v for k, v in entry.items() if k != required}
+            try:
+                getattr(inst, section)(entry[required], **options)
+            except DeclarationError as exc:
+                raise DeclarationError(f"{here}: {exc}") from None
+    return inst

@@ -1,0 +1,1 @@
+"""Declaring, loading and firing probes: providers, generated fire(), conversion, semaphores, the loader."""

@@ -1,0 +1,154 @@
+"""Span ids and the current span, kept in a ``contextvars`` context.
+
+The current span is one ``ContextVar`` holding a tuple: ``(trace_id_high,
+trace_id_low, span_id, trace_flags)`` as probe arguments (see ``id_arg``),
+then the three ids again as ints. A ContextVar follows the code that
+runs, not the thread: every thread starts empty, every asyncio task starts
+with a copy of its creator's context, so nested calls, threads and
+concurrent tasks each see their own parent without locks.
+
+Starting a span is generated code in definition.py (a traced call's cost is
+mostly Python calls, so it uses the primitives below inline); it runs only
+after a probe's semaphore says a tracer listens, so an untraced call
+generates no id and never touches the context.
+
+Ids come from a ``random.Random`` seeded from ``os.urandom``, which is much
+cheaper than ``uuid4``/``os.urandom`` per id and good enough for ids that
+must be unique, not secret. A forked child re-seeds, or parent and child
+would hand out the same ids.
+
+When the application uses opentelemetry-api and has a valid current
+OpenTelemetry span, a spanprobe span with no spanprobe parent joins that
+trace as its child.
+"""
+
+import contextvars
+import ctypes
+import os
+import random
+import sys
+
+from ..abi.protocol import TRACE_FLAGS_MASK
+
+#: The module whose presence in sys.modules says the application may have an OpenTelemetry span.
+OTEL_TRACE_MODULE = "opentelemetry.trace"
+_MASK64 = (1 << 64) - 1
+
+#: An id as a probe site's 64-bit argument. ``from_param`` makes the object
+#: ctypes passes as is (documented: what argtypes conversion returns); a
+#: ``c_uint64`` instance would be converted to one on every call, ~25 ns an
+#: argument. The context keeps ids in this form, so a child span passes its
+#: parent's and its trace's ids with no conversion at all.
+id_arg = ctypes.c_uint64.from_param
+_current = contextvars.ContextVar("spanprobe_current_span", default=None)
+
+#: Where ids come from; ``random_bits(64)`` draws one.
+id_random = random.Random()
+
+
+def _reseed():
+    id_random.seed(os.urandom(32))
+
+
+_reseed()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reseed)
+
+
+def current_span():
+    """The current span as ints ``(trace_id_high, trace_id_low, span_id, trace_flags)``, or None.
+
+    Set only inside spans that a tracer is listening to.
+    """
+    ctx = _current.get()
+    return None if ctx is None else (ctx[4], ctx[5], ctx[6], ctx[3])
+
+
+def parent_context():
+    """What a new span or event hangs from: spanprobe's current span, else OpenTelemetry's, else None.
+
+    ``(trace_id_high, trace_id_low, span_id, flags, ...)``, the ids as probe
+    arguments (``id_arg``), then as ints.
+    """
+    return _current.get() or otel_parent()
+
+
+#: Primitives for the generated span code (definition.py), bound once.
+get_current = _current.get
+set_current = _current.set
+reset_current = _current.reset
+random_bits = id_random.getrandbits  # a bound method: a fork re-seeds id_random in place
+
+
+def leave(token):
+    """Restore the context a span's ``set_current`` replaced.
+
+    A token made in another Context (a coroutine driven by hand from two
+    contexts) cannot be reset; the span is over anyway, so that is ignored.
+    """
+    try:
+        _current.reset(token)
+    except ValueError:
+        pass
+
+
+# --- OpenTelemetry bridging --------------------------------------------------------
+
+
+def otel_parent():
+    """The active OpenTelemetry span's context as parent_context() gives it, or None.
+
+    Until the application imports opentelemetry it cannot have a current
+    span: so this only looks at sys.modules (spanprobe never imports
+    OpenTelemetry on its own), then rebinds this module's ``otel_parent`` to
+    the real reader for good (callers look it up here at each call).
+    """
+    global otel_parent
+    if OTEL_TRACE_MODULE not in sys.modules:
+        return None
+    otel_parent = _make_otel_reader()
+    return otel_parent()
+
+
+def _no_otel():
+    return None
+
+
+def _make_otel_reader():
+    """Import opentelemetry-api once and return a reader for its current span.
+
+    The public ``trace.get_current_span()`` costs ~0.35 µs, most of a
+    traced root span's budget. With the default contextvars runtime
+    context, the same lookup is one ContextVar read and one dict get; any
+    other runtime context goes through the public API.
+    """
+    try:
+        from opentelemetry import trace
+    except Exception:  # not installed, or broken: spanprobe works without it
+        return _no_otel
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.trace.propagation import _SPAN_KEY as key
+        var = otel_context._RUNTIME_CONTEXT._current_context
+        if not (isinstance(var, contextvars.ContextVar) and isinstance(var.get(), dict)):
+            raise TypeError("not the contextvars runtime context")
+        var_get = var.get
+    except Exception:
+        var_get, key = None, None
+    get_current_span = trace.get_current_span
+
+    def read():
+        try:
+            span = var_get().get(key) if var_get is not None else get_current_span()
+            if span is None:
+                return None
+            sc = span.get_span_context()
+            if not sc.is_valid:
+                return None
+            tid = sc.trace_id
+            hi, lo, sid = tid >> 64, tid & _MASK64, sc.span_id
+            return id_arg(hi), id_arg(lo), id_arg(sid), int(sc.trace_flags) & TRACE_FLAGS_MASK, hi, lo, sid
+        except Exception:  # an SDK misbehaving must not break the traced call
+            return None
+
+    return read

@@ -1,0 +1,306 @@
+"""A declared span: its two probes, and the code that begins and ends one.
+
+A span is a start probe and an end probe (``<name>__start``, ``<name>__end``;
+layouts in docs/abi.md "Span protocol") around a call or a block. Traced,
+the code generated here takes ids from the context (context.py), fires the
+start probe with the attributes, and when the call is over fires the end
+probe with the outcome: ok, the exception's type and message, or cancelled.
+The decorators (decorators.py) inline the same code in their wrappers;
+with-blocks (blocks.py) and spanprobe.instrument call it.
+
+The application must never notice the probe. So the traced path never
+raises into the call: a value that does not fit its attribute's type is
+sent as the type's zero value with the attribute's bit set in ``flags``
+(the documented conversion-failure record), computed attributes that raise
+are recorded the same way, and an unexpected internal error is logged once
+and swallowed.
+"""
+
+import hashlib
+import logging
+import re
+import sys
+
+from ..abi.protocol import (END_ARGS, END_SUFFIX, FLAG_CONVERSION_FAILED, MAX_ERROR_MESSAGE, ROLE_SPAN_END,
+                            ROLE_SPAN_START, SPAN_KINDS, START_ARGS, START_SUFFIX, STATUS_CANCELLED,
+                            STATUS_ERROR, TRACE_FLAG_SAMPLED)
+from ..abi.types import MAX_ARGS, ArgType
+from ..errors import DeclarationError
+from ..probes.convert import converter
+from ..probes.firing import FAST_PATH_NAMES, comma_each, compile_factory, fast_path, indent
+from ..probes.provider import MAX_NAME_LENGTH
+from . import context
+
+log = logging.getLogger("spanprobe")
+
+MAX_PROBE_BASE = MAX_NAME_LENGTH - len(START_SUFFIX)
+
+# --- attribute values ------------------------------------------------------------
+
+_ZERO = {ArgType.STR: "", ArgType.BYTES: b"", ArgType.F64: 0.0, ArgType.BOOL: False}
+
+
+class _Failed:
+    """Stands for a value that could not be obtained (a computed attribute raised)."""
+
+    __slots__ = ()
+
+    def __repr__(self):
+        return "<failed>"
+
+
+FAILED = _Failed()
+
+
+def _plain(value):
+    """``value`` as an exact builtin type, without running any of its methods; TypeError if impossible."""
+    if isinstance(value, str):
+        return str.__str__(value)      # str subclasses (StrEnum) by their characters
+    if isinstance(value, int):
+        return int.__int__(value)      # IntEnum, bool stay numbers
+    if isinstance(value, float):
+        return float.__float__(value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(memoryview(value))
+    raise TypeError(type(value).__name__)
+
+
+_logged_internal = False
+
+
+def internal_error():
+    """Log an SDK bug once; the traced call goes on regardless."""
+    global _logged_internal
+    if not _logged_internal:
+        _logged_internal = True
+        log.warning("spanprobe: internal error while firing a probe (ignored; reported once)",
+                    exc_info=True)
+
+
+def emitter(probe, fixed_count, lazy):
+    """``emit(*fixed, *attributes)`` for a span or event probe: fires it and never raises.
+
+    Generated per probe, like the probe's own fire() (probes/firing.py, whose
+    per-type inline conversions it reuses), with one difference: the fixed
+    protocol arguments arrive ready for the probe site (ids as context.id_arg
+    objects, strings as bytes) and are passed as they are: a child span reuses
+    its parent's id objects instead of converting four ids per probe.
+    Attribute values of the plain types convert inline; any
+    other value, or a failing one, goes to the slow path, which records
+    conversion failures in the flags (the last fixed argument). ``lazy``:
+    zero-argument callables among the values are called there (values the
+    application passes explicitly); otherwise a callable is just a value
+    that does not convert.
+    """
+    attrs = probe.args[fixed_count:]
+    checks = tuple(converter(a.type, f"probe {probe.qualname} attribute {a.name!r}") for a in attrs)
+    zeros = tuple(check(_ZERO.get(a.type, 0)) for a, check in zip(attrs, checks))
+    site_cell = probe.site_cell  # load() and unload() repoint it; read it at each call
+
+    def slow(fixed, values):
+        try:
+            out, failed = [], 0
+            for i, (v, check, zero) in enumerate(zip(values, checks, zeros)):
+                try:
+                    if lazy and callable(v):
+                        v = v()
+                    out.append(check(_plain(v)))
+                except Exception:
+                    out.append(zero)
+                    failed |= 1 << (FLAG_CONVERSION_FAILED + i)
+            site_cell.cell_contents(*fixed[:-1], fixed[-1] | failed, *out)
+        except Exception:
+            internal_error()
+
+    fixed = [f"f{i}" for i in range(fixed_count)]
+    params = [f"a{i}" for i in range(len(attrs))]
+    fast = [fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, attrs))]
+    lines = [f"def emit({', '.join(fixed + params)}):"]
+    if all(f is not None for f in fast):
+        # str values are type-checked before the setup calls .encode(): never a user's method.
+        prechecks = [f"type({p}) is str" for p, a in zip(params, attrs) if a.type is ArgType.STR]
+        setup = [line for f in fast for line in f[2]]
+        lines += ["    try:",
+                  f"        if {' and '.join(prechecks) or 'True'}:",
+                  *(f"            {line}" for line in setup),
+                  f"            if {' and '.join(f[0] for f in fast) or 'True'}:",
+                  f"                return _sp_cell.cell_contents({', '.join(fixed + [f[1] for f in fast])})",
+                  "    except Exception:",
+                  "        pass"]
+    lines.append(f"    _sp_slow(({comma_each(fixed)}), ({comma_each(params)}))")
+    namespace = dict(FAST_PATH_NAMES, _sp_cell=site_cell, _sp_slow=slow)
+    source = "def _sp_factory():\n" + "".join(f"    {line}\n" for line in lines) + "    return emit\n"
+    return compile_factory(probe.qualname, source, namespace)()
+
+
+def describe_exception(exc):
+    """(status, error_type, error_message) of an exception that ended a span; the strings as C strings."""
+    asyncio = sys.modules.get("asyncio")  # not imported: then it cannot be its CancelledError
+    if asyncio is not None and isinstance(exc, asyncio.CancelledError):
+        status, error_type = STATUS_CANCELLED, "asyncio.CancelledError"
+    else:
+        cls = type(exc)
+        module = getattr(cls, "__module__", None)
+        error_type = cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
+        status = STATUS_ERROR
+    try:
+        message = str.__str__(str(exc))[:MAX_ERROR_MESSAGE]
+    except Exception:
+        message = "<str() of the exception failed>"
+    return status, _c_string(error_type), _c_string(message)
+
+
+def _c_string(text):
+    """UTF-8 with no NUL: lone surrogates and NULs are written as backslash escapes."""
+    return text.replace("\0", "\\0").encode("utf-8", "backslashreplace")
+
+
+# --- declared spans ----------------------------------------------------------------
+
+
+# A span's traced path as source, used twice: generated wrappers inline it
+# (a traced call then makes no Python call beyond the probes' emitters), and
+# SpanDef compiles it into begin() and finish() for with-blocks and
+# spanprobe.instrument. {values} and {result}: the start and end attribute values,
+# each followed by ", ". A parent is (trace_id_high, trace_id_low, span_id,
+# flags, then the ids as ints; context.py): its span id, index 2, is
+# the new span's parent id. OpenTelemetry is asked for a parent only once
+# the application has imported it (one dict lookup until then).
+_BEGIN = """\
+_sp_p = _sp_get() or (_sp_OTEL in _sp_modules and _sp_ctx.otel_parent())
+_sp_x = _sp_bits(64) or 1
+_sp_id = _sp_arg(_sp_x)
+if not _sp_p:  # a root span: a new trace, parent span id 0
+    _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
+    _sp_p = (_sp_arg(_sp_hx), _sp_arg(_sp_lx), 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
+_sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
+_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
+_sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
+"""
+# _sp_end is the end probe's emitter, or its site itself when the end probe
+# has no attributes (nothing to convert: one Python call less). A span that
+# ended ok has no error type or message: NULL, which a tracer need not read
+# (docs/abi.md; two user-memory reads cost ~0.5 µs in the probe here).
+_END_OK = """\
+try:
+    _sp_reset(_sp_t)
+except ValueError:  # a coroutine driven from two contexts: the span is over anyway
+    pass
+{end}(_sp_id, 0, None, None, 0, {result})
+"""
+_TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
+                 "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_arg": context.id_arg,
+                 "_sp_bits": context.random_bits, "_sp_SAMPLED": TRACE_FLAG_SAMPLED,
+                 "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules}
+
+
+class SpanDef:
+    """A declared span: its probes, and how to begin and finish one instance.
+
+    begin() and finish() never raise; begin() returns the state finish()
+    needs. Decorated functions inline the same code (see _BEGIN).
+    """
+
+    def __init__(self, provider, name, kind, start_attrs, end_attrs=(), *, probe=None,
+                 code=None, lazy=False):
+        if not isinstance(name, str) or not name:
+            raise DeclarationError(f"span name must be a non-empty str, got {name!r}")
+        if kind not in SPAN_KINDS:
+            raise DeclarationError(f"span {name!r}: kind {kind!r} is not one of {', '.join(SPAN_KINDS)}")
+        self.name, self.kind = name, kind
+        base = probe_base(name) if probe is None else probe
+        start_name, end_name = base + START_SUFFIX, base + END_SUFFIX
+        for probe_name in (start_name, end_name):
+            if probe_name in provider.probes:
+                raise DeclarationError(
+                    f"span {name!r} needs the probe {probe_name!r}, which provider {provider.name!r} "
+                    "already has; give this span another name or probe= base name")
+        self.start = declare(provider, start_name, START_ARGS, start_attrs, ROLE_SPAN_START, f"span {name!r}")
+        try:
+            self.end = declare(provider, end_name, END_ARGS, end_attrs, ROLE_SPAN_END, f"span {name!r}")
+        except Exception:
+            del provider.probes[start_name]  # declare both probes or neither
+            raise
+        self.n_start, self.n_end = len(start_attrs), len(end_attrs)
+        self._end_zeros = tuple(_ZERO.get(a.type, 0) for a in end_attrs)
+        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), lazy),
+                          _sp_end=emitter(self.end, len(END_ARGS), lazy), _sp_fail=self._fail,
+                          _sp_end_cell=self.end.site_cell)
+        values = [f"_sp_v{i}" for i in range(self.n_start)]
+        results = [f"_sp_r{i}" for i in range(self.n_end)]
+        source = ("def _sp_factory():\n"
+                  f"    def begin({comma_each(values)}):\n"
+                  + indent(_BEGIN.format(values=comma_each(values)), 8)
+                  + "        return _sp_t, _sp_id\n"
+                  f"    def finish_ok(_sp_s, {comma_each(results)}):\n"
+                  "        _sp_t, _sp_id = _sp_s\n"
+                  + indent(self._end_ok(results), 8)
+                  + "    return begin, finish_ok\n")
+        self._begin, self._finish_ok = compile_factory(name, source, dict(self.names))()
+        entry = {"name": name, "kind": kind, "start": start_name, "end": end_name}
+        if code:
+            entry["code"] = code
+        provider.add_schema_span(entry)
+
+    @property
+    def enabled(self):
+        """Whether a tracer listens to either probe of this span."""
+        return bool(self.start.enabled or self.end.enabled)
+
+    def traced_source(self, call, values, result):
+        """The traced branch of a wrapper: begin, ``_sp_r = call``, end (needs self.names)."""
+        return (_BEGIN.format(values=comma_each(values))
+                + f"try:\n    _sp_r = {call}\n"
+                + "except BaseException as _sp_e:\n    _sp_fail(_sp_t, _sp_id, _sp_e)\n    raise\n"
+                + self._end_ok(result)
+                + "return _sp_r\n")
+
+    def _end_ok(self, result):
+        end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"
+        return _END_OK.format(end=end, result=comma_each(result))
+
+    def begin(self, values):
+        """Make a new span current and fire the start probe; returns finish()'s state."""
+        return self._begin(*values)
+
+    def finish(self, state, exc=None, values=None):
+        """Fire the end probe (ok, or the exception's status) and restore the parent context."""
+        if exc is None:
+            self._finish_ok(state, *(values or self._end_zeros))
+        else:
+            self._fail(*state, exc)
+
+    def _fail(self, token, span_id, exc):
+        context.leave(token)
+        try:
+            status, error_type, message = describe_exception(exc)
+        except Exception:
+            internal_error()
+            status, error_type, message = STATUS_ERROR, b"", b""
+        self.names["_sp_end"](span_id, status, error_type, message, 0, *self._end_zeros)
+
+    def __repr__(self):
+        return f"<SpanDef {self.name!r} kind={self.kind} {self.start.name}/{self.end.name}>"
+
+
+def declare(provider, probe_name, fixed, attrs, role, what):
+    """Declare a span or event probe: the fixed protocol arguments, then the attributes."""
+    room = MAX_ARGS - len(fixed)
+    if len(attrs) > room:
+        raise DeclarationError(f"{what}: {len(attrs)} attributes for probe {probe_name!r}; "
+                               f"a {role} probe carries at most {room}")
+    for a in attrs:
+        if a.name in {f.name for f in fixed}:
+            raise DeclarationError(f"{what}: attribute name {a.name!r} is reserved by the span protocol")
+    return provider.declare(probe_name, list(fixed) + list(attrs), role)
+
+
+def probe_base(name):
+    """A C identifier for a span or event name, unique for distinct names that need cutting."""
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", name.replace(".<locals>.", ".")).strip("_") or "span"
+    if base[0].isdigit():
+        base = "_" + base
+    if len(base) > MAX_PROBE_BASE:
+        digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        base = base[:MAX_PROBE_BASE - 9] + "_" + digest
+    return base

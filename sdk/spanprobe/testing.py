@@ -1,0 +1,83 @@
+"""Test doubles: record what probes would pass to their probe sites, without BPF or a tracer.
+
+    rec = Recorder(provider)          # before provider.load(), or with no load at all
+    handle("GET")                     # the application code under test
+    assert rec.of("handle__start")[0]["http.method"] == "GET"
+
+Each probe of a provider that is not loaded gets a raised semaphore and a
+Python "probe site" that decodes the arguments exactly as the SDK hands them
+to the real site (ids as ctypes argument objects, bytes for strings), so a
+test checks the protocol values the SDK produces (docs/abi.md): integers,
+floats, str values as str and bytes values as the bytes after their header.
+"""
+
+import ctypes
+import struct
+import threading
+
+from .abi.protocol import BYTES_TRUNCATED
+from .probes.semaphore import Semaphore
+
+# What a C function receives for a 64-bit argument: a callback called through
+# a prototype without argtypes, so ctypes passes the argument exactly as it
+# passes it to a probe site. (from_param objects, which the SDK uses for ids,
+# have no Python-level value.)
+_U64 = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64)(lambda v: v)
+#: The integer a probe site receives for a 64-bit argument object (a ctypes from_param object).
+as_u64 = ctypes.CFUNCTYPE(ctypes.c_uint64)(ctypes.cast(_U64, ctypes.c_void_p).value)
+
+
+def _decode(arg_type, value):
+    if isinstance(value, bytes):
+        if arg_type == "bytes":  # the length header, then the data (docs/abi.md)
+            length = int.from_bytes(value[:4], "little") & (BYTES_TRUNCATED - 1)
+            return value[4:4 + length]
+        return value.decode("utf-8")
+    if value is None:  # NULL: a str argument with no value, read as empty (docs/abi.md)
+        assert arg_type == "str", arg_type
+        return ""
+    if not isinstance(value, int):  # a ctypes 64-bit argument
+        value = as_u64(value)
+        if arg_type == "i64" and value >= 1 << 63:
+            value -= 1 << 64
+    if arg_type == "f64":
+        return struct.unpack("<d", struct.pack("<Q", value))[0]
+    return value
+
+
+class Recorder:
+    """hits: list of dicts {"probe": name, <arg name>: value, ...} in firing order."""
+
+    def __init__(self, provider):
+        self.hits = []
+        self._lock = threading.Lock()
+        self.provider = provider
+        for probe in provider.probes.values():
+            probe.attach_site(Semaphore(1), self._site(probe))
+
+    def _site(self, probe):
+        names = [a.name for a in probe.args]
+        types = [a.type.value for a in probe.args]
+
+        def site(*args):
+            hit = {"probe": probe.name}
+            hit.update(zip(names, map(_decode, types, args)))
+            with self._lock:
+                self.hits.append(hit)
+
+        return site
+
+    def set_enabled(self, enabled):
+        for probe in self.provider.probes.values():
+            probe.enabled.value = 1 if enabled else 0
+
+    def of(self, probe_name):
+        return [h for h in self.hits if h["probe"] == probe_name]
+
+    def clear(self):
+        self.hits.clear()
+
+
+def raise_semaphore(probe):
+    """Pretend a tracer attached to a loaded probe: raise its semaphore by one, as one would."""
+    ctypes.c_uint16.from_address(ctypes.addressof(probe.enabled)).value += 1

@@ -1,0 +1,1 @@
+"""spanprobe tests: packages mirroring the source tree; shared helpers in tests.support."""

@@ -1,0 +1,1 @@
+"""Tests of the SDK (sdk/spanprobe), one package per SDK package."""

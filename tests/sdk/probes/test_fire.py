@@ -1,0 +1,171 @@
+"""fire(): arity, types, ranges and strings are checked; laziness; threads; fork."""
+
+import os
+import threading
+
+import pytest
+
+from spanprobe import ProbeArgumentError, Provider
+from spanprobe.testing import raise_semaphore
+
+
+@pytest.fixture
+def loaded():
+    p = Provider("firetest")
+    probes = {
+        "ints": p.add_probe("ints", a="i8", b="u8", c="i16", d="u16", e="i32", f="u32", g="i64", h="u64"),
+        "misc": p.add_probe("misc", flag=bool, real=float, text=str, blob=bytes),
+    }
+    p.load()
+    yield p, probes
+    if p.loaded:
+        p.unload()
+
+
+def test_wrong_argument_count_fails_like_a_python_call_even_when_disabled(loaded):
+    _, probes = loaded
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'blob'"):
+        probes["misc"].fire(True, 1.0, "x")
+    with pytest.raises(TypeError, match="takes 4 positional arguments but 5 were given"):
+        probes["misc"].fire(True, 1.0, "x", b"", 5)
+
+
+@pytest.mark.parametrize("index,bad", [
+    (0, -129), (0, 128), (1, -1), (1, 256), (2, -32769), (3, 65536),
+    (4, -2**31 - 1), (5, 2**32), (6, 2**63), (7, -1), (7, 2**64)])
+def test_integers_out_of_range_are_refused_naming_the_argument(loaded, index, bad):
+    _, probes = loaded
+    raise_semaphore(probes["ints"])
+    args = [0] * 8
+    args[index] = bad
+    name = "abcdefgh"[index]
+    with pytest.raises(ProbeArgumentError, match=rf"firetest:ints argument '{name}': {bad} is out of range"):
+        probes["ints"].fire(*args)
+
+
+def test_extremes_of_every_width_are_accepted(loaded):
+    _, probes = loaded
+    raise_semaphore(probes["ints"])
+    probes["ints"].fire(-128, 255, -32768, 65535, -2**31, 2**32 - 1, -2**63, 2**64 - 1)
+    probes["ints"].fire(127, 0, 32767, 0, 2**31 - 1, 0, 2**63 - 1, 0)
+    probes["ints"].fire(True, False, 1, 1, 1, 1, 1, 1)  # bools are ints
+
+
+@pytest.mark.parametrize("args,message", [
+    (("yes", 1.0, "x", b""), "expected a bool"),
+    ((True, "1.0", "x", b""), "expected a float"),
+    ((True, 1.0, b"x", b""), "expected a str"),
+    ((True, 1.0, 3, b""), "expected a str"),
+    ((True, 1.0, "x", "str"), "expected bytes"),
+    ((True, 1.0, "a\0b", b""), "NUL character at index 1"),
+    ((True, 1.0, "bad \ud800 surrogate", b""), "lone surrogate"),
+    ((True, 10 ** 400, "x", b""), "does not fit a 64-bit float"),
+])
+def test_values_that_cannot_be_carried_are_refused(loaded, args, message):
+    _, probes = loaded
+    raise_semaphore(probes["misc"])
+    with pytest.raises(ProbeArgumentError, match=message):
+        probes["misc"].fire(*args)
+
+
+def test_bad_types_are_not_checked_when_nobody_listens(loaded):
+    # Checking costs what the semaphore test saves; see docs/sdk.md.
+    _, probes = loaded
+    probes["misc"].fire("yes", "no", 3, None)
+
+
+def test_lazy_arguments_are_evaluated_only_when_enabled(loaded):
+    _, probes = loaded
+    calls = []
+
+    def expensive():
+        calls.append(1)
+        return "computed"
+
+    probes["misc"].fire(True, 1.0, expensive, b"")
+    probes["misc"].fire_lazy(lambda: calls.append(2) or (True, 1.0, "x", b""))
+    assert calls == []
+    raise_semaphore(probes["misc"])
+    probes["misc"].fire(True, 1.0, expensive, lambda: b"lazy bytes")
+    probes["misc"].fire_lazy(lambda: calls.append(2) or (True, 1.0, "x", b""))
+    assert calls == [1, 2]
+
+
+def test_huge_strings_and_bytes_are_accepted(loaded):
+    _, probes = loaded
+    raise_semaphore(probes["misc"])
+    probes["misc"].fire(True, 1.0, "x" * 10_000_000, b"y" * 10_000_000)
+
+
+def test_fire_after_unload_is_a_noop_also_through_cached_references(loaded):
+    p, probes = loaded
+    raise_semaphore(probes["misc"])
+    fire = probes["misc"].fire
+    p.unload()
+    fire(True, 1.0, "x", b"")
+    probes["misc"].fire(True, 1.0, "x", b"")
+    assert not probes["misc"].enabled
+
+
+def test_many_threads_firing_while_enabled(loaded):
+    _, probes = loaded
+    raise_semaphore(probes["misc"])
+    errors = []
+
+    def work():
+        try:
+            for i in range(2000):
+                probes["misc"].fire(i % 2 == 0, float(i), f"thread {i}", b"\x00\x01")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_unload_while_other_threads_fire_never_crashes():
+    p = Provider("racing")
+    x = p.add_probe("x", s=str)
+    stop = threading.Event()
+
+    def work():
+        while not stop.is_set():
+            x.fire("racing")
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(50):
+            p.load()
+            raise_semaphore(x)
+            p.unload()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_probes_work_in_a_forked_child(loaded):
+    _, probes = loaded
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: its own copy of the semaphore page, same probes
+        code = 0
+        try:
+            raise_semaphore(probes["misc"])
+            probes["misc"].fire(True, 2.0, "from the child", b"")
+            assert probes["misc"].enabled
+        except BaseException:
+            code = 1
+        os.write(w, b"done")
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(r, 4) == b"done"
+    assert os.WEXITSTATUS(status) == 0
+    assert not probes["misc"].enabled  # the child's semaphore was its own
