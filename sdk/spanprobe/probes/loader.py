@@ -45,19 +45,24 @@ class LoadError(OSError):
 
 
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
-MAP_PRIVATE, MAP_FIXED, MAP_ANONYMOUS = 0x02, 0x10, 0x20
+MAP_PRIVATE, MAP_ANONYMOUS = 0x02, 0x20
+MREMAP_MAYMOVE, MREMAP_FIXED = 1, 2
+_MAP_FAILED = ctypes.c_void_p(-1).value
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 @functools.lru_cache(maxsize=None)
 def _libc():
-    # PyDLL keeps the GIL across the calls: no Python thread can be inside a
-    # probe site while its page is being swapped.
+    # PyDLL keeps the GIL across each call: no Python thread runs while one is made.
     libc = ctypes.PyDLL(None, use_errno=True)
     libc.mmap.restype = ctypes.c_void_p
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
                           ctypes.c_int, ctypes.c_long]
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mremap.restype = ctypes.c_void_p
+    libc.mremap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t, ctypes.c_int,
+                            ctypes.c_void_p]
     return libc
 
 
@@ -77,7 +82,14 @@ class Backing:
         return self.bias + vaddr
 
     def detach(self):
-        """Swap every mapping of the file for an anonymous copy, then drop the file."""
+        """Swap every mapping of the file for an anonymous copy, then drop the file.
+
+        Each copy is made elsewhere, filled and protected, then moved over the
+        original by one mremap(): a thread still calling a probe site (it read
+        the site before unload() repointed it) finds the page mapped and
+        executable at every instant. Python code between two calls may run
+        other threads, so no state in between may be unusable.
+        """
         libc = _libc()
         for seg in self.image.segments:
             start = (self.bias + seg.vaddr) & ~(_PAGE - 1)
@@ -91,13 +103,18 @@ class Backing:
                     content[offset:offset + 2] = b"\0\0"
             prot = ((PROT_READ if seg.flags & 4 else 0) | (PROT_WRITE if seg.flags & 2 else 0)
                     | (PROT_EXEC if seg.flags & 1 else 0))
-            got = libc.mmap(start, end - start, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
-            if got != start:
-                raise OSError(ctypes.get_errno(), f"cannot detach provider mapping at {start:#x}")
-            ctypes.memmove(start, bytes(content), len(content))
-            if libc.mprotect(start, end - start, prot) != 0:
-                raise OSError(ctypes.get_errno(), f"cannot protect detached mapping at {start:#x}")
+            copy = libc.mmap(None, end - start, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+            if copy in (None, _MAP_FAILED):
+                raise OSError(ctypes.get_errno(), f"cannot copy provider mapping at {start:#x}")
+            ctypes.memmove(copy, bytes(content), len(content))
+            if libc.mprotect(copy, end - start, prot) != 0:
+                errno_ = ctypes.get_errno()
+                libc.munmap(copy, end - start)
+                raise OSError(errno_, f"cannot protect the copy of provider mapping at {start:#x}")
+            if libc.mremap(copy, end - start, end - start, MREMAP_MAYMOVE | MREMAP_FIXED, start) != start:
+                errno_ = ctypes.get_errno()
+                libc.munmap(copy, end - start)
+                raise OSError(errno_, f"cannot detach provider mapping at {start:#x}")
         self.lib = None
         self.remove_files()
 

@@ -1,25 +1,47 @@
-"""fire(): arity, types, ranges and strings are checked; laziness; threads; fork."""
+"""fire(): arity, types, ranges and strings are checked; laziness; threads; fork.
+
+Where a test says a value is accepted, a Recorder (spanprobe.testing) stands
+in for the probe site and the test checks what reached it.
+"""
 
 import os
 import threading
+import time
 
 import pytest
 
 from spanprobe import ProbeArgumentError, Provider
-from spanprobe.testing import raise_semaphore
+from spanprobe.abi.protocol import MAX_BYTES
+from spanprobe.testing import Recorder, raise_semaphore
+
+
+def declare(p):
+    return {
+        "ints": p.add_probe("ints", a="i8", b="u8", c="i16", d="u16", e="i32", f="u32", g="i64", h="u64"),
+        "misc": p.add_probe("misc", flag=bool, real=float, text=str, blob=bytes),
+    }
 
 
 @pytest.fixture
 def loaded():
     p = Provider("firetest")
-    probes = {
-        "ints": p.add_probe("ints", a="i8", b="u8", c="i16", d="u16", e="i32", f="u32", g="i64", h="u64"),
-        "misc": p.add_probe("misc", flag=bool, real=float, text=str, blob=bytes),
-    }
+    probes = declare(p)
     p.load()
     yield p, probes
     if p.loaded:
         p.unload()
+
+
+@pytest.fixture
+def recorded():
+    """The same probes, not loaded, their sites recording what they receive (semaphores raised)."""
+    p = Provider("firetest")
+    probes = declare(p)
+    return Recorder(p), probes
+
+
+def values(hits):
+    return [tuple(v for k, v in hit.items() if k != "probe") for hit in hits]
 
 
 def test_wrong_argument_count_fails_like_a_python_call_even_when_disabled(loaded):
@@ -43,12 +65,14 @@ def test_integers_out_of_range_are_refused_naming_the_argument(loaded, index, ba
         probes["ints"].fire(*args)
 
 
-def test_extremes_of_every_width_are_accepted(loaded):
-    _, probes = loaded
-    raise_semaphore(probes["ints"])
+def test_extremes_of_every_width_are_accepted(recorded):
+    rec, probes = recorded
     probes["ints"].fire(-128, 255, -32768, 65535, -2**31, 2**32 - 1, -2**63, 2**64 - 1)
     probes["ints"].fire(127, 0, 32767, 0, 2**31 - 1, 0, 2**63 - 1, 0)
     probes["ints"].fire(True, False, 1, 1, 1, 1, 1, 1)  # bools are ints
+    assert values(rec.hits) == [(-128, 255, -32768, 65535, -2**31, 2**32 - 1, -2**63, 2**64 - 1),
+                                (127, 0, 32767, 0, 2**31 - 1, 0, 2**63 - 1, 0),
+                                (1, 0, 1, 1, 1, 1, 1, 1)]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -68,86 +92,104 @@ def test_values_that_cannot_be_carried_are_refused(loaded, args, message):
         probes["misc"].fire(*args)
 
 
-def test_bad_types_are_not_checked_when_nobody_listens(loaded):
+def test_bad_types_are_not_checked_when_nobody_listens(recorded):
     # Checking costs what the semaphore test saves; see docs/sdk.md.
-    _, probes = loaded
+    rec, probes = recorded
+    rec.set_enabled(False)
     probes["misc"].fire("yes", "no", 3, None)
+    assert rec.hits == []
 
 
-def test_lazy_arguments_are_evaluated_only_when_enabled(loaded):
-    _, probes = loaded
+def test_lazy_arguments_are_evaluated_only_when_enabled(recorded):
+    rec, probes = recorded
     calls = []
 
     def expensive():
         calls.append(1)
         return "computed"
 
+    rec.set_enabled(False)
     probes["misc"].fire(True, 1.0, expensive, b"")
     probes["misc"].fire_lazy(lambda: calls.append(2) or (True, 1.0, "x", b""))
     assert calls == []
-    raise_semaphore(probes["misc"])
+    assert rec.hits == []
+    rec.set_enabled(True)
     probes["misc"].fire(True, 1.0, expensive, lambda: b"lazy bytes")
     probes["misc"].fire_lazy(lambda: calls.append(2) or (True, 1.0, "x", b""))
     assert calls == [1, 2]
+    assert values(rec.hits) == [(1, 1.0, "computed", b"lazy bytes"), (1, 1.0, "x", b"")]
 
 
-def test_huge_strings_and_bytes_are_accepted(loaded):
-    _, probes = loaded
-    raise_semaphore(probes["misc"])
+def test_huge_strings_and_bytes_are_accepted(recorded):
+    rec, probes = recorded
     probes["misc"].fire(True, 1.0, "x" * 10_000_000, b"y" * 10_000_000)
+    (hit,) = rec.hits
+    assert hit["text"] == "x" * 10_000_000, "a str is passed whole"
+    assert hit["blob"] == b"y" * MAX_BYTES, "bytes are cut at MAX_BYTES"
 
 
 def test_fire_after_unload_is_a_noop_also_through_cached_references(loaded):
     p, probes = loaded
-    raise_semaphore(probes["misc"])
+    rec = Recorder(p)  # the loaded probes now fire into the recorder
     fire = probes["misc"].fire
+    fire(True, 1.0, "before", b"")
     p.unload()
     fire(True, 1.0, "x", b"")
     probes["misc"].fire(True, 1.0, "x", b"")
     assert not probes["misc"].enabled
+    assert values(rec.hits) == [(1, 1.0, "before", b"")], "nothing reaches a site after unload()"
 
 
-def test_many_threads_firing_while_enabled(loaded):
-    _, probes = loaded
-    raise_semaphore(probes["misc"])
+def test_many_threads_firing_while_enabled(recorded):
+    rec, probes = recorded
     errors = []
 
-    def work():
+    def work(n):
         try:
             for i in range(2000):
-                probes["misc"].fire(i % 2 == 0, float(i), f"thread {i}", b"\x00\x01")
+                probes["misc"].fire(i % 2 == 0, float(i), f"thread {n} {i}", b"\x00\x01")
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(16)]
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
+    expected = {(int(i % 2 == 0), float(i), f"thread {n} {i}", b"\x00\x01") for n in range(16) for i in range(2000)}
+    assert len(rec.hits) == 16 * 2000 and set(values(rec.hits)) == expected
 
 
 def test_unload_while_other_threads_fire_never_crashes():
     p = Provider("racing")
     x = p.add_probe("x", s=str)
     stop = threading.Event()
+    errors, fired = [], [0] * 4
 
-    def work():
-        while not stop.is_set():
-            x.fire("racing")
+    def work(n):
+        try:
+            while not stop.is_set():
+                x.fire("racing")
+                fired[n] += 1
+        except BaseException as exc:  # reported below: a thread's exception is otherwise lost
+            errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(4)]
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
     for t in threads:
         t.start()
     try:
         for _ in range(50):
             p.load()
             raise_semaphore(x)
+            time.sleep(0.002)  # the threads fire into the live probe site, then it goes under them
             p.unload()
     finally:
         stop.set()
         for t in threads:
             t.join()
+    assert errors == []
+    assert all(fired), "every thread was firing while the provider came and went"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
