@@ -133,3 +133,16 @@ def test_root_span_joins_active_opentelemetry_span(provider):
     joined()
     (start,) = rec.of("joined__start")
     assert start["parent_span_id"] == 0 and start["trace_id_low"] != sc.trace_id & (2**64 - 1)
+
+
+def test_opentelemetry_context_without_a_valid_span_is_no_parent():
+    pytest.importorskip("opentelemetry.sdk.trace")
+    from opentelemetry import baggage, context as otel_context
+
+    token = otel_context.attach(baggage.set_baggage("tenant", "a"))  # a Context with a value, no span
+    try:
+        assert context.otel_parent() is None
+        assert context.parent_context() is None
+    finally:
+        otel_context.detach(token)
+    assert context.otel_parent() is None
