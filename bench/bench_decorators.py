@@ -124,23 +124,51 @@ def spanprobe_tracer_on(stats_file):
         return None
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arguments(doc):
+    """An argument parser with --quick, described by the first line of ``doc``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
-    ap.add_argument("--no-tracer", action="store_true", help="skip the row with spanprobe's own tracer attached")
-    opts = ap.parse_args()
-    n_fast, n_slow, rounds = (50_000, 5_000, 3) if opts.quick else (500_000, 50_000, 7)
+    return ap
 
+
+def iterations(quick):
+    """(calls a fast row, calls a slow row, rounds) for a full or a --quick run."""
+    return (50_000, 5_000, 3) if quick else (500_000, 50_000, 7)
+
+
+def handle_functions(provider_name):
+    """The measured function, undecorated and as a span on the loaded provider ``provider_name``.
+
+    Returns (undecorated, decorated, provider).
+    """
     def undecorated(method, status):
         return status
 
-    provider = spanprobe.Provider("bench_spans")
+    provider = spanprobe.Provider(provider_name)
 
     @provider.span("handle", attributes={"method": str, "status": "u16"})
     def decorated(method, status):
         return status
 
     provider.load()
+    return undecorated, decorated, provider
+
+
+def print_rows(title, results, width):
+    """The rows in ns per call, each also as the difference from the first (the baseline)."""
+    base = next(iter(results.values()))
+    print(f"{title}, Python {sys.version.split()[0]} ({sys.executable})")
+    print(f"{'row':{width}} {'ns/call':>10} {'vs undecorated':>16}")
+    for name, ns in results.items():
+        print(f"{name:{width}} {ns:10.1f} {ns - base:+15.1f}")
+
+
+def main():
+    ap = arguments(__doc__)
+    ap.add_argument("--no-tracer", action="store_true", help="skip the row with spanprobe's own tracer attached")
+    opts = ap.parse_args()
+    n_fast, n_slow, rounds = iterations(opts.quick)
+    undecorated, decorated, provider = handle_functions("bench_spans")
     span = decorated.__spanprobe_span__
     results = best({"undecorated": undecorated, "decorated, nothing attached": decorated}, n_fast, rounds)
     # The application's share alone: semaphores raised by hand, no uprobe on the sites, so the
@@ -177,10 +205,7 @@ def main():
     provider.unload()
 
     base = results["undecorated"]
-    print(f"spanprobe span decorator, Python {sys.version.split()[0]} ({sys.executable})")
-    print(f"{'row':32} {'ns/call':>10} {'vs undecorated':>16}")
-    for name, ns in results.items():
-        print(f"{name:32} {ns:10.1f} {ns - base:+15.1f}")
+    print_rows("spanprobe span decorator", results, 32)
     if why_not:
         print(f"{'decorated, attached (bcc)':32} {'skipped':>10}  ({why_not})")
     print()

@@ -17,38 +17,20 @@ application has imported it) for the current span, to join its trace. Rows
 Needs opentelemetry-api and -sdk (the span is an SDK span); no root, no BPF.
 """
 
-import argparse
 import contextlib
 import gc
-import os
 import sys
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, os.path.join(ROOT, "sdk"))
-
-from bench_decorators import per_call_ns  # noqa: E402  (this directory)
-import spanprobe  # noqa: E402
+from bench_decorators import arguments, handle_functions, iterations, per_call_ns, print_rows  # this directory
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
-    opts = ap.parse_args()
-    n_fast, n_slow, rounds = (50_000, 5_000, 3) if opts.quick else (500_000, 50_000, 7)
+    n_fast, n_slow, rounds = iterations(arguments(__doc__).parse_args().quick)
 
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
 
-    def undecorated(method, status):
-        return status
-
-    provider = spanprobe.Provider("bench_otel_parent")
-
-    @provider.span("handle", attributes={"method": str, "status": "u16"})
-    def decorated(method, status):
-        return status
-
-    provider.load()
+    undecorated, decorated, provider = handle_functions("bench_otel_parent")
     span = decorated.__spanprobe_span__
     tracer = TracerProvider().get_tracer("bench")
 
@@ -75,12 +57,8 @@ def main():
         gc.enable()
     provider.unload()
 
-    base = results["undecorated"]
-    print(f"spanprobe span decorator and OpenTelemetry's current span, Python {sys.version.split()[0]}")
-    print(f"{'row':46} {'ns/call':>10} {'vs undecorated':>16}")
-    for name, ns in results.items():
-        print(f"{name:46} {ns:10.1f} {ns - base:+15.1f}")
-    overhead = results["decorated, nothing attached, in an OTel span"] - base
+    print_rows("spanprobe span decorator and OpenTelemetry's current span", results, 46)
+    overhead = results["decorated, nothing attached, in an OTel span"] - results["undecorated"]
     joining = results["traced, joins the active OTel span"] - results["traced root, no OTel span"]
     print(f"\nreading OpenTelemetry's current span: {joining:+.0f} ns a root span")
     ok = overhead <= 100
