@@ -1,6 +1,6 @@
 """What a span decorator costs the application, against baselines in the same run.
 
-    sudo .venv/bin/python bench/bench_decorators.py [--quick]
+    sudo .venv/bin/python -m bench.bench_decorators [--quick]      # from the repository root
 
 Rows (ns per call, best of several rounds, each round interleaving all rows):
 
@@ -36,11 +36,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path[:0] = [os.path.join(ROOT, "sdk"), ROOT]
-
-import bench_tracer  # noqa: E402  (this directory)
-import spanprobe  # noqa: E402
+import spanprobe
+from tests.support.load import start_tracer, stop_tracer
 
 TRIVIAL_BPF = """
 int on_hit_0(void *ctx) { return 0; }
@@ -80,7 +77,7 @@ def best(rows, n, rounds):
 
 
 def otel_function():
-    from otel_baseline import otel_tracer
+    from bench.otel_baseline import otel_tracer
 
     tracer, provider = otel_tracer("bench")
 
@@ -117,8 +114,7 @@ def spanprobe_tracer_on(stats_file):
     the span's two probe sites (its own BPF links: semaphores could still be bcc's); None if it
     did not."""
     try:
-        return bench_tracer.start_tracer(stats_file, "--exporter", "jsonl", "--output", os.devnull,
-                                         pids=[os.getpid()], sites=2)
+        return start_tracer(stats_file, "--exporter", "jsonl", "--output", os.devnull, pids=[os.getpid()], sites=2)
     except RuntimeError as exc:
         print(f"spanprobe trace did not attach: {str(exc)[-500:]}")
         return None
@@ -198,7 +194,7 @@ def main():
             tracer = spanprobe_tracer_on(stats_file)
             if tracer is not None:
                 results.update(best({"decorated, spanprobe trace attached": decorated}, n_slow, rounds))
-                _, stats = bench_tracer.stop_tracer(tracer, stats_file)
+                _, stats = stop_tracer(tracer, stats_file)
                 print(f"spanprobe trace: {stats['exported']} spans exported, {stats['lost']} counted as lost "
                       "(the loop fires far faster than one tracer exports)")
     otel_provider.shutdown()

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Overhead on a real server: demo_apps.simplehttp's requests/s untraced, traced, and with OpenTelemetry in-process.
 
-    sudo .venv/bin/python bench/bench_http_overhead.py                   # 3 rounds x 10 s a mode
-    sudo .venv/bin/python bench/bench_http_overhead.py --seconds 5 --rounds 1 --json
+    sudo .venv/bin/python -m bench.bench_http_overhead                   # 3 rounds x 10 s a mode
+    sudo .venv/bin/python -m bench.bench_http_overhead --seconds 5 --rounds 1 --json
+
+(from the repository root).
 
 Modes, interleaved round by round so that drift on a shared machine hits
 them alike; each starts a fresh server:
@@ -40,16 +42,14 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import bench_tracer  # noqa: E402  (this directory)
+from tests.support import child_env
+from tests.support.load import start_tracer, stop_tracer
 
 MODES = ("baseline", "spanprobe", "otel-sdk")
 WARMUP_S = 1.0
 
 
-# --- the OpenTelemetry variant of the server (this file, run with --otel-server) ----------
+# --- the OpenTelemetry variant of the server (this module, run with --otel-server) --------
 
 def otel_server(directory: str) -> None:
     """demo_apps.simplehttp with its probes made OpenTelemetry SDK spans, the same names and attributes."""
@@ -58,7 +58,7 @@ def otel_server(directory: str) -> None:
 
     from opentelemetry.trace import SpanKind
 
-    from otel_baseline import otel_tracer
+    from bench.otel_baseline import otel_tracer
 
     tracer, _ = otel_tracer("simplehttp")
 
@@ -137,20 +137,21 @@ def client(port: int, threads: int, seconds: float) -> None:
 # --- the driver ------------------------------------------------------------------------------
 
 def server_argv(mode: str, directory: str) -> list:
-    return ([sys.executable, __file__, "--otel-server", directory] if mode == "otel-sdk"
+    return ([sys.executable, "-m", "bench.bench_http_overhead", "--otel-server", directory] if mode == "otel-sdk"
             else [sys.executable, "-m", "demo_apps.simplehttp", "--port", "0", "--directory", directory])
 
 
 def attach_tracer(server: subprocess.Popen, stats_file: str) -> subprocess.Popen:
     from tests.support import semaphores
 
-    return bench_tracer.start_tracer(stats_file, "--exporter", "jsonl", "--output", "/dev/null",
-                                     pids=[server.pid], sites=len(semaphores(server.pid, "simplehttp")))
+    return start_tracer(stats_file, "--exporter", "jsonl", "--output", "/dev/null",
+                        pids=[server.pid], sites=len(semaphores(server.pid, "simplehttp")))
 
 
 def load(port: int, clients: int, threads: int, seconds: float) -> dict:
-    procs = [subprocess.Popen([sys.executable, __file__, "--client", str(port), str(threads), str(seconds)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(clients)]
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_http_overhead", "--client", str(port), str(threads),
+                               str(seconds)], stdout=subprocess.PIPE, text=True, env=child_env())
+             for _ in range(clients)]
     results = [json.loads(p.communicate()[0]) for p in procs]
     latencies = sorted(x for r in results for x in r["latencies"])
     requests = sum(r["requests"] for r in results)
@@ -182,7 +183,7 @@ def run_mode(mode: str, directory: str, clients: int, threads: int, seconds: flo
             result["server_us_per_request"] = 1e6 * (cpu_seconds(server.pid) - server_cpu) / result["total"]
             if tracer is not None:
                 result["tracer_us_per_request"] = 1e6 * (cpu_seconds(tracer.pid) - tracer_cpu) / result["total"]
-                _, stats = bench_tracer.stop_tracer(tracer, stats_file)
+                _, stats = stop_tracer(tracer, stats_file)
                 result.update(spans_exported=stats["exported"], spans_lost=stats["lost"])
         finally:
             if tracer is not None and tracer.poll() is None:

@@ -1,6 +1,6 @@
 """What an active OpenTelemetry span costs a span decorator, against baselines in the same run.
 
-    .venv/bin/python bench/bench_otel_parent.py [--quick]
+    .venv/bin/python -m bench.bench_otel_parent [--quick]      # from the repository root
 
 A spanprobe span begun with no spanprobe parent asks OpenTelemetry (once the
 application has imported it) for the current span, to join its trace. Rows
@@ -21,7 +21,7 @@ import contextlib
 import gc
 import sys
 
-from bench_decorators import arguments, handle_functions, iterations, per_call_ns, print_rows  # this directory
+from bench.bench_decorators import arguments, handle_functions, iterations, per_call_ns, print_rows
 
 
 def main():

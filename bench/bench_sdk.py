@@ -1,6 +1,7 @@
 """SDK hot-path costs, measured against baselines in the same run.
 
-    sudo .venv/bin/python bench/bench_sdk.py            # any Python 3.9+ works for the
+    sudo .venv/bin/python -m bench.bench_sdk            # from the repository root; any of the
+                                                         # venvs (.venvs/py3.X) works for the
                                                          # detached numbers; attached ones
                                                          # need root and Debian's bcc
 
@@ -19,10 +20,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "sdk"))
-
-import spanprobe  # noqa: E402
+import spanprobe
 
 ATTACH = r'''
 import sys

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Tracer throughput benchmark: how many spans/s reach an OTLP/gRPC collector, and is every loss counted?
 
-    sudo .venv/bin/python bench/bench_tracer.py                    # default rate ladder
-    sudo .venv/bin/python bench/bench_tracer.py --rates 30000 --seconds 10
+    sudo .venv/bin/python -m bench.bench_tracer                    # default rate ladder
+    sudo .venv/bin/python -m bench.bench_tracer --rates 30000 --seconds 10
+
+(from the repository root: it imports tests.support, as bench/'s other scripts do).
 
 Setup, all on this machine:
   * load generators: ``--procs`` processes, each with its own spanprobe provider
@@ -10,7 +12,7 @@ Setup, all on this machine:
     small HTTP handler span), firing spans at a paced total rate;
   * the real tracer (`spanprobe trace --pid ... --exporter otlp`) exporting
     OTLP/gRPC to
-  * a real OTLP/gRPC receiver (tests/tracer/otlp_receiver.py) in this process
+  * a real OTLP/gRPC receiver (tests/support/otlp_receiver.py) in this process
     that counts the spans it decodes.
 
 For each rate it reports spans fired, received by the collector, exported
@@ -25,19 +27,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests" / "tracer"), str(ROOT)]
+from tests.support.load import Gen, clean_up, lost_by_reason, settle, start_tracer, stop_tracer
+from tests.support.otlp_receiver import Collector, GrpcReceiver
+
 SITES_PER_GENERATOR = 2  # the span's start and end probes
 
-# --- the load generator (this same file, run with --generator) ------------------------
+# --- the load generator (this same module, run with --generator) -----------------------
 
 def generator(index: int) -> None:
     from spanprobe import Arg, ArgType as T, Provider
@@ -81,90 +80,9 @@ def generator(index: int) -> None:
 
 # --- the driver ---------------------------------------------------------------------------
 
-class Gen:
-    """One generator process, ``argv`` (a script speaking the generator protocol: its pid first,
-    then a JSON reply to each command line)."""
-
-    def __init__(self, argv: Sequence[str]):
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        self.pid = self.reply()["pid"]
-
-    def send(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def reply(self) -> dict:
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        try:
-            self.send("exit")
-            self.proc.wait(5)
-        except Exception:
-            self.proc.kill()
-
-
-def start_tracer(stats_file: str, *args: str, pids: Iterable[int] = (), sites: int = 0) -> subprocess.Popen:
-    """`spanprobe trace --pid PID... --stats-file STATS_FILE ARGS` (stdout to /dev/null, stderr
-    piped), returned once it holds BPF links on ``sites`` probe sites: its own, where semaphores
-    could have been raised by another tool. If it exits or does not attach, it is killed and
-    await_sites' RuntimeError raised."""
-    from tests.support import await_sites
-    from tracer_helpers import spanprobe_cmd
-
-    cmd = spanprobe_cmd("trace", *[a for pid in pids for a in ("--pid", str(pid))],
-                        "--stats-file", stats_file, *args)
-    tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        if sites:
-            await_sites(tracer, sites)
-    except BaseException:
-        tracer.kill()
-        tracer.wait()
-        raise
-    return tracer
-
-
-def stop_tracer(tracer: subprocess.Popen, stats_file: str):
-    """SIGINT the tracer (it flushes and writes its accounting); returns (its stderr, that accounting)."""
-    tracer.send_signal(signal.SIGINT)
-    _, err = tracer.communicate(timeout=120)
-    with open(stats_file) as f:
-        return err, json.load(f)
-
-
-def settle(collector, expected: int, limit_s: float, quiet_s: float = 1.0) -> None:
-    """Wait (at most ``limit_s``) until ``collector`` has counted ``expected`` spans, or nothing new
-    came for ``quiet_s``: the rest was dropped (and counted) or is still queued."""
-    deadline = time.monotonic() + limit_s
-    last, since = -1, time.monotonic()
-    while time.monotonic() < deadline and collector.count < expected:
-        if collector.count != last:
-            last, since = collector.count, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            break
-        time.sleep(0.1)
-
-
-def lost_by_reason(stats: dict) -> dict:
-    """The tracer's losses by reason: the kernel's (ring buffer, open-span map full), then its own."""
-    k = stats["kernel"]
-    return {"ring_buffer_full": k["span_rb_full"], "open_span_map_full": k["start_map_full"], **stats["dropped"]}
-
-
-def clean_up(tracer: Optional[subprocess.Popen], gens, receiver, stats_file: str) -> None:
-    if tracer is not None and tracer.poll() is None:
-        tracer.kill()
-    for g in gens:
-        g.close()
-    receiver.stop()
-    os.unlink(stats_file)
-
-
 def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
-    from otlp_receiver import Collector, GrpcReceiver
     receiver = GrpcReceiver(Collector(count_only=True), workers=2)
-    gens = [Gen([sys.executable, __file__, "--generator", str(i)]) for i in range(procs)]
+    gens = [Gen([sys.executable, "-m", "bench.bench_tracer", "--generator", str(i)]) for i in range(procs)]
     stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
     tracer = None
     try:

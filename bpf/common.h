@@ -15,7 +15,7 @@
  *   kind SP_KIND_POINT  one event or plain probe hit
  *   kind SP_KIND_LOAD   a traced process dlopen()ed something that may be a
  *                       provider and was stopped (-- COMMAND mode only)
- * The tracer's program.py computes the same offsets; _Static_asserts in the
+ * The tracer's kernel/layout.py computes the same offsets; _Static_asserts in the
  * rendered module fail the build if the two ever disagree.
  */
 
@@ -23,7 +23,7 @@
 #define SP_KIND_POINT 2
 #define SP_KIND_LOAD  3
 
-/* Counter slots (per-CPU array sp_counters); keep in sync with program.Counter. */
+/* Counter slots (per-CPU array sp_counters); keep in sync with kernel/counters.py's Counter. */
 #define SP_CNT_STARTS            0  /* span starts stored in the open-span map */
 #define SP_CNT_START_MAP_FULL    1  /* span starts dropped: open-span map full */
 #define SP_CNT_END_WITHOUT_START 2  /* span ends with no stored start */

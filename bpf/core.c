@@ -1,7 +1,7 @@
 /* spanprobe core module: owns the shared ring buffer and counters.
  *
- * Rendered by spanprobe_tracer.program: SP_RINGBUF_BYTES is defined before
- * this file, and common.h is prepended with SP_CORE defined.
+ * Rendered by spanprobe_tracer.kernel.render: SP_RINGBUF_BYTES is defined
+ * before this file, and common.h is prepended with SP_CORE defined.
  *
  * It also holds the dlopen() watcher used by `spanprobe trace -- COMMAND`,
  * which must see a provider's probes from the very first hit: a provider is

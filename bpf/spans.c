@@ -1,4 +1,4 @@
-/* spanprobe provider module: rendered by spanprobe_tracer.program from a
+/* spanprobe provider module: rendered by spanprobe_tracer.kernel.render from a
  * provider's schema and SDT argument specs. It is shared by every provider
  * and every process whose probes have the same argument shapes (one compile
  * per shape set, not per provider or pid).

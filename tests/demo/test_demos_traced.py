@@ -16,7 +16,7 @@ import pytest
 
 from demo_apps.asyncjobs.plan import MAX_ATTEMPTS, make_plan
 from demo_apps.seed.drive import parse_banner
-from spanprobe_tracer.demo_report import Download
+from spanprobe_tracer.cli.demo.report import Download
 from tests.support import Lines, ROOT, SPANPROBE, raw
 
 pytestmark = pytest.mark.bpf

@@ -10,18 +10,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from spanprobe_tracer.demo_server import DOWNLOADS, FILES
+from spanprobe_tracer.cli.demo.server import DOWNLOADS, FILES
 from tests.support import SPANPROBE, Lines
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tracer"))  # the OTLP receivers live there
-from otlp_receiver import GrpcReceiver  # noqa: E402
+from tests.support.otlp_receiver import GrpcReceiver
 
 pytestmark = pytest.mark.bpf
 

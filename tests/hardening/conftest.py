@@ -1,10 +1,10 @@
-"""Fixtures for the hardening tests (helpers are in hardening_helpers.py)."""
+"""Fixtures for the hardening tests (helpers are in tests/support/hardening_helpers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from hardening_helpers import App
+from tests.support.hardening_helpers import App
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from hardening_helpers import jsonl_tracer, spans_of, stats_of
-from bench_soak import memory_kib  # bench/, put on sys.path by hardening_helpers
 from tests.support import semaphores
-from tracer_helpers import SITES, wait_attached, wait_until
+from tests.support.hardening_helpers import jsonl_tracer, spans_of, stats_of
+from tests.support.load import memory_kib
+from tests.support.tracer_helpers import SITES, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 

@@ -2,13 +2,13 @@
 
 Targets, each allowed to fail only with its own error:
 
-* ``elf``: a provider object, read by spanprobe.elf.reader (from bytes and as
-  a file), its schema checked against its notes
-  (discovery.build_image) and planned and rendered as BPF C (program.Plan):
+* ``elf``: a provider object, read by spanprobe.elf.reader, its schema
+  checked against its notes (discover.build_image) and planned and rendered
+  as BPF C (kernel.ProviderPlan, kernel.render_module):
   all of it pure Python, all of it what the tracer does with a mapped file
   before anything reaches the kernel. ElfError or SchemaError only.
 * ``schema``: spanprobe.abi.schema.decode. SchemaError only.
-* ``argspec``: SDT argument specs (argspec.parse). ArgSpecError only.
+* ``argspec``: SDT argument specs (discover.argspec.parse). ArgSpecError only.
 
 The corpus (corpus/<target>/) holds seed inputs (``seed-``), every input
 that ever broke a target (``crash-``) and inputs that must be refused
@@ -16,7 +16,7 @@ that ever broke a target (``crash-``) and inputs that must be refused
 test_corpus replays all of it. A fuzz run that finds a new crasher writes it
 there (crash-<hash>, with the steps of hypothesis's shrinking: keep the
 smallest) before failing: fix the bug, keep the file. Seeds are made by
-``python tests/hardening/test_fuzz.py --write-seeds``.
+``python -m tests.hardening.test_fuzz --write-seeds`` (from the repository root).
 
 CI runs a few hundred examples per target, derandomized; for a longer
 search: ``SPANPROBE_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest
@@ -39,11 +39,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from spanprobe.abi import schema as schema_mod
 from spanprobe.elf.arch import EM_AARCH64, EM_X86_64
-from spanprobe.elf.reader import ElfError, read_elf, read_probes
+from spanprobe.elf.reader import ElfError, read_probes
 from spanprobe.errors import SchemaError
-from spanprobe_tracer.argspec import ArgSpecError, parse, split_specs
-from spanprobe_tracer.discovery import build_image
-from spanprobe_tracer.program import Plan, ProgramConfig
+from spanprobe_tracer.discover import build_image
+from spanprobe_tracer.discover.argspec import ArgSpecError, parse, split_specs
+from spanprobe_tracer.kernel import CaptureConfig, ProviderPlan, render_module
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 EXAMPLES = int(os.environ.get("SPANPROBE_FUZZ_EXAMPLES", "300"))
@@ -55,14 +55,10 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
 # --- targets ---------------------------------------------------------------------------
 
 def elf_target(data: bytes) -> None:
-    try:
-        read_elf(data)
-    except ElfError:
-        pass
     probes = read_probes(io.BytesIO(data))
     if probes.schema is not None:
-        plan = Plan(build_image(probes, "fuzz"), ProgramConfig(), warn=lambda message: None)
-        plan.module.render(1)
+        plan = ProviderPlan(build_image(probes, "fuzz"), CaptureConfig(), warn=lambda message: None)
+        render_module(plan.layout, 1)
 
 
 def argspec_target(data: bytes) -> None:
@@ -211,7 +207,6 @@ def test_fuzz_argspecs(data):
 
 def write_seeds() -> None:
     """Seed inputs from real providers: the demo apps' (spans, events, a plain probe), both arches."""
-    sys.path.insert(0, str(CORPUS.parent.parent.parent))
     importlib.import_module("demo_apps.asyncjobs.jobs")  # declares the asyncjobs spans
     from demo_apps.asyncjobs.probes import provider as asyncjobs
     from demo_apps.simplehttp.probes import provider as simplehttp

@@ -15,12 +15,12 @@ import time
 
 import pytest
 
-from hardening_helpers import jsonl_tracer, spans_of, stats_of
+from tests.support.hardening_helpers import jsonl_tracer, spans_of, stats_of
 from spanprobe import Provider
 from spanprobe.abi import schema as schema_mod
 from spanprobe.elf.arch import host_arch
 from spanprobe.elf.writer import ProbeSite, write_provider
-from tracer_helpers import SITES, Tracer, wait_attached, wait_until
+from tests.support.tracer_helpers import SITES, Tracer, wait_attached, wait_until
 
 pytestmark = pytest.mark.bpf
 

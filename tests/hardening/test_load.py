@@ -7,15 +7,17 @@ import resource
 from types import SimpleNamespace
 
 import pytest
+from opentelemetry.sdk.trace.export import SpanExportResult
 
-from hardening_helpers import jsonl_tracer, spans_of, stats_of
-from bench_soak import balanced, describe, soak  # bench/, put on sys.path by hardening_helpers
-from tracer_helpers import SITES, wait_attached, wait_until
-from spanprobe_tracer.pipeline import ExportPipeline
-from spanprobe_tracer.program import HDR, KIND_LOAD, KIND_SPAN
-from spanprobe_tracer.records import LoadRecord
-from spanprobe_tracer.session import Session, Targets
-from spanprobe_tracer.stats import Stats
+from spanprobe_tracer.decode import LoadRecord, SpanRecord
+from spanprobe_tracer.export import ExportPipeline
+from spanprobe_tracer.kernel import RingBuffer
+from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_SPAN
+from spanprobe_tracer.session import Stats
+from spanprobe_tracer.session.drain import Drainer
+from tests.support.hardening_helpers import jsonl_tracer, spans_of, stats_of
+from tests.support.load import balanced, describe, soak
+from tests.support.tracer_helpers import SITES, wait_attached, wait_until
 
 #: Above the tracer's RSS once attached (bcc and LLVM: ~240 MiB here). It grows by ~30 MiB:
 #: the export queue (backpressure stops draining at a quarter of its 65,536 spans of ~1 KiB)
@@ -96,47 +98,45 @@ def test_more_open_spans_than_the_map_holds_are_counted(apps, tmp_path):
 # --- overload without BPF: spans the queue cannot take are not built ------------------------
 
 class _Blocked:
-    """An exporter that is never reached: the pipeline below lingers for a full batch."""
+    """An exporter the pipeline below never reaches while the test looks (it lingers for a full
+    batch); it takes what is left when the pipeline shuts down."""
+
+    def __init__(self):
+        self.exported = []
 
     def export(self, spans):
-        raise AssertionError("not expected to export")
+        self.exported.append(spans)
+        return SpanExportResult.SUCCESS
 
     def shutdown(self):
         pass
 
 
-def _session(pipeline, stats, ringbuf_bytes=1 << 20):
-    ring = SimpleNamespace(open_ring_buffer=lambda callback: None)
-    programs = SimpleNamespace(config=SimpleNamespace(ringbuf_bytes=ringbuf_bytes),
-                               core=SimpleNamespace(get_table=lambda name: ring),
-                               decode=lambda rec: LoadRecord(100, 100) if rec[0] == KIND_LOAD else SimpleNamespace())
-    session = Session(programs, pipeline, stats, Targets(pids=[]))
-    session.loads = []
-    session._on_load = session.loads.append
-    return session
+def _records(rec: bytes):
+    """A decoder for the test's records: a span record for each span, a load notification for each load."""
+    if rec[0] == KIND_LOAD:
+        return LoadRecord(100, 100)
+    return SpanRecord(None, 100, 100, 100, 0, 0, 1, 1, 0, 1, 0, "", "", {}, None)
 
 
-def test_records_beyond_the_queues_room_are_counted_not_built(monkeypatch):
-    from spanprobe_tracer import session as session_mod
-
-    monkeypatch.setattr(session_mod, "SpanRecord", SimpleNamespace)
+def test_records_beyond_the_queues_room_are_counted_not_built():
     stats = Stats()
-    pipeline = ExportPipeline(_Blocked(), stats, max_queue=10, batch_size=100, linger_s=60)
-    session = _session(pipeline, stats)
+    exporter = _Blocked()
+    pipeline = ExportPipeline(exporter, stats, max_queue=10, batch_size=100, linger_s=60)
     built = []
-    session.builder.span = lambda item: built.append(item) or item
+    builder = SimpleNamespace(span=lambda item: built.append(item) or item)
+    drainer = Drainer(None, SimpleNamespace(decode=_records), builder, pipeline, stats, interval=0.1)
     pipeline.submit(["queued"] * 8)
     span = HDR.pack(KIND_SPAN, 0, 1, 100, 100, 1)
     load = HDR.pack(KIND_LOAD, 0, 0, 100, 100, 0)
     try:
-        session._process([span] * 5 + [load])
+        loads = drainer.process([span] * 5 + [load])
         assert len(built) == 2 and pipeline.queued == 10
         assert stats.dropped["queue_full"] == 3
-        assert stats.spans_received == 2 and len(session.loads) == 1  # never shed: it resumes a process
+        assert stats.spans_received == 2 and len(loads) == 1  # never shed: it resumes a process
+        assert exporter.exported == []
     finally:
-        pipeline._queue.clear()
         pipeline.shutdown(1)
-        session._compiler.shutdown()
 
 
 def test_one_drain_holds_at_most_a_ring_buffer_of_records():
@@ -144,15 +144,10 @@ def test_one_drain_holds_at_most_a_ring_buffer_of_records():
     callback stops it (negative return) once a ring buffer's worth is held, keeping that record."""
     import ctypes
 
-    stats = Stats()
-    pipeline = ExportPipeline(_Blocked(), stats)
-    session = _session(pipeline, stats, ringbuf_bytes=100)
+    table = SimpleNamespace(open_ring_buffer=lambda callback: None)
+    core = SimpleNamespace(get_table=lambda name: table, ring_buffer_consume=lambda: None)
+    ring = RingBuffer(core, cap_bytes=100)
     record = ctypes.create_string_buffer(b"r" * 40, 40)
-    try:
-        assert [session._on_record(None, ctypes.addressof(record), 40) for _ in range(3)] == [0, 0, -1]
-        assert session._raw == [b"r" * 40] * 3
-        session._raw_bytes, session._raw = 0, []
-        assert session._on_record(None, ctypes.addressof(record), 40) == 0
-    finally:
-        pipeline.shutdown(1)
-        session._compiler.shutdown()
+    assert [ring.on_record(None, ctypes.addressof(record), 40) for _ in range(3)] == [0, 0, -1]
+    assert ring.read() == [b"r" * 40] * 3
+    assert ring.on_record(None, ctypes.addressof(record), 40) == 0

@@ -12,8 +12,8 @@ import subprocess
 import pytest
 
 from spanprobe_tracer.errors import ExitStatus
-from spanprobe_tracer.privileges import REQUIRED
-from tracer_helpers import setpriv, spanprobe_cmd
+from spanprobe_tracer.kernel.privileges import REQUIRED
+from tests.support.tracer_helpers import setpriv, spanprobe_cmd
 
 
 @pytest.mark.parametrize("privileges, missing", [

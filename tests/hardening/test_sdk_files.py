@@ -21,7 +21,7 @@ from spanprobe import Provider
 from spanprobe.probes import loader
 from spanprobe.elf.arch import host_arch
 from tests.support import child_env
-from tracer_helpers import setpriv
+from tests.support.tracer_helpers import setpriv
 
 NOBODY = 65534
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to own files as another user")

@@ -89,7 +89,7 @@ class Lines:
         return self.proc.returncode
 
 
-def tracee(body, python=None):
+def python_child(body, python=None):
     """Run ``body`` (Python source) in a child process; it may use the helpers below.
 
     Helpers defined for the body: ``ready(**info)`` prints a READY line with
@@ -272,12 +272,12 @@ def assert_seed_lines(lines, served):
 
 
 def run_traced(body, probes, layouts, count=None, last=None):
-    """Run ``body`` (see tracee(); it calls ready(), wait_go(), then prints DONE) under capture().
+    """Run ``body`` (see python_child(); it calls ready(), wait_go(), then prints DONE) under capture().
 
     Returns the hits, named by ``layouts``: ``count`` of them, or all up to
     and including the first hit of the probe ``last``.
     """
-    proc = tracee(body)
+    proc = python_child(body)
     cap = None
     try:
         cap = capture(ready_info(proc)["pid"], probes)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tracer_helpers import Tracee
-from otlp_receiver import GrpcReceiver, HttpReceiver
+from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver
+from tests.support.tracer_helpers import Tracee
 
 
 @pytest.fixture

@@ -1,15 +1,18 @@
 """spanprobe tracer: attaches to spanprobe USDT probes with eBPF (bcc) and exports OpenTelemetry spans.
 
-Pieces, in the order data flows through them:
+Packages, in the order data flows through them (each imports only from the
+stages before it, and from ``errors`` and ``text``):
 
-    discovery  find providers in /proc/PID/maps, read and validate their schemas
-    program    render bpf/spans.c per argument shape set, compile with bcc, decode records
-    uprobe     attach a compiled handler to one probe site in one process
-    session    the loop: rescan, attach/detach, drain the ring buffer on a timer
-    spans      records -> OpenTelemetry ReadableSpans (ids, times, status, resource)
-    pipeline   bounded queue + export thread, retries, loss accounting
-    exporters  console trees, JSON lines, OTLP (gRPC, HTTP/protobuf)
-    cli        the `spanprobe` command
+    discover  where providers are: /proc/PID/maps, their ELF notes and schemas (no BPF)
+    kernel    what runs in the kernel and how it gets there: plans, record layouts,
+              the rendered C, bcc modules, uprobe links, kernel counters and features
+    decode    ring-buffer records -> span, event and probe records (cookie -> decoder)
+    assemble  records -> OpenTelemetry spans (ids, times, status, resource)
+    export    bounded queue and export thread; console trees, JSON lines, OTLP
+    session   the loop that drives them: targets, attach/detach, drain, dlopen stops, accounting
+    cli       the `spanprobe` command (list, trace, doctor, demo) on top
+
+docs/architecture.md draws the whole flow, the SDK's half included.
 """
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.support import capture, go, hits, ready_info, semaphores, tracee
+from tests.support import capture, go, hits, python_child, ready_info, semaphores
 
 pytestmark = pytest.mark.bpf
 
@@ -51,7 +51,7 @@ def bits(x):
 
 @pytest.fixture
 def probed():
-    proc = tracee(TRACEE % {"ints": INT_TYPES, "twelve": TWELVE})
+    proc = python_child(TRACEE % {"ints": INT_TYPES, "twelve": TWELVE})
     info = ready_info(proc)
     yield proc, info
     proc.stop()
@@ -140,7 +140,7 @@ def test_bpftrace_reads_the_same_values(probed):
 
 
 def test_forked_child_is_traced_by_its_own_pid():
-    proc = tracee('''
+    proc = python_child('''
 import spanprobe
 p = spanprobe.Provider("forky")
 hello = p.add_probe("hello", who=str, n="i32")

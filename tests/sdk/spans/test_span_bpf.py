@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.support import ROOT, Lines, as_dicts, by_probe, capture, go, hits, ready_info, run_traced, trace, tracee
+from tests.support import (ROOT, Lines, as_dicts, by_probe, capture, go, hits, python_child, ready_info, run_traced,
+                           trace)
 
 pytestmark = pytest.mark.bpf
 
@@ -159,7 +160,7 @@ def test_otel_parent_exception_and_cancellation():
               "tick": EVENT + ["u32"]}
     layouts = {"pay__start": START_NAMES + ["amount"], "pay__end": END_NAMES, "wait__start": START_NAMES,
                "wait__end": END_NAMES, "tick": EVENT_NAMES + ["tick.n"]}
-    proc = tracee(OUTCOMES)
+    proc = python_child(OUTCOMES)
     cap = None
     try:
         info = ready_info(proc)

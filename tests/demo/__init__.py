@@ -1,0 +1,1 @@
+"""The demo applications, untraced, under the seed's bcc script, and traced by `spanprobe trace` / `spanprobe demo`."""

@@ -1,0 +1,1 @@
+"""Hardening: faults, hostile input, load, privileges, fuzzing (docs/hardening.md)."""

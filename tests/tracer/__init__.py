@@ -1,0 +1,1 @@
+"""Tests of the tracer (tracer/spanprobe_tracer), one package per stage."""

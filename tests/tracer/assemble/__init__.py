@@ -1,0 +1,1 @@
+"""Tests of assemble: records to OpenTelemetry spans and resources."""

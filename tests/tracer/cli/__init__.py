@@ -1,0 +1,1 @@
+"""Tests of the `spanprobe` command: usage errors, doctor, --ebpf."""

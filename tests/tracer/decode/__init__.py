@@ -1,0 +1,1 @@
+"""Tests of decode: records read from ring-buffer bytes."""

@@ -1,0 +1,1 @@
+"""Tests of discover: finding providers in processes, argument specs."""

@@ -1,0 +1,1 @@
+"""Tests of export: console, JSON lines, OTLP, the export pipeline."""

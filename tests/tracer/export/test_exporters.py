@@ -1,0 +1,221 @@
+"""Console trees, JSON lines, OTLP settings, and the export pipeline's accounting (no BPF)."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from spanprobe_tracer.errors import EndpointUnreachable, TracerError
+from spanprobe_tracer.export import ConsoleExporter, ExportPipeline, JsonLinesExporter
+from spanprobe_tracer.export.otlp import OtlpSettings, check_reachable, make_otlp_exporter
+from spanprobe_tracer.session import Stats
+from spanprobe_tracer.text import format_duration, safe_text
+
+RES = Resource({"service.name": "shop", "process.pid": 42})
+T0 = 1_700_000_000_000_000_000
+
+
+def mkspan(name, span_id, parent=None, start=0, end=1_000_000, trace_id=0xAB, attrs=None, events=(),
+           status=Status(StatusCode.UNSET), kind=SpanKind.INTERNAL):
+    ctx = SpanContext(trace_id, span_id, False, TraceFlags(1))
+    par = SpanContext(trace_id, parent, False, TraceFlags(1)) if parent else None
+    return ReadableSpan(name=name, context=ctx, parent=par, resource=RES, attributes=attrs or {},
+                        events=events, kind=kind, status=status, start_time=T0 + start, end_time=T0 + end,
+                        instrumentation_scope=InstrumentationScope("shop"))
+
+
+# --- console ----------------------------------------------------------------------------
+
+def test_safe_text_escapes_control_characters():
+    assert safe_text("plain é ✓") == "plain é ✓"
+    assert safe_text("a\x1b[31mb\nc\r\td\\") == "a\\x1b[31mb\\nc\\r\\td\\\\"
+    assert safe_text("\u2028\u202e") == "\\u2028\\u202e"
+    assert safe_text("x" * 10, limit=4) == "xxxx…"
+
+
+def test_durations():
+    assert format_duration(999) == "999 ns"
+    assert format_duration(1_500) == "1.5 µs"
+    assert format_duration(2_500_000) == "2.50 ms"
+    assert format_duration(3_000_000_000) == "3.000 s"
+
+
+def test_console_prints_a_tree_when_the_root_ends():
+    out = io.StringIO()
+    con = ConsoleExporter(out)
+    child = mkspan("db.query", 2, parent=1, start=100_000, end=400_000, attrs={"db.text": "SELECT\x1b[2J"},
+                   status=Status(StatusCode.ERROR, "Timeout: slow"), kind=SpanKind.CLIENT,
+                   events=[Event("cache.miss", {"k": 1}, T0 + 200_000)])
+    con.export([child])
+    assert out.getvalue() == ""  # held until the root arrives
+    con.export([mkspan("GET /x", 1, kind=SpanKind.SERVER, attrs={"http.route": "/x", "code.function.name": "f"})])
+    text = out.getvalue()
+    assert text.splitlines() == [
+        "trace 000000000000000000000000000000ab  shop pid 42",
+        "└─ GET /x [server] 1.00 ms  http.route=\"/x\"",
+        "   └─ db.query [client] 300.0 µs  ERROR Timeout: slow  db.text=\"SELECT\\x1b[2J\"",
+        "      └─ • cache.miss +100.0 µs  k=1",
+    ]
+
+
+def test_console_prints_partial_traces_after_holding():
+    out = io.StringIO()
+    con = ConsoleExporter(out, hold_s=0.0)
+    con.export([mkspan("child", 2, parent=99)])  # the parent is the application's own span
+    con.tick()
+    assert "joins parent span 0000000000000063" in out.getvalue()
+    assert "└─ child" in out.getvalue()
+
+
+def test_console_flushes_held_traces_at_shutdown():
+    out = io.StringIO()
+    con = ConsoleExporter(out, hold_s=60)
+    con.export([mkspan("child", 2, parent=99)])
+    con.shutdown()
+    assert "child" in out.getvalue()
+
+
+# --- JSON lines ----------------------------------------------------------------------------
+
+def test_jsonl(tmp_path):
+    path = tmp_path / "out.jsonl"
+    exp = JsonLinesExporter(str(path))
+    span = mkspan("op", 5, parent=4, attrs={"b": b"\x00\xff", "f": float("nan"), "l": ["x"]},
+                  status=Status(StatusCode.ERROR, "boom"))
+    assert exp.export([span]) == SpanExportResult.SUCCESS
+    exp.shutdown()
+    (line,) = path.read_text().splitlines()
+    d = json.loads(line)
+    assert d["name"] == "op" and d["span_id"] == "0000000000000005" and d["parent_span_id"] == "0000000000000004"
+    assert d["trace_id"] == "%032x" % 0xAB and d["duration_ns"] == 1_000_000
+    assert d["attributes"] == {"b": {"bytes_base64": "AP8="}, "f": "nan", "l": ["x"]}
+    assert d["status"] == {"code": "ERROR", "description": "boom"}
+    assert d["resource"]["service.name"] == "shop"
+
+
+def test_jsonl_unwritable_file_is_a_clear_error(tmp_path):
+    with pytest.raises(TracerError, match="cannot open --output"):
+        JsonLinesExporter(str(tmp_path / "missing-dir" / "x.jsonl"))
+
+
+# --- OTLP settings ---------------------------------------------------------------------------
+
+def test_otlp_defaults():
+    s = OtlpSettings()
+    assert s.resolved_protocol({}) == "grpc"
+    assert s.resolved_endpoint({}) == "http://localhost:4317"
+    assert s.host_port({}) == ("localhost", 4317)
+    h = OtlpSettings(protocol="http/protobuf")
+    assert h.resolved_endpoint({}) == "http://localhost:4318/v1/traces"
+
+
+def test_otlp_environment_and_flag_precedence():
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
+    assert OtlpSettings().resolved_endpoint(env) == "http://c:4318/v1/traces"
+    env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://t:9/custom"
+    assert OtlpSettings().resolved_endpoint(env) == "http://t:9/custom"
+    assert OtlpSettings(endpoint="http://flag:1").resolved_endpoint(env) == "http://flag:1/v1/traces"
+    assert OtlpSettings(endpoint="http://flag:1/x/y").resolved_endpoint(env) == "http://flag:1/x/y"
+    assert OtlpSettings(protocol="grpc").resolved_protocol(env) == "grpc"
+    with pytest.raises(TracerError, match="http/json"):
+        OtlpSettings().resolved_protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+def test_unreachable_endpoint_fails_fast():
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(EndpointUnreachable, match="cannot reach the OTLP endpoint"):
+        check_reachable(OtlpSettings(endpoint="http://127.0.0.1:%d" % port))
+    assert time.monotonic() - t < 5
+
+
+def test_official_exporters_are_built():
+    grpc_exp = make_otlp_exporter(OtlpSettings(endpoint="http://127.0.0.1:1", compression="gzip", timeout=2))
+    assert type(grpc_exp).__name__ == "FastGrpcSpanExporter"
+    grpc_exp.shutdown()
+    http_exp = make_otlp_exporter(OtlpSettings(endpoint="http://127.0.0.1:1", protocol="http/protobuf",
+                                               headers={"a": "b"}))
+    assert type(http_exp).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+    http_exp.shutdown()
+    with pytest.raises(TracerError, match="compression"):
+        make_otlp_exporter(OtlpSettings(compression="brotli"))
+
+
+# --- pipeline ------------------------------------------------------------------------------------
+
+class Recorder(SpanExporter):
+    def __init__(self, result=SpanExportResult.SUCCESS, block: threading.Event = None):
+        self.result = result
+        self.block = block
+        self.batches = []
+        self.shut = False
+
+    def export(self, spans):
+        if self.block is not None:
+            self.block.wait(30)
+        self.batches.append(list(spans))
+        return self.result
+
+    def shutdown(self):
+        self.shut = True
+        if self.block is not None:
+            self.block.set()
+
+
+def spans(n):
+    return [mkspan("s", i + 1) for i in range(n)]
+
+
+def test_pipeline_exports_in_batches_and_counts():
+    stats, rec = Stats(), Recorder()
+    p = ExportPipeline(rec, stats, batch_size=10, linger_s=0.01)
+    p.submit(spans(25))
+    assert p.flush(5)
+    p.shutdown(5)
+    assert stats.exported == 25 and sum(map(len, rec.batches)) == 25
+    assert max(map(len, rec.batches)) <= 10 and rec.shut
+
+
+def test_pipeline_counts_failed_exports():
+    stats = Stats()
+    p = ExportPipeline(Recorder(SpanExportResult.FAILURE), stats, batch_size=4, linger_s=0.01)
+    p.submit(spans(10))
+    p.flush(5)
+    p.shutdown(5)
+    assert stats.exported == 0 and stats.dropped["export_failed"] == 10 and stats.lost == 10
+
+
+def test_pipeline_queue_is_bounded_and_never_blocks_the_caller():
+    stats, gate = Stats(), threading.Event()
+    p = ExportPipeline(Recorder(block=gate), stats, max_queue=100, batch_size=10, linger_s=0.01)
+    t = time.monotonic()
+    for _ in range(50):
+        p.submit(spans(10))
+    assert time.monotonic() - t < 1.0
+    assert stats.dropped["queue_full"] >= 390
+    gate.set()
+    p.shutdown(5)
+    assert stats.exported + sum(stats.dropped.values()) == 500
+
+
+def test_pipeline_shutdown_does_not_hang_on_a_stuck_exporter():
+    stats, gate = Stats(), threading.Event()
+    p = ExportPipeline(Recorder(block=gate), stats, batch_size=10, linger_s=0.01)
+    p.submit(spans(30))
+    time.sleep(0.1)
+    t = time.monotonic()
+    p.shutdown(timeout=0.5)  # the exporter's shutdown releases the stuck export
+    assert time.monotonic() - t < 3
+    assert stats.exported + sum(stats.dropped.values()) == 30

@@ -1,0 +1,1 @@
+"""Tests of kernel: plans, rendered C, modules and features."""

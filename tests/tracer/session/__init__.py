@@ -1,0 +1,1 @@
+"""Tests of the session, end to end through `spanprobe trace`: processes and providers coming and going."""

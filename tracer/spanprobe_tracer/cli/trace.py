@@ -1,0 +1,286 @@
+"""`spanprobe trace`: attach to providers and export what their probes report.
+
+Checks run in the order a user can fix them, each failing with its own exit
+status (errors.ExitStatus): privileges, the target pids, providers in them,
+the exporter (OTLP endpoint reachable), then the BPF toolchain. Only then is
+anything attached. SIGINT and SIGTERM stop the session and flush: what the
+ring buffer and the export queue hold is exported (within --flush-timeout)
+and the loss accounting is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from typing import List
+
+from ..discover import Scanner, procfs
+from ..errors import (BpfUnavailable, ExitStatus, NoProviders, NoSuchProcess, NotPermitted, TracerError)
+from ..export import ConsoleExporter, ExportPipeline, JsonLinesExporter
+from ..export.otlp import OtlpSettings, check_reachable, make_otlp_exporter
+from ..kernel import CaptureConfig, ModuleCache, ModuleError, privileges
+from ..session import LaunchError, Launched, Session, Stats, Targets, watch_dlopen
+
+log = logging.getLogger("spanprobe.tracer")
+
+_DURATION = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*(ns|us|µs|ms|s)?\s*\Z")
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000, None: 1_000_000}
+
+
+def parse_duration_ns(text: str) -> int:
+    """'250us', '5ms', '1.5s', '2' (milliseconds) -> nanoseconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError("%r is not a duration (examples: 500us, 5ms, 1.5s)" % text)
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _header(text: str):
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError("header %r is not KEY=VALUE" % text)
+    return key.strip(), value.strip()
+
+
+def add_otlp_options(parser: argparse.ArgumentParser, endpoint_help: str = "") -> None:
+    """The --otlp-* flags, shared by `spanprobe trace` and `spanprobe demo`."""
+    otlp = parser.add_argument_group("OTLP (flags override the standard OTEL_EXPORTER_OTLP_* variables)")
+    otlp.add_argument("--otlp-endpoint", metavar="URL",
+                      help=endpoint_help or "collector address (default: OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT, "
+                      "else http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf)")
+    otlp.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"),
+                      help="default: OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL, else grpc")
+    otlp.add_argument("--otlp-header", type=_header, action="append", default=[], metavar="KEY=VALUE",
+                      help="extra request header (repeatable; OTEL_EXPORTER_OTLP_HEADERS otherwise)")
+    otlp.add_argument("--otlp-timeout", type=float, metavar="SECONDS", help="per-export timeout, retries included")
+    otlp.add_argument("--otlp-compression", choices=("gzip", "deflate", "none"))
+    otlp.add_argument("--otlp-insecure", action="store_true", default=None,
+                      help="gRPC without TLS (implied by an http:// endpoint)")
+    otlp.add_argument("--otlp-no-check", action="store_true",
+                      help="start even if the endpoint is unreachable (spans that cannot be delivered are counted)")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    which = parser.add_argument_group("what to trace (one of)")
+    which.add_argument("--pid", "-p", type=int, action="append", default=[], metavar="PID",
+                       help="trace this process (repeatable)")
+    which.add_argument("--all", "-a", action="store_true",
+                       help="trace every process on the host, including ones that start later")
+    which.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ARGS",
+                       help="start COMMAND and trace it (and its children) from its first probe; "
+                            "exit with its exit status")
+    out = parser.add_argument_group("output")
+    out.add_argument("--exporter", "-e", choices=("console", "otlp", "jsonl"), default="console",
+                     help="console (default): traces as trees; otlp: to a collector; jsonl: one JSON span per line")
+    out.add_argument("--output", "-o", metavar="FILE", help="file for --exporter jsonl (default: standard output)")
+    out.add_argument("--duration", "-d", type=float, metavar="SECONDS", help="stop after this many seconds")
+    out.add_argument("--stats-file", metavar="FILE",
+                     help="write the final accounting (received, exported, lost by reason) as JSON")
+    out.add_argument("--verbose", "-v", action="count", default=0,
+                     help="report accounting periodically (-vv: debug log)")
+    add_otlp_options(parser)
+    cap = parser.add_argument_group("capture")
+    cap.add_argument("--string-size", type=int, default=256, metavar="BYTES",
+                     help="bytes captured of each str/bytes argument, 1-4096 (default 256); longer values "
+                          "are cut and listed in spanprobe.truncated")
+    cap.add_argument("--min-duration", type=parse_duration_ns, default=0, metavar="DURATION",
+                     help="only spans at least this long leave the kernel (e.g. 500us, 5ms)")
+    cap.add_argument("--max-open-spans", type=int, default=65536, metavar="N",
+                     help="started-but-not-ended spans remembered per span type (default 65536)")
+    cap.add_argument("--ring-buffer-mb", type=int, default=16, metavar="MB",
+                     help="kernel ring buffer size, a power of two (default 16)")
+    cap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="with --pid: wait this long for a provider to be loaded before giving up")
+    cap.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="at exit, time allowed to export what is still queued (default 10)")
+    cap.add_argument("--drain-interval", type=float, default=0.1, help=argparse.SUPPRESS)
+    cap.add_argument("--scan-interval", type=float, default=0.25, help=argparse.SUPPRESS)
+    cap.add_argument("--queue-size", type=int, default=65536, help=argparse.SUPPRESS)
+
+
+def _command(args) -> List[str]:
+    cmd = list(args.command or [])
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    return cmd
+
+
+def _check_targets(args, command: List[str]) -> None:
+    chosen = sum((bool(args.pid), bool(args.all), bool(command)))
+    if chosen != 1:
+        raise TracerError("say what to trace: --pid PID, --all, or -- COMMAND ARGS (exactly one)",
+                          ExitStatus.USAGE)
+    if args.output and args.exporter != "jsonl":
+        raise TracerError("--output goes with --exporter jsonl", ExitStatus.USAGE)
+    if not 1 <= args.string_size <= 4096:
+        raise TracerError("--string-size must be between 1 and 4096", ExitStatus.USAGE)
+    rb = args.ring_buffer_mb
+    if rb < 1 or rb & (rb - 1):
+        raise TracerError("--ring-buffer-mb must be a power of two", ExitStatus.USAGE)
+
+
+def _refusal(pid: int) -> str:
+    """Why reading /proc/PID/maps was refused, and what would help."""
+    if os.geteuid() != 0:
+        return "not allowed to trace pid %d (cannot read its memory map); run as root" % pid
+    return ("the kernel refused access to pid %d's memory map even to root: it is not dumpable, lives in another user "
+            "namespace, or Yama's ptrace_scope forbids it (/proc/sys/kernel/yama/ptrace_scope)" % pid)
+
+
+def _wait_for_providers(pids: List[int], wait_s: float) -> None:
+    """Fail with NoSuchProcess / NotPermitted / NoProviders before anything is loaded."""
+    scanner = Scanner(warn=lambda msg: print("spanprobe: warning: " + msg, file=sys.stderr))
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = False
+        for pid in pids:
+            try:
+                if scanner.scan(pid).providers:
+                    found = True
+            except procfs.ProcessGone:
+                raise NoSuchProcess("no process with pid %d" % pid) from None
+            except PermissionError:
+                raise NotPermitted(_refusal(pid)) from None
+        if found:
+            return
+        if time.monotonic() >= deadline:
+            raise NoProviders(
+                "no spanprobe providers in pid %s. A provider appears once the application has called "
+                "Provider.load(); use --wait SECONDS to wait for one, and `spanprobe list --pid PID` to check"
+                % ", ".join(map(str, pids)))
+        time.sleep(0.2)
+
+
+def _make_exporter(args):
+    if args.exporter == "console":
+        return ConsoleExporter()
+    if args.exporter == "jsonl":
+        return JsonLinesExporter(args.output)
+    return otlp_exporter(args)
+
+
+def otlp_exporter(args):
+    """The OTLP exporter the --otlp-* flags (add_otlp_options) describe, once its endpoint answers."""
+    settings = OtlpSettings(endpoint=args.otlp_endpoint, protocol=args.otlp_protocol,
+                            headers=dict(args.otlp_header), timeout=args.otlp_timeout,
+                            compression=args.otlp_compression, insecure=args.otlp_insecure)
+    if not args.otlp_no_check:
+        check_reachable(settings)
+    exporter = make_otlp_exporter(settings)
+    log.info("exporting OTLP/%s to %s", settings.resolved_protocol(), settings.resolved_endpoint())
+    return exporter
+
+
+def capture_config(args) -> CaptureConfig:
+    """What the capture flags ask the kernel side to do."""
+    return CaptureConfig(string_max=args.string_size, min_duration_ns=args.min_duration,
+                         max_open_spans=args.max_open_spans, ringbuf_bytes=args.ring_buffer_mb << 20)
+
+
+def load_modules(config: CaptureConfig) -> ModuleCache:
+    """The module cache, its core module compiled by bcc; BpfUnavailable if it cannot be."""
+    try:
+        return ModuleCache(config)
+    except ImportError as exc:
+        raise BpfUnavailable("bcc is not importable (%s): the tracer runs on the Python that has "
+                             "python3-bpfcc (Debian's /usr/bin/python3, or a venv made with "
+                             "--system-site-packages); see `spanprobe doctor`" % exc) from None
+    except ModuleError as exc:
+        raise BpfUnavailable(str(exc)) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    command = _command(args)
+    _check_targets(args, command)
+    problem = privileges.problem()
+    if problem:
+        raise NotPermitted(problem)
+    if args.pid:
+        _wait_for_providers(args.pid, args.wait)
+    exporter = _make_exporter(args)
+
+    modules = load_modules(capture_config(args))
+
+    launched = None
+    if command:
+        launched = Launched(command)
+        watch_dlopen(modules.core, launched.pid)
+
+    stats = Stats()
+    pipeline = ExportPipeline(exporter, stats, max_queue=args.queue_size)
+    targets = Targets(pids=args.pid, everything=args.all, launched=launched)
+    verbose_status = args.verbose > 0
+    # A status line every 10 s on long runs a person watches (stderr is a terminal), or with -v.
+    status_interval = 10.0 if (verbose_status or sys.stderr.isatty()) else 0.0
+    session = Session(modules, pipeline, stats, targets, min_duration_ns=args.min_duration,
+                      scan_interval=args.scan_interval, drain_interval=args.drain_interval,
+                      status_interval=status_interval,
+                      ticker=exporter.tick if isinstance(exporter, ConsoleExporter) else None)
+
+    interrupted = threading.Event()
+
+    def on_signal(signum, _frame):
+        if launched is not None and launched.returncode is None and not interrupted.is_set():
+            # The command decides when it is done (a terminal's ^C reached it too);
+            # a second signal, or the grace period, stops the tracer regardless.
+            interrupted.set()
+            if signum == signal.SIGTERM:
+                launched.signal(signal.SIGTERM)
+            return
+        session.stop_event.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    exit_status = 0
+    try:
+        if launched is not None:
+            try:
+                launched.release()
+            except LaunchError as exc:
+                raise TracerError(str(exc), ExitStatus.ERROR) from None
+        session.scan()
+        deadline = time.monotonic() + args.duration if args.duration else None
+        grace_end = [None]
+
+        def finished() -> bool:
+            if launched is not None:
+                if launched.poll() is not None:
+                    return True
+                if interrupted.is_set():
+                    if grace_end[0] is None:
+                        grace_end[0] = time.monotonic() + 5.0
+                    return time.monotonic() >= grace_end[0]
+                return False
+            if args.pid:
+                return not any(procfs.alive(pid) for pid in args.pid)
+            return False
+
+        next_report = time.monotonic() + 10.0
+        while not session.stop_event.is_set() and not finished():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            session.step()
+            if args.verbose and time.monotonic() >= next_report:
+                next_report = time.monotonic() + 10.0
+                for line in stats.summary():
+                    print("spanprobe: " + line, file=sys.stderr)
+        if launched is not None:
+            exit_status = launched.stop() or 0
+    finally:
+        session.close()
+        pipeline.shutdown(args.flush_timeout)  # shuts the exporter down too
+        for line in stats.summary():
+            print("spanprobe: " + line, file=sys.stderr)
+        if args.stats_file:
+            with open(args.stats_file, "w") as f:
+                json.dump(stats.as_dict(), f, indent=2)
+        modules.close()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    return exit_status

@@ -1,0 +1,146 @@
+"""Between span building and the exporter: a bounded queue and one export thread.
+
+The tracer's main loop must keep draining the ring buffer whatever the
+collector does, so it never waits on export: ``submit`` appends to a bounded
+queue and, when the queue is full, drops the spans and counts them. The export
+thread sends batches; the official OTLP exporters retry transient failures
+with exponential backoff within their timeout, and a batch that still fails is
+dropped and counted, so a collector that is down costs bounded memory and no
+hang. ``shutdown`` flushes what is queued within a deadline, then aborts the
+exporter's retries and counts what is left.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from typing import Deque, List, Protocol
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+log = logging.getLogger("spanprobe.tracer")
+
+
+class Accounting(Protocol):
+    """Where the pipeline counts what it exported and what it dropped, by reason ("queue_full",
+    "export_failed", "shutdown"): the session's Stats."""
+
+    def add(self, name: str, n: int = 1) -> None: ...
+
+    def drop(self, reason: str, n: int) -> None: ...
+
+
+class ExportPipeline:
+    def __init__(self, exporter: SpanExporter, stats: Accounting, max_queue: int = 65536,
+                 batch_size: int = 1024, linger_s: float = 0.2):
+        self.exporter = exporter
+        self.stats = stats
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self._queue: Deque[ReadableSpan] = collections.deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._busy = False
+        self._failures_logged = 0
+        self._thread = threading.Thread(target=self._run, name="spanprobe-export", daemon=True)
+        self._thread.start()
+
+    def submit(self, spans: List[ReadableSpan]) -> None:
+        if not spans:
+            return
+        with self._cond:
+            if self._closing:
+                self.stats.drop("shutdown", len(spans))
+                return
+            room = self.max_queue - len(self._queue)
+            if room < len(spans):
+                self.stats.drop("queue_full", len(spans) - max(room, 0))
+                spans = spans[:max(room, 0)]
+            self._queue.extend(spans)
+            if len(self._queue) >= self.batch_size:
+                self._cond.notify()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _take(self) -> List[ReadableSpan]:
+        with self._cond:
+            deadline = time.monotonic() + self.linger_s
+            while len(self._queue) < self.batch_size and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            n = min(len(self._queue), self.batch_size)
+            batch = [self._queue.popleft() for _ in range(n)]
+            self._busy = bool(batch)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                with self._cond:
+                    self._busy = False
+                    if self._closing and not self._queue:
+                        self._cond.notify_all()
+                        return
+                continue
+            try:
+                result = self.exporter.export(batch)
+            except Exception as exc:  # an exporter bug must not kill the thread
+                log.error("exporter raised %s: %s", type(exc).__name__, exc)
+                result = SpanExportResult.FAILURE
+            if result == SpanExportResult.SUCCESS:
+                self.stats.add("exported", len(batch))
+            else:
+                self.stats.drop("export_failed", len(batch))
+                self._failures_logged += 1
+                if self._failures_logged in (1, 10, 100) or self._failures_logged % 1000 == 0:
+                    log.warning("export of %d spans failed (%d failed batches so far); they are counted "
+                                "as lost", len(batch), self._failures_logged)
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far has been handed to the exporter."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._cond.notify_all()
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+        return True
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Export what is queued within ``timeout`` seconds, then stop; count what is left."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(max(deadline - time.monotonic(), 0))
+        if self._thread.is_alive():
+            # The exporter is stuck retrying a dead collector: its shutdown aborts the retries.
+            try:
+                self.exporter.shutdown()
+            except Exception:  # pragma: no cover
+                pass
+            self._thread.join(2.0)
+            with self._cond:
+                left = len(self._queue)
+                self._queue.clear()
+            if left:
+                self.stats.drop("shutdown", left)
+        else:
+            try:
+                self.exporter.shutdown()
+            except Exception:  # pragma: no cover
+                pass

@@ -1,0 +1,40 @@
+"""The kernel's counters: what the BPF handlers count (kept, dropped and why), summed over CPUs.
+
+Every handler bumps a slot of the core module's per-CPU array sp_counters
+(bpf/common.h SP_CNT_*): spans and points submitted, starts stored, and every
+drop by its reason (ring buffer full, open-span map full, an end without its
+start, a span under the duration threshold). The session reads them into its
+accounting (session.stats).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Dict
+
+
+class Counter(enum.IntEnum):
+    """Slots of the per-CPU counter array (bpf/common.h SP_CNT_*)."""
+
+    STARTS = 0              # span starts stored in the open-span map
+    START_MAP_FULL = 1      # span starts dropped: open-span map full
+    END_WITHOUT_START = 2   # span ends with no stored start
+    FILTERED = 3            # spans shorter than the threshold (not a loss)
+    SPAN_RB_FULL = 4        # finished spans dropped: ring buffer full
+    SPANS = 5               # finished spans submitted
+    POINT_RB_FULL = 6       # events/plain probe hits dropped: ring buffer full
+    POINTS = 7              # events/plain probe hits submitted
+    LOADS = 8               # provider-looking dlopen()s that stopped a process
+    LOAD_RB_FULL = 9        # ...whose notification was lost (the process is left stopped)
+
+
+
+class KernelCounters:
+    """The counters of one core module (a bcc BPF object)."""
+
+    def __init__(self, core):
+        self._table = core.get_table("sp_counters")
+
+    def read(self) -> Dict[Counter, int]:
+        """Every counter, summed over CPUs."""
+        return {c: sum(self._table[self._table.Key(int(c))]) for c in Counter}

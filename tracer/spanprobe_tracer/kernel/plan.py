@@ -1,0 +1,169 @@
+"""What to attach for one provider: its span and point types, and the module layout they need.
+
+A provider's schema names its spans (a start probe and an end probe each),
+its events and its plain probes. The plan pairs them up, checks each against
+the span protocol's fixed arguments (spanprobe.abi.protocol), and gives
+every span type and point type the shape its handlers are rendered for.
+Spans of one shape share handlers, so a provider with twenty spans of three
+shapes compiles three handler pairs, and another provider, or another
+process, with the same shapes reuses the same module (ModuleLayout.key).
+
+A plan depends only on the provider image and the capture config, so the
+Planner makes one per image and keeps it while the image lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from spanprobe.abi.protocol import DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_PLAIN, ROLE_SPAN_END, ROLE_SPAN_START
+
+from ..discover import ProbeInfo, ProviderImage
+from .layout import CaptureConfig, ModuleLayout, PointShape, SpanShape, probe_shape
+
+log = logging.getLogger("spanprobe.tracer")
+
+#: The types of the span protocol's fixed leading arguments, by probe role (docs/abi.md).
+FIXED_TYPES = {role: tuple(t for _, t in args) for role, args in FIXED_ARGS.items()}
+
+
+def code_attributes(code) -> Dict[str, object]:
+    """Schema "code" -> current semantic-convention code.* attributes."""
+    if not isinstance(code, dict):
+        return {}
+    out: Dict[str, object] = {}
+    if isinstance(code.get("function"), str):
+        out["code.function.name"] = code["function"]
+    if isinstance(code.get("filepath"), str):
+        out["code.file.path"] = code["filepath"]
+    if isinstance(code.get("lineno"), int) and not isinstance(code.get("lineno"), bool):
+        out["code.line.number"] = code["lineno"]
+    return out
+
+
+@dataclass(eq=False)
+class SpanType:
+    """A span of one provider: what the schema says about it, and its shape."""
+
+    name: str
+    kind: str
+    provider: str
+    code: Optional[dict]
+    start: ProbeInfo
+    end: ProbeInfo
+    shape: Optional[SpanShape] = None
+    #: The schema's "code" as semantic-convention attributes (code.function.name, ...).
+    code_attributes: Dict[str, object] = field(init=False)
+
+    def __post_init__(self):
+        self.code_attributes = code_attributes(self.code)
+
+
+@dataclass(eq=False)
+class PointType:
+    """An event probe (role "event") or a plain probe (role "plain") of one provider."""
+
+    name: str            # event name, or "<provider>.<probe>" for plain probes
+    role: str
+    provider: str
+    probe: ProbeInfo
+    shape: Optional[PointShape] = None
+
+
+def _types(probe: ProbeInfo) -> tuple:
+    return tuple(t for _, t in probe.args)
+
+
+def _follows(probe: ProbeInfo, role: str) -> bool:
+    """Do ``probe``'s leading arguments have the types the protocol fixes for ``role``?"""
+    fixed = FIXED_TYPES[role]
+    return _types(probe)[:len(fixed)] == fixed
+
+
+class ProviderPlan:
+    """How one provider is traced: its span and point types, and the module layout they need."""
+
+    def __init__(self, image: ProviderImage, config: CaptureConfig, warn: Callable[[str], None] = log.warning):
+        self.config = config
+        self.provider = image.provider
+        self.spans: List[SpanType] = []
+        self.points: List[PointType] = []
+        self._pair(image, warn)
+        span_shapes: List[tuple] = []
+        point_shapes: List[tuple] = []
+        for s in self.spans:
+            key = (probe_shape(s.start), probe_shape(s.end))
+            if key not in span_shapes:
+                span_shapes.append(key)
+        for p in self.points:
+            key = (p.role, probe_shape(p.probe))
+            if key not in point_shapes:
+                point_shapes.append(key)
+        self.layout = ModuleLayout(image.machine, config, span_shapes, point_shapes)
+        for s in self.spans:
+            s.shape = self.layout.spans[span_shapes.index((probe_shape(s.start), probe_shape(s.end)))]
+        for p in self.points:
+            p.shape = self.layout.points[point_shapes.index((p.role, probe_shape(p.probe)))]
+
+    def _pair(self, image: ProviderImage, warn) -> None:
+        probes = image.probes
+        used = set()
+        for entry in image.schema.get("spans", []):
+            name = entry.get("name") or entry.get("start")
+            start, end = probes.get(entry.get("start")), probes.get(entry.get("end"))
+            where = "provider %s span %r" % (self.provider, name)
+            if start is None or end is None:
+                warn("%s: its start or end probe cannot be traced; span skipped" % where)
+                continue
+            if start.name in used or end.name in used or start.name == end.name:
+                warn("%s: shares a probe with another span; span skipped" % where)
+                continue
+            if not (_follows(start, ROLE_SPAN_START) and _follows(end, ROLE_SPAN_END)):
+                warn("%s: its probes do not follow the span protocol (docs/abi.md); span skipped" % where)
+                continue
+            used.update((start.name, end.name))
+            self.spans.append(SpanType(str(name), entry.get("kind", DEFAULT_KIND), self.provider,
+                                       entry.get("code"), start, end))
+        event_names = {}
+        for entry in image.schema.get("events", []):
+            event_names.setdefault(entry.get("probe"), entry.get("name") or entry.get("probe"))
+        for probe in probes.values():
+            if probe.name in used:
+                continue
+            if probe.role == ROLE_EVENT:
+                if not _follows(probe, ROLE_EVENT):
+                    warn("provider %s event probe %s: arguments do not follow the event protocol; skipped"
+                         % (self.provider, probe.name))
+                    continue
+                name = event_names.get(probe.name, probe.name)
+            elif probe.role == ROLE_PLAIN:
+                name = "%s.%s" % (self.provider, probe.name)
+            else:
+                continue  # a span_start/span_end probe no span uses: nothing to pair it with
+            self.points.append(PointType(str(name), probe.role, self.provider, probe))
+
+    @property
+    def empty(self) -> bool:
+        return not (self.spans or self.points)
+
+
+class Planner:
+    """Plans under one capture config, one per provider image, kept as long as the image lives.
+
+    Images are shared by every process that maps the same file, so forty
+    workers of one application are planned once.
+    """
+
+    def __init__(self, config: CaptureConfig, warn: Callable[[str], None] = log.warning):
+        self.config = config
+        self._warn = warn
+        self._plans: "weakref.WeakKeyDictionary[ProviderImage, ProviderPlan]" = weakref.WeakKeyDictionary()
+
+    def plan_for(self, image: ProviderImage) -> ProviderPlan:
+        plan = self._plans.get(image)
+        if plan is None:
+            plan = self._plans[image] = ProviderPlan(image, self.config, self._warn)
+        return plan

@@ -1,0 +1,243 @@
+"""The C: each module's source rendered from its layout, and the core module's.
+
+A provider module is bpf/spans.c with its declarations and handlers filled
+in: per span shape, the start struct, the record struct (with a
+_Static_assert of every offset kernel.layout computed), the open-span map,
+and the start and end handlers; per point shape, its record struct and
+handler. Each argument is read where its SDT note says it is
+(``render_read``). The core module is bpf/core.c after bpf/common.h.
+
+``spanprobe trace --ebpf`` prints what these functions return.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import List, Sequence, Tuple
+
+from spanprobe.abi.protocol import BYTES_TRUNCATED
+from spanprobe.elf.arch import EM_X86_64
+
+from ..discover.argspec import ArgLocation
+from .layout import HDR_SIZE, SPAN_START_AT, ArgField, ArgShape, CaptureConfig, ModuleLayout, PointShape, SpanShape
+
+
+def bpf_source(name: str) -> str:
+    """One of the C files shipped in package spanprobe_tracer.bpf (top-level bpf/ in the repository)."""
+    return resources.files("spanprobe_tracer.bpf").joinpath(name).read_text()
+
+
+# --- argument reads ------------------------------------------------------------------------
+
+def _reg_expr(loc: ArgLocation, machine: int) -> str:
+    if machine == EM_X86_64:
+        return "ctx->%s" % loc.reg
+    if loc.reg == "sp":
+        return "ctx->sp"
+    return "ctx->regs[%d]" % int(loc.reg)
+
+
+def render_read(loc: ArgLocation, machine: int, dest: str, fail: str) -> str:
+    """C statements that store the argument's raw 64-bit word into ``dest``.
+
+    The word keeps the register's full width; the decoder masks and
+    sign-extends it to the size in the spec. Memory operands read exactly
+    ``size`` bytes, so nothing past the argument is touched; when that read
+    faults, the statement ``fail`` runs.
+    """
+    if loc.kind == "imm":
+        return "%s = (u64)(%dLL);" % (dest, loc.offset)
+    if loc.kind == "reg":
+        return "%s = (u64)%s;" % (dest, _reg_expr(loc, machine))
+    return ("{ u64 _v = 0; if (bpf_probe_read_user(&_v, %d, (void *)(%s + (%d))) != 0) "
+            "{ %s } %s = _v; }" % (loc.size, _reg_expr(loc, machine), loc.offset, fail, dest))
+
+
+# --- provider modules ------------------------------------------------------------------------
+
+def render_module(layout: ModuleLayout, program_id: int) -> str:
+    """The C source of the module ``layout`` describes; ``program_id`` goes into its records' headers."""
+    config = layout.config
+    defines = ("#define SP_RINGBUF_BYTES %d\n#define SP_PROGRAM %d\n#define SP_STR_MAX %d\n"
+               "#define SP_MIN_NS %dULL\n#define SP_MAX_OPEN %d\n"
+               % (config.ringbuf_bytes, program_id, config.string_max, config.min_duration_ns,
+                  config.max_open_spans))
+    source = _ModuleSource(layout.machine)
+    decls, handlers = [], []
+    for s in layout.spans:
+        decls.append(source.span_decls(s))
+        handlers.append(source.start_handler(s))
+        handlers.append(source.end_handler(s))
+    for p in layout.points:
+        decls.append(source.point_decls(p))
+        handlers.append(source.point_handler(p))
+    return (bpf_source("spans.c").replace("/*@COMMON@*/", defines + bpf_source("common.h"))
+            .replace("/*@DECLARATIONS@*/", "\n".join(decls))
+            .replace("/*@HANDLERS@*/", "\n".join(handlers)))
+
+
+class _ModuleSource:
+    """The declarations and handlers of one module, for the machine its probes run on."""
+
+    def __init__(self, machine: int):
+        self.machine = machine
+
+    @staticmethod
+    def _shape_comment(shape: Sequence[ArgShape]) -> str:
+        return ", ".join(t for t, _ in shape)
+
+    @staticmethod
+    def _slot_decls(fields: Sequence[ArgField]) -> List[str]:
+        return ["    char s%d[%d];" % (f.index, f.slot_size) for f in fields if f.slot_size]
+
+    @staticmethod
+    def _asserts(struct_name: str, size: int, members: Sequence[Tuple[str, int]]) -> List[str]:
+        out = ["_Static_assert(sizeof(struct %s) == %d, \"%s size\");" % (struct_name, size, struct_name)]
+        out += ["_Static_assert(__builtin_offsetof(struct %s, %s) == %d, \"%s.%s\");"
+                % (struct_name, m, off, struct_name, m) for m, off in members]
+        return out
+
+    def span_decls(self, s: SpanShape) -> str:
+        i = s.index
+        lines = ["/* span shape %d: start (%s), end (%s) */" % (i, self._shape_comment(s.start),
+                                                              self._shape_comment(s.end)),
+                 "struct sp_start_%d {" % i, "    u64 start_ns;", "    u32 tid;", "    u32 fail;",
+                 "    u64 w[%d];" % len(s.start)]
+        lines += self._slot_decls(s.start_fields)
+        lines += ["};", "struct sp_span_%d {" % i, "    struct sp_hdr h;", "    u64 end_ns;",
+                  "    u32 end_fail;", "    u32 pad;", "    struct sp_start_%d st;" % i,
+                  "    u64 ew[%d];" % len(s.end)]
+        lines += self._slot_decls(s.end_fields)
+        lines += ["};"]
+        lines += self._asserts("sp_start_%d" % i, s.start_size,
+                               [("s%d" % f.index, f.slot - SPAN_START_AT) for f in s.start_fields if f.slot_size])
+        lines += self._asserts("sp_span_%d" % i, s.record_size,
+                               [("h", 0), ("end_ns", HDR_SIZE), ("st", SPAN_START_AT), ("ew", s.end_words_at)]
+                               + [("s%d" % f.index, f.slot) for f in s.end_fields if f.slot_size])
+        lines += ["BPF_F_TABLE(\"hash\", struct sp_key, struct sp_start_%d, sp_starts_%d, SP_MAX_OPEN, "
+                  "BPF_F_NO_PREALLOC);" % (i, i),
+                  "BPF_ARRAY(sp_zero_%d, struct sp_start_%d, 1);" % (i, i), ""]
+        return "\n".join(lines)
+
+    def point_decls(self, p: PointShape) -> str:
+        i = p.index
+        lines = ["/* %s shape %d: (%s) */" % (p.role, i, self._shape_comment(p.shape)),
+                 "struct sp_point_%d {" % i, "    struct sp_hdr h;", "    u64 ts;", "    u32 fail;",
+                 "    u32 pad;"]
+        if p.shape:
+            lines.append("    u64 w[%d];" % len(p.shape))
+        lines += self._slot_decls(p.fields)
+        lines += ["};"]
+        lines += self._asserts("sp_point_%d" % i, p.record_size,
+                               [("ts", HDR_SIZE)] + [("s%d" % f.index, f.slot) for f in p.fields if f.slot_size])
+        return "\n".join(lines) + "\n"
+
+    def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False) -> List[str]:
+        """Statements reading each argument into ``base``->``words``[i] and its slot."""
+        out = []
+        for f in fields:
+            if skip_first and f.index == 0:
+                continue
+            bit = "fail |= (1u << %d);" % f.index
+            word = "%s->%s[%d]" % (base, words, f.index)
+            if f.type == "str":
+                slot = "%s->s%d" % (base, f.index)
+                out.append("    { u64 _p = 0; %s %s = _p;" % (render_read(f.loc, self.machine, "_p", bit), word))
+                # NULL is "no value" (docs/abi.md): an empty string, without a read that would fault.
+                out.append("      if (!_p) %s[0] = 0;" % slot)
+                out.append("      else if (bpf_probe_read_user_str(%s, sizeof(%s), (void *)_p) < 0) { %s[0] = 0; %s } }"
+                           % (slot, slot, slot, bit))
+            elif f.type == "bytes":
+                slot = "%s->s%d" % (base, f.index)
+                out.append("    { u64 _p = 0; u32 _h = 0; %s" % render_read(f.loc, self.machine, "_p", bit))
+                out.append("      if (bpf_probe_read_user(&_h, 4, (void *)_p) != 0) { %s } else {" % bit)
+                out.append("        u32 _n = _h & %#x; if (_n > SP_STR_MAX) _n = SP_STR_MAX;" % (BYTES_TRUNCATED - 1))
+                out.append("        if (bpf_probe_read_user(%s, _n, (void *)(_p + 4)) != 0) { %s } }" % (slot, bit))
+                out.append("      %s = _h; }" % word)
+            else:
+                out.append("    " + render_read(f.loc, self.machine, word, bit))
+        return out
+
+    @staticmethod
+    def _handler_head(fn: str, locals_: str) -> List[str]:
+        """Every handler's opening: the time and the thread first, before anything can fail."""
+        return ["int %s(struct pt_regs *ctx)" % fn, "{",
+                "    u64 now = bpf_ktime_get_boot_ns();",
+                "    u64 pid_tgid = bpf_get_current_pid_tgid();",
+                "    u32 %s;" % locals_]
+
+    def _span_key(self, span_id: ArgField) -> List[str]:
+        """The key a span's start and end probes meet on: its process and the span id argument."""
+        return ["    u64 span_id = 0;",
+                "    " + render_read(span_id.loc, self.machine, "span_id", "return 0;"),
+                "    struct sp_key k = {};",
+                "    k.tgid = pid_tgid >> 32;",
+                "    k.span_id = span_id;"]
+
+    @staticmethod
+    def _record_header(kind: str, shape: int, pid: str) -> List[str]:
+        """The sp_hdr of a reserved ring-buffer record ``r``: what userspace decodes it by."""
+        return ["    r->h.kind = %s;" % kind, "    r->h.shape = %d;" % shape,
+                "    r->h.program = SP_PROGRAM;", "    r->h.pid = %s;" % pid, "    r->h.tid = (u32)pid_tgid;",
+                "    r->h.cookie = sp_attach_cookie(ctx);"]
+
+    @staticmethod
+    def _submit(fail: str, counter: str) -> List[str]:
+        """Close a handler: record ``r``'s read failures, hand it over (no wakeup: drained on a timer)."""
+        return ["    r->%s = fail;" % fail, "    sp_events.ringbuf_submit(r, BPF_RB_NO_WAKEUP);",
+                "    sp_count(%s);" % counter, "    return 0;", "}", ""]
+
+    def start_handler(self, s: SpanShape) -> str:
+        i = s.index
+        lines = self._handler_head(s.start_fn, "fail = 0, zero = 0") + self._span_key(s.start_fields[0])
+        lines += ["    struct sp_start_%d *init = sp_zero_%d.lookup(&zero);" % (i, i),
+                  "    if (!init)", "        return 0;",
+                  # update() then lookup(): two hash-map operations where bcc's lookup_or_try_init()
+                  # makes three (a lookup that misses first); each costs ~0.2 us in the probe here.
+                  "    if (sp_starts_%d.update(&k, init) != 0) {" % i,
+                  "        sp_count(SP_CNT_START_MAP_FULL);", "        return 0;", "    }",
+                  "    struct sp_start_%d *v = sp_starts_%d.lookup(&k);" % (i, i),
+                  "    if (!v)", "        return 0;",
+                  "    v->start_ns = now;", "    v->tid = (u32)pid_tgid;", "    v->w[0] = span_id;"]
+        lines += self._read_args(s.start_fields, "v", "w", skip_first=True)
+        lines += ["    v->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    return 0;", "}", ""]
+        return "\n".join(lines)
+
+    def end_handler(self, s: SpanShape) -> str:
+        i = s.index
+        lines = self._handler_head(s.end_fn, "fail = 0") + self._span_key(s.end_fields[0])
+        lines += ["    struct sp_start_%d *st = sp_starts_%d.lookup(&k);" % (i, i),
+                  "    if (!st) {", "        sp_count(SP_CNT_END_WITHOUT_START);", "        return 0;", "    }",
+                  "    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {",
+                  "        sp_starts_%d.delete(&k);" % i,
+                  "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
+                  "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
+                  "    if (!r) {", "        sp_starts_%d.delete(&k);" % i,
+                  "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }"]
+        lines += self._record_header("SP_KIND_SPAN", i, "k.tgid")
+        lines += ["    r->end_ns = now;", "    r->pad = 0;",
+                  "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);",
+                  "    sp_starts_%d.delete(&k);" % i,
+                  "    r->ew[0] = span_id;"]
+        lines += self._read_args(s.end_fields, "r", "ew", skip_first=True)
+        lines += self._submit("end_fail", "SP_CNT_SPANS")
+        return "\n".join(lines)
+
+    def point_handler(self, p: PointShape) -> str:
+        i = p.index
+        lines = self._handler_head(p.fn, "fail = 0")
+        lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
+                  "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
+        lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")
+        lines += ["    r->ts = now;", "    r->pad = 0;"]
+        lines += self._read_args(p.fields, "r", "w")
+        lines += self._submit("fail", "SP_CNT_POINTS")
+        return "\n".join(lines)
+
+
+# --- the core module ---------------------------------------------------------------------------
+
+def render_core(config: CaptureConfig) -> str:
+    """The core module's C: the ring buffer and counters every module writes to, and the dlopen() watcher."""
+    return ("#include <uapi/linux/ptrace.h>\n#define SP_CORE\n#define SP_RINGBUF_BYTES %d\n"
+            % config.ringbuf_bytes) + bpf_source("common.h") + bpf_source("core.c")

@@ -1,0 +1,66 @@
+"""Attaching a provider in a process: every span and point of its plan, each probe site with its cookie.
+
+The one place that attaches: the session does it for every provider it
+traces, and `spanprobe doctor` for its end-to-end check. Span start sites
+carry no cookie (their handler stores the start and emits no record); every
+other site gets a fresh cookie bound to the decoder of its records
+(decode.Bindings), so a shared handler's records say which probe, of which
+provider, in which process, they came from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Union
+
+from ..decode import Bindings, PointDecoder, SpanDecoder
+from ..discover import ProviderInstance
+from ..kernel import AttachError, Module, PointType, ProviderPlan, SpanType, UprobeLink, attach
+
+
+@dataclass
+class Attachment:
+    """One provider attached in one process: the links that hold its uprobes, and their cookies."""
+
+    instance: ProviderInstance
+    module: Module
+    links: List[UprobeLink]
+    cookies: List[int]
+    sites: int = 0
+
+    def close(self) -> None:
+        """Detach every uprobe (the cookies stay bound: records already in the ring buffer still decode)."""
+        for link in self.links:
+            link.close()
+        self.links = []
+
+
+def attach_provider(inst: ProviderInstance, plan: ProviderPlan, module: Module, bindings: Bindings,
+                    decoders: Dict[Union[SpanType, PointType], Union[SpanDecoder, PointDecoder]]) -> Attachment:
+    """Attach every span and point of ``plan`` in the process of ``inst``, with ``module``'s handlers.
+
+    ``decoders`` are the plan's (decode.DecoderCache). On AttachError nothing
+    stays attached or bound, and the error propagates.
+    """
+    att = Attachment(inst, module, [], [])
+    work = []  # (probe, handler, decoder; None for span starts, whose handler emits no record)
+    for span in plan.spans:
+        work.append((span.start, span.shape.start_fn, None))
+        work.append((span.end, span.shape.end_fn, decoders[span]))
+    for point in plan.points:
+        work.append((point.probe, point.shape.fn, decoders[point]))
+    try:
+        for probe, fn, decoder in work:
+            for loc in probe.locations:
+                cookie = 0
+                if decoder is not None:
+                    cookie = bindings.bind(decoder, inst.pid)
+                    att.cookies.append(cookie)
+                att.links.append(attach(inst.attach_path, loc.offset, loc.semaphore, inst.pid,
+                                        module.prog_fds[fn], cookie))
+                att.sites += 1
+    except AttachError:
+        att.close()
+        bindings.unbind(att.cookies)
+        raise
+    return att

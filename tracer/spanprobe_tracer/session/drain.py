@@ -1,0 +1,96 @@
+"""Draining: ring-buffer records decoded, built into spans and handed to the export pipeline.
+
+One way only: a drain reads what the ring buffer holds, decodes it
+(decode.Bindings), assembles spans (assemble.SpanBuilder), submits them to the
+pipeline, and *returns* the dlopen() notifications it found. The session acts
+on those after the drain (scanning, attaching, resuming the process), so
+nothing a drain does ever calls back into discovery or attaching.
+
+Under overload no more spans are built than the export queue has room for:
+the rest would be dropped anyway, after costing CPU and memory. They are
+counted (queue_full) instead; load notifications are never shed (each one
+resumes a stopped process).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import List
+
+from ..assemble import SpanBuilder
+from ..decode import Bindings, LoadRecord, PointRecord, SpanRecord
+from ..export import ExportPipeline
+from ..kernel import RingBuffer
+from ..kernel.layout import KIND_LOAD
+from .stats import Stats
+
+log = logging.getLogger("spanprobe.tracer")
+
+
+class Drainer:
+    """The ring buffer -> pipeline stage of one session, drained every ``interval`` seconds."""
+
+    def __init__(self, ring: RingBuffer, bindings: Bindings, builder: SpanBuilder, pipeline: ExportPipeline,
+                 stats: Stats, interval: float):
+        self.ring = ring
+        self.bindings = bindings
+        self.builder = builder
+        self.pipeline = pipeline
+        self.stats = stats
+        self.interval = interval
+        self._next = 0.0
+
+    def drain(self, wait: bool = True) -> List[LoadRecord]:
+        """Collect every record in the ring buffer and turn it into spans; the load notifications found.
+
+        With ``wait``, first sleeps until ``interval`` after the previous timed
+        drain began (dlopen notifications wake it early): a drain that took
+        long is followed at once by the next, so a busy tracer never idles
+        while records pile up.
+        """
+        if wait:
+            remaining = self._next - time.monotonic()
+            if remaining > 0.001:
+                self.ring.wait(remaining)
+            self._next = max(self._next + self.interval, time.monotonic())
+        raw = self.ring.read()
+        return self.process(raw) if raw else []
+
+    def process(self, raw: List[bytes]) -> List[LoadRecord]:
+        """Decode and build ``raw`` records, submit the spans; the load notifications among them."""
+        decode = self.bindings.decode
+        builder = self.builder
+        out = []
+        loads = []
+        spans_received = points_received = errors = shed = 0
+        room = self.pipeline.max_queue - self.pipeline.queued
+        for rec in raw:
+            if len(out) >= room and rec[0] != KIND_LOAD:  # rec[0]: the record's kind (a u16, little-endian)
+                shed += 1
+                continue
+            try:
+                item = decode(rec)
+            except Exception as exc:  # a decoder bug must not stop the session
+                errors += 1
+                log.debug("undecodable record: %s", exc)
+                continue
+            if isinstance(item, SpanRecord):
+                spans_received += 1
+                out.append(builder.span(item))
+            elif isinstance(item, PointRecord):
+                points_received += 1
+                span = builder.point(item)
+                if span is not None:
+                    out.append(span)
+            elif isinstance(item, LoadRecord):
+                loads.append(item)
+            else:
+                errors += 1
+        self.stats.spans_received += spans_received
+        self.stats.points_received += points_received
+        self.stats.decode_errors += errors
+        if shed:
+            self.stats.drop("queue_full", shed)
+        self.pipeline.submit(out)
+        return loads

@@ -1,0 +1,109 @@
+"""Loss accounting: every span is either exported or counted with the reason it was not.
+
+Counts come from two places: the kernel (per-CPU counters the BPF programs
+bump: ring buffer full, open-span map full, an end without its start, spans
+under the duration threshold) and userspace (export queue full, export
+failed, dropped at shutdown, open spans whose process exited). ``summary()``
+is what the tracer prints on exit and, with --verbose, periodically.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Dict, List, Optional
+
+from ..kernel import Counter
+
+
+class Stats:
+    """Userspace counters (thread-safe) plus the latest snapshot of the kernel's."""
+
+    USER_DROPS = {
+        "queue_full": "export queue full",
+        "export_failed": "export failed",
+        "shutdown": "still queued at shutdown",
+    }
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.started = time.monotonic()
+        self.spans_received = 0      # spans built from span records
+        self.points_received = 0     # event and plain probe records
+        self.exported = 0            # spans the exporter accepted
+        self.dropped: Dict[str, int] = {k: 0 for k in self.USER_DROPS}
+        self.unmatched_exited = 0    # open spans whose process exited
+        self.unmatched_expired = 0   # open spans older than the open-span timeout
+        self.open_at_exit = 0        # spans started but not ended when tracing stopped
+        self.decode_errors = 0
+        self.kernel: Dict[Counter, int] = {c: 0 for c in Counter}
+        self.processes = 0
+        self.probes = 0
+        self._rate_mark = (self.started, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+    def drop(self, reason: str, n: int) -> None:
+        with self._lock:
+            self.dropped[reason] += n
+
+    @property
+    def lost(self) -> int:
+        """Spans that finished in the application but were not exported."""
+        k = self.kernel
+        return (k[Counter.SPAN_RB_FULL] + k[Counter.POINT_RB_FULL] + k[Counter.START_MAP_FULL]
+                + sum(self.dropped.values()))
+
+    def rate(self) -> float:
+        """Exported spans per second since the previous call."""
+        now = time.monotonic()
+        with self._lock:
+            then, count = self._rate_mark
+            self._rate_mark = (now, self.exported)
+        return (self.exported - count) / max(now - then, 1e-9)
+
+    def status_line(self, rate: Optional[float] = None) -> str:
+        rate = self.rate() if rate is None else rate
+        return ("%d processes, %d probes, %.0f spans/s, %d exported, %d lost"
+                % (self.processes, self.probes, rate, self.exported, self.lost))
+
+    def as_dict(self) -> dict:
+        """Everything counted, for --stats-file (benchmarks, supervisors)."""
+        return {
+            "elapsed_s": time.monotonic() - self.started,
+            "spans_received": self.spans_received,
+            "points_received": self.points_received,
+            "exported": self.exported,
+            "lost": self.lost,
+            "dropped": dict(self.dropped),
+            "unmatched_exited": self.unmatched_exited,
+            "unmatched_expired": self.unmatched_expired,
+            "open_at_exit": self.open_at_exit,
+            "decode_errors": self.decode_errors,
+            "kernel": {c.name.lower(): v for c, v in self.kernel.items()},
+        }
+
+    def summary(self) -> List[str]:
+        k = self.kernel
+        elapsed = time.monotonic() - self.started
+        lines = [
+            "%d spans and %d events/probe hits received, %d spans exported in %.1f s"
+            % (self.spans_received, self.points_received, self.exported, elapsed),
+            "lost: %d (ring buffer full: %d spans, %d events; open-span map full: %d; %s)"
+            % (self.lost, k[Counter.SPAN_RB_FULL], k[Counter.POINT_RB_FULL], k[Counter.START_MAP_FULL],
+               ", ".join("%s: %d" % (label, self.dropped[key]) for key, label in self.USER_DROPS.items())),
+            "incomplete: %d span ends without a recorded start (started before attach, or start dropped); "
+            "%d starts never ended (%d process exited, %d timed out)"
+            % (k[Counter.END_WITHOUT_START], self.unmatched_exited + self.unmatched_expired,
+               self.unmatched_exited, self.unmatched_expired),
+        ]
+        if self.open_at_exit:
+            lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
+                         % self.open_at_exit)
+        if k[Counter.FILTERED]:
+            lines.append("filtered (shorter than --min-duration): %d" % k[Counter.FILTERED])
+        if self.decode_errors:
+            lines.append("undecodable records: %d" % self.decode_errors)
+        return lines
