@@ -19,23 +19,10 @@
  * rendered module fail the build if the two ever disagree.
  */
 
-#define SP_KIND_SPAN  1
-#define SP_KIND_POINT 2
-#define SP_KIND_LOAD  3
-
-/* Counter slots (per-CPU array sp_counters); keep in sync with kernel/counters.py's Counter. */
-#define SP_CNT_STARTS            0  /* span starts stored in the open-span map */
-#define SP_CNT_START_MAP_FULL    1  /* span starts dropped: open-span map full */
-#define SP_CNT_END_WITHOUT_START 2  /* span ends with no stored start */
-#define SP_CNT_FILTERED          3  /* spans shorter than the threshold (not a loss) */
-#define SP_CNT_SPAN_RB_FULL      4  /* finished spans dropped: ring buffer full */
-#define SP_CNT_SPANS             5  /* finished spans submitted */
-#define SP_CNT_POINT_RB_FULL     6  /* events/plain probe hits dropped: ring buffer full */
-#define SP_CNT_POINTS            7  /* events/plain probe hits submitted */
-#define SP_CNT_LOADS             8  /* provider-looking dlopen()s that stopped a process */
-#define SP_CNT_LOAD_RB_FULL      9  /* ...whose notification was lost (process left stopped
-                                       until the next scan resumes it) */
-#define SP_NCOUNTERS            16
+/* SP_KIND_* (the record kinds above) and SP_CNT_* (the counter slots of the
+ * per-CPU array sp_counters, SP_NCOUNTERS of them) are #defined before this
+ * file by kernel/render.py, from kernel/layout.py's KIND_* and
+ * kernel/counters.py's Counter: one statement of each, in Python. */
 
 struct sp_hdr {
     u16 kind;

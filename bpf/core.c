@@ -1,7 +1,8 @@
 /* spanprobe core module: owns the shared ring buffer and counters.
  *
- * Rendered by spanprobe_tracer.kernel.render: SP_RINGBUF_BYTES is defined
- * before this file, and common.h is prepended with SP_CORE defined.
+ * Rendered by spanprobe_tracer.kernel.render: SP_RINGBUF_BYTES and the path
+ * matcher's macros are defined before this file, and common.h is prepended
+ * with SP_CORE defined.
  *
  * It also holds the dlopen() watcher used by `spanprobe trace -- COMMAND`,
  * which must see a provider's probes from the very first hit: a provider is
@@ -22,19 +23,17 @@ struct sp_load_rec {
 
 /* Does the dlopen()ed path look like an SDK provider? The SDK opens memfds as
  * /proc/self/fd/N (or /proc/self/./fd/N) and files from a private directory
- * named spanprobe-PID-XXXXXX. False positives only cost a stop/resume. */
+ * named spanprobe-PID-XXXXXX. False positives only cost a stop/resume.
+ * SP_AT_PROC_SELF, SP_AT_PRIVATE_DIR and SP_PRIVATE_DIR_LEN are rendered by
+ * kernel/render.py from spanprobe.abi.protocol (PROC_SELF, PRIVATE_DIR_PREFIX). */
 static __always_inline int sp_provider_path(const char *name)
 {
-    if (name[0] == '/' && name[1] == 'p' && name[2] == 'r' && name[3] == 'o' && name[4] == 'c'
-        && name[5] == '/' && name[6] == 's' && name[7] == 'e' && name[8] == 'l' && name[9] == 'f'
-        && name[10] == '/')
+    if (SP_AT_PROC_SELF(name))
         return 1;
-    for (int i = 0; i < SP_NAME_MAX - 11; i++) {
+    for (int i = 0; i < SP_NAME_MAX - SP_PRIVATE_DIR_LEN; i++) {
         if (name[i] == 0)
             return 0;
-        if (name[i] == '/' && name[i + 1] == 's' && name[i + 2] == 'p' && name[i + 3] == 'a'
-            && name[i + 4] == 'n' && name[i + 5] == 'p' && name[i + 6] == 'r' && name[i + 7] == 'o'
-            && name[i + 8] == 'b' && name[i + 9] == 'e' && name[i + 10] == '-')
+        if (SP_AT_PRIVATE_DIR(name, i))
             return 1;
     }
     return 0;

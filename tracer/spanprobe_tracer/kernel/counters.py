@@ -1,7 +1,7 @@
 """The kernel's counters: what the BPF handlers count (kept, dropped and why), summed over CPUs.
 
 Every handler bumps a slot of the core module's per-CPU array sp_counters
-(bpf/common.h SP_CNT_*): spans and points submitted, starts stored, and every
+(SP_CNT_*, rendered from Counter): spans and points submitted, starts stored, and every
 drop by its reason (ring buffer full, open-span map full, an end without its
 start, a span under the duration threshold). The session reads them into its
 accounting (session.stats).
@@ -14,7 +14,7 @@ from typing import Dict
 
 
 class Counter(enum.IntEnum):
-    """Slots of the per-CPU counter array (bpf/common.h SP_CNT_*)."""
+    """Slots of the per-CPU counter array; the C's SP_CNT_<NAME> are rendered from these."""
 
     STARTS = 0              # span starts stored in the open-span map
     START_MAP_FULL = 1      # span starts dropped: open-span map full
@@ -27,6 +27,9 @@ class Counter(enum.IntEnum):
     LOADS = 8               # provider-looking dlopen()s that stopped a process
     LOAD_RB_FULL = 9        # ...whose notification was lost (the process is left stopped)
 
+
+#: Slots in the array (room for more counters without changing its size).
+NCOUNTERS = 16
 
 
 class KernelCounters:

@@ -5,7 +5,11 @@ in: per span shape, the start struct, the record struct (with a
 _Static_assert of every offset kernel.layout computed), the open-span map,
 and the start and end handlers; per point shape, its record struct and
 handler. Each argument is read where its SDT note says it is
-(``render_read``). The core module is bpf/core.c after bpf/common.h.
+(``render_read``). The core module is bpf/core.c after bpf/common.h, with the
+dlopen() path matcher rendered from the SDK's protocol constants (the paths
+the SDK dlopen()s a provider from), so the two cannot drift apart. Both start
+with the record kinds and counter slots, #defined from kernel.layout and
+kernel.counters (``common_header``).
 
 ``spanprobe trace --ebpf`` prints what these functions return.
 """
@@ -15,16 +19,28 @@ from __future__ import annotations
 from importlib import resources
 from typing import List, Sequence, Tuple
 
-from spanprobe.abi.protocol import BYTES_TRUNCATED
+from spanprobe.abi.protocol import BYTES_TRUNCATED, PRIVATE_DIR_PREFIX, PROC_SELF
 from spanprobe.elf.arch import EM_X86_64
 
 from ..discover.argspec import ArgLocation
-from .layout import HDR_SIZE, SPAN_START_AT, ArgField, ArgShape, CaptureConfig, ModuleLayout, PointShape, SpanShape
+from .counters import NCOUNTERS, Counter
+from .layout import (HDR_SIZE, KIND_LOAD, KIND_POINT, KIND_SPAN, SPAN_START_AT, ArgField, ArgShape, CaptureConfig,
+                     ModuleLayout, PointShape, SpanShape)
 
 
 def bpf_source(name: str) -> str:
     """One of the C files shipped in package spanprobe_tracer.bpf (top-level bpf/ in the repository)."""
     return resources.files("spanprobe_tracer.bpf").joinpath(name).read_text()
+
+
+def common_header() -> str:
+    """bpf/common.h, after the record kinds and counter slots it uses, #defined from kernel.layout and
+    kernel.counters (every module, the core included, starts with it)."""
+    kinds = {"SPAN": KIND_SPAN, "POINT": KIND_POINT, "LOAD": KIND_LOAD}
+    defines = ["#define SP_KIND_%s %d" % kv for kv in kinds.items()]
+    defines += ["#define SP_CNT_%s %d" % (c.name, c.value) for c in Counter]
+    defines.append("#define SP_NCOUNTERS %d" % NCOUNTERS)
+    return "\n".join(defines) + "\n" + bpf_source("common.h")
 
 
 # --- argument reads ------------------------------------------------------------------------
@@ -71,7 +87,7 @@ def render_module(layout: ModuleLayout, program_id: int) -> str:
     for p in layout.points:
         decls.append(source.point_decls(p))
         handlers.append(source.point_handler(p))
-    return (bpf_source("spans.c").replace("/*@COMMON@*/", defines + bpf_source("common.h"))
+    return (bpf_source("spans.c").replace("/*@COMMON@*/", defines + common_header())
             .replace("/*@DECLARATIONS@*/", "\n".join(decls))
             .replace("/*@HANDLERS@*/", "\n".join(handlers)))
 
@@ -237,7 +253,29 @@ class _ModuleSource:
 
 # --- the core module ---------------------------------------------------------------------------
 
+def _c_char(c: str) -> str:
+    return "'%s'" % c if c.isascii() and (c.isalnum() or c in "/-_.:") else str(ord(c))
+
+
+def _c_spelled_at(text: str, index: str) -> str:
+    """A C condition: ``name[index...]`` spells ``text`` (one comparison a character, as the verifier
+    needs: no loop, no library call)."""
+    return " && ".join("name[%s%d] == %s" % (index, i, _c_char(c)) for i, c in enumerate(text))
+
+
+def path_matcher() -> str:
+    """The #defines bpf/core.c's sp_provider_path() is written with, from spanprobe.abi.protocol:
+    a dlopen() path is a provider's when it starts with PROC_SELF (a memfd, /proc/self/fd/N) or
+    holds "/" + PRIVATE_DIR_PREFIX (a file in the SDK's private directory)."""
+    proc_self = PROC_SELF + "/"
+    private_dir = "/" + PRIVATE_DIR_PREFIX
+    return ("#define SP_AT_PROC_SELF(name) (%s)\n"
+            "#define SP_PRIVATE_DIR_LEN %d\n"
+            "#define SP_AT_PRIVATE_DIR(name, i) (%s)\n"
+            % (_c_spelled_at(proc_self, ""), len(private_dir), _c_spelled_at(private_dir, "(i) + ")))
+
+
 def render_core(config: CaptureConfig) -> str:
     """The core module's C: the ring buffer and counters every module writes to, and the dlopen() watcher."""
     return ("#include <uapi/linux/ptrace.h>\n#define SP_CORE\n#define SP_RINGBUF_BYTES %d\n"
-            % config.ringbuf_bytes) + bpf_source("common.h") + bpf_source("core.c")
+            % config.ringbuf_bytes) + common_header() + path_matcher() + bpf_source("core.c")
