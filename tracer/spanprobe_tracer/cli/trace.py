@@ -6,6 +6,9 @@ the exporter (OTLP endpoint reachable), then the BPF toolchain. Only then is
 anything attached. SIGINT and SIGTERM stop the session and flush: what the
 ring buffer and the export queue hold is exported (within --flush-timeout)
 and the loss accounting is printed.
+
+With --ebpf nothing is compiled or attached: the C of the core module and of
+each module the providers found would need is printed, as bcc's tools do.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ..discover import Scanner, procfs
 from ..errors import (BpfUnavailable, ExitStatus, NoProviders, NoSuchProcess, NotPermitted, TracerError)
 from ..export import ConsoleExporter, ExportPipeline, JsonLinesExporter
 from ..export.otlp import OtlpSettings, check_reachable, make_otlp_exporter
-from ..kernel import CaptureConfig, ModuleCache, ModuleError, privileges
+from ..kernel import CaptureConfig, ModuleCache, ModuleError, Planner, privileges, render_core, render_module
 from ..session import LaunchError, Launched, Session, Stats, Targets, watch_dlopen
 
 log = logging.getLogger("spanprobe.tracer")
@@ -85,6 +88,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="write the final accounting (received, exported, lost by reason) as JSON")
     out.add_argument("--verbose", "-v", action="count", default=0,
                      help="report accounting periodically (-vv: debug log)")
+    out.add_argument("--ebpf", action="store_true",
+                     help="print the BPF C the tracer would load for the providers it finds (the core module, "
+                          "then one module per set of argument shapes) and exit; nothing is compiled or attached")
     add_otlp_options(parser)
     cap = parser.add_argument_group("capture")
     cap.add_argument("--string-size", type=int, default=256, metavar="BYTES",
@@ -196,12 +202,57 @@ def load_modules(config: CaptureConfig) -> ModuleCache:
         raise BpfUnavailable(str(exc)) from None
 
 
+def print_ebpf(args, command: List[str], out=None) -> int:
+    """--ebpf: the C of the core module and of each module the targets' providers need.
+
+    Modules are numbered in the order their providers are found, as a
+    tracer started now would number them.
+    """
+    out = out or sys.stdout
+    if command:
+        raise TracerError("--ebpf prints the modules for providers already loaded: use --pid or --all "
+                          "(a command's providers exist only once it runs)", ExitStatus.USAGE)
+    if args.pid:
+        _wait_for_providers(args.pid, args.wait)
+        pids = args.pid
+    else:
+        me = os.getpid()
+        pids = [p for p in procfs.pids() if p != me]
+    config = capture_config(args)
+    planner = Planner(config)
+    scanner = Scanner(warn=lambda msg: print("spanprobe: warning: " + msg, file=sys.stderr))
+    layouts, users = {}, {}
+    for pid in pids:
+        try:
+            found = scanner.scan(pid).providers
+        except (procfs.ProcessGone, OSError):
+            continue
+        for inst in found:
+            plan = planner.plan_for(inst.image)
+            if plan.empty:
+                continue
+            layouts.setdefault(plan.layout.key, plan.layout)
+            users.setdefault(plan.layout.key, []).append("provider %s (pid %d)" % (inst.image.provider, pid))
+    out.write("/* spanprobe core module: the ring buffer, the counters, the dlopen() watcher */\n")
+    out.write(render_core(config))
+    for program_id, (key, layout) in enumerate(layouts.items(), start=1):
+        out.write("\n/* spanprobe module %d (%d span shapes, %d probe shapes): %s */\n"
+                  % (program_id, len(layout.spans), len(layout.points), ", ".join(users[key])))
+        out.write(render_module(layout, program_id))
+    if not layouts:
+        out.write("\n/* no spanprobe provider found: no other module would be loaded */\n")
+    out.flush()
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     command = _command(args)
     _check_targets(args, command)
     problem = privileges.problem()
     if problem:
         raise NotPermitted(problem)
+    if args.ebpf:
+        return print_ebpf(args, command)
     if args.pid:
         _wait_for_providers(args.pid, args.wait)
     exporter = _make_exporter(args)
