@@ -1,4 +1,5 @@
-"""The SDK's layout holds: no import cycle, and no module reaching into another's underscore names.
+"""The layout holds, SDK and tracer alike: no import cycle, stages import the right way, and no
+module reaches into another's underscore names.
 
 Read from the source (every import statement, also those inside functions),
 so a lazy import that closes a cycle counts too.
@@ -7,12 +8,18 @@ so a lazy import that closes a cycle counts too.
 import ast
 import os
 
+import pytest
+
 from tests.support import ROOT
 
-SDK = os.path.join(ROOT, "sdk")
-#: What SDK code, its tests and the benchmarks may not reach into (tracer code has its own rules).
-CHECKED = [os.path.join(SDK, "spanprobe"), os.path.join(ROOT, "tests", "sdk"), os.path.join(ROOT, "tests", "support"),
-           os.path.join(ROOT, "bench")]
+#: package -> the directory holding it.
+SOURCES = {"spanprobe": os.path.join(ROOT, "sdk"), "spanprobe_tracer": os.path.join(ROOT, "tracer")}
+#: The tracer's packages in the order data flows through them: each imports only from those
+#: before it (and from the top-level modules every stage shares, errors and text).
+TRACER_STAGES = ["discover", "kernel", "decode", "assemble", "export", "session", "cli"]
+#: What code, its tests and the benchmarks may not reach into.
+CHECKED = [os.path.join(SOURCES["spanprobe"], "spanprobe"), os.path.join(SOURCES["spanprobe_tracer"], "spanprobe_tracer"),
+           os.path.join(ROOT, "tests"), os.path.join(ROOT, "bench")]
 #: Underscore names of the standard library that are its public API.
 STDLIB_PUBLIC = {"_exit", "_replace", "_asdict", "_fields"}
 
@@ -22,17 +29,18 @@ def python_files(top):
         yield from (os.path.join(dirpath, f) for f in sorted(files) if f.endswith(".py"))
 
 
-def sdk_modules():
-    """{dotted module name: path} of the spanprobe package."""
+def package_modules(package):
+    """{dotted module name: path} of ``package`` (spanprobe or spanprobe_tracer)."""
+    src = SOURCES[package]
     out = {}
-    for path in python_files(os.path.join(SDK, "spanprobe")):
-        name = os.path.relpath(path, SDK)[:-3].replace(os.sep, ".")
+    for path in python_files(os.path.join(src, package)):
+        name = os.path.relpath(path, src)[:-3].replace(os.sep, ".")
         out[name[:-len(".__init__")] if name.endswith(".__init__") else name] = path
     return out
 
 
 def imports(module, path, modules):
-    """The spanprobe modules ``module`` imports, its own subpackage's modules left out of a package's."""
+    """The ``modules`` that ``module`` imports, its own subpackage's modules left out of a package's."""
     package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
     found = set()
     for node in ast.walk(ast.parse(open(path).read())):
@@ -85,15 +93,33 @@ def layer(module):
     return ".".join(module.split(".")[:2])
 
 
-def test_no_import_cycle_between_modules_or_packages():
-    modules = sdk_modules()
+def package_graph(package):
+    """({module: modules it imports}, {layer: layers it imports}) of ``package``."""
+    modules = package_modules(package)
     graph = {m: imports(m, p, modules) for m, p in modules.items()}
-    assert cycle(graph) is None
-    packages = {}
+    layers = {}
     for module, targets in graph.items():
-        packages.setdefault(layer(module), set()).update(
-            layer(t) for t in targets if layer(t) not in (layer(module), "spanprobe"))
-    assert cycle(packages) is None, "packages must import down the stages, never back up"
+        layers.setdefault(layer(module), set()).update(
+            layer(t) for t in targets if layer(t) not in (layer(module), package))
+    return graph, layers
+
+
+@pytest.mark.parametrize("package", sorted(SOURCES))
+def test_no_import_cycle_between_modules_or_packages(package):
+    graph, layers = package_graph(package)
+    assert cycle(graph) is None
+    assert cycle(layers) is None, "packages must import down the stages, never back up"
+
+
+def test_tracer_stages_import_only_the_stages_before_them():
+    _, layers = package_graph("spanprobe_tracer")
+    stages = ["spanprobe_tracer." + s for s in TRACER_STAGES]
+    assert set(stages) <= set(layers), "a stage package is missing: update TRACER_STAGES"
+    backwards = {(a, b) for a, targets in layers.items() if a in stages
+                 for b in targets if b in stages and stages.index(b) >= stages.index(a)}
+    assert backwards == set()
+    shared = {a for a in layers if a not in stages and a != "spanprobe_tracer.bpf"}
+    assert all(not (layers[a] & set(stages)) for a in shared), "errors and text import no stage"
 
 
 def defined_names(tree):
@@ -130,3 +156,15 @@ def reach_ins(path):
 def test_no_module_reaches_into_another_modules_underscore_names():
     found = [hit for top in CHECKED for path in python_files(top) for hit in reach_ins(path)]
     assert found == []
+
+
+def test_every_package_is_listed_for_the_wheel():
+    """pyproject's explicit `packages` list names every package of the SDK and the tracer: an editable
+    install imports one that is missing, a built wheel would silently lack it."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["packages"])
+    found = {m for package in SOURCES for m, path in package_modules(package).items()
+             if path.endswith("__init__.py")}
+    assert found - listed == set()
