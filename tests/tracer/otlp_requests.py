@@ -33,6 +33,7 @@ def request(signal: str, items: int, padding: int = 0):
     message = ExportLogsServiceRequest()
     records = message.resource_logs.add().scope_logs.add().log_records
     for i in range(items):
-        records.append(LogRecord(event_name="file_transfer", time_unix_nano=1000 + i,
-                                 body=AnyValue(string_value="hit %d" % i), attributes=label))
+        records.append(LogRecord(time_unix_nano=1000 + i, body=AnyValue(string_value="hit %d" % i),
+                                 attributes=[KeyValue(key="event.name", value=AnyValue(string_value="file_transfer"))]
+                                 + label))
     return message
