@@ -10,6 +10,7 @@ and names spanprobe.
 from __future__ import annotations
 
 import logging
+import time
 
 import grpc
 import pytest
@@ -24,6 +25,8 @@ from otlp_receiver import GrpcReceiver, HttpReceiver, Reply
 from spanprobe_tracer.export.otlp.delivery import Backoff
 from spanprobe_tracer.export.otlp.settings import Flags, resolve
 from spanprobe_tracer.export.otlp.span_exporter import OtlpSpanExporter
+from spanprobe_tracer.pipeline import ExportPipeline
+from spanprobe_tracer.stats import Stats
 
 #: HTTP headers the requests library (under the official HTTP exporter) adds by habit, which
 #: HTTP/1.1 implies or which only concern the response: keep-alive is the default, any type is accepted.
@@ -146,3 +149,27 @@ def test_nothing_to_export_sends_nothing_and_shutdown_ends_exporting(grpc_receiv
 def test_only_traces_settings_make_a_span_exporter():
     with pytest.raises(ValueError, match="exports traces, not logs"):
         OtlpSpanExporter(resolve("logs", env={}))
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_the_export_thread_stops_promptly_when_the_collector_is_down(protocol):
+    """The tracer's pipeline, unchanged, over our exporter: a collector that says UNAVAILABLE / 503 and asks
+    for a minute's pause does not hold the tracer's exit; every span is counted."""
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    try:
+        status = grpc.StatusCode.UNAVAILABLE if protocol == "grpc" else 503
+        receiver.collector.script.extend([Reply(status, retry_after=60)] * 5)
+        exporter = OtlpSpanExporter(resolve("traces", Flags(endpoint=receiver.endpoint, protocol=protocol,
+                                                            timeout=600.0), {}))
+        stats = Stats()
+        pipeline = ExportPipeline(exporter, stats, batch_size=3, linger_s=0.01)
+        pipeline.submit(list(make_spans()) * 3)
+        assert receiver.collector.wait_for(lambda c: len(c.arrivals) == 1, timeout=10)
+        t = time.monotonic()
+        pipeline.shutdown(timeout=1.0)
+        assert time.monotonic() - t < 5.0
+        assert stats.exported == 0
+        assert stats.dropped["export_failed"] + stats.dropped["shutdown"] == 9
+        assert len(receiver.collector.arrivals) == 1
+    finally:
+        receiver.stop()
