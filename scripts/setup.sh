@@ -54,7 +54,7 @@ is_root() { [[ "$(id -u)" == 0 ]]; }
 # 1. Debian packages
 # ---------------------------------------------------------------------------
 ARCH="$(dpkg --print-architecture)"
-APT_PACKAGES=(bpfcc-tools python3-bpfcc "linux-headers-$ARCH" bpftrace binutils python3-venv)
+APT_PACKAGES=(bpfcc-tools python3-bpfcc "linux-headers-$ARCH" bpftrace binutils python3-venv openssl)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

@@ -4,10 +4,16 @@ They decode what the tracer sends with the official protobuf definitions and
 keep every span with its resource and scope, so tests check the wire format
 a collector would see, not the tracer's own objects. Also used by
 bench/bench_tracer.py (counting only, to keep up with high rates).
+
+Every request that arrives, for any signal, accepted or not, is noted as an
+Arrival (path, headers, encoding, client certificate); ``Collector.script``
+makes the next requests fail, answer late or reject items, as a collector can.
+Both take TLS (``tls=``: an ssl context / gRPC server credentials).
 """
 
 from __future__ import annotations
 
+import collections
 import gzip
 import threading
 import time
@@ -15,11 +21,22 @@ import zlib
 from concurrent import futures
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+#: signal -> (request, response) message types; the OTLP/HTTP default paths are /v1/<signal>.
+MESSAGES = {
+    "traces": (trace_service_pb2.ExportTraceServiceRequest, trace_service_pb2.ExportTraceServiceResponse),
+    "metrics": (metrics_service_pb2.ExportMetricsServiceRequest, metrics_service_pb2.ExportMetricsServiceResponse),
+    "logs": (logs_service_pb2.ExportLogsServiceRequest, logs_service_pb2.ExportLogsServiceResponse),
+}
 
 
 def any_value(v: AnyValue):
@@ -62,6 +79,49 @@ class ReceivedSpan:
         return self.span.parent_span_id.hex()
 
 
+@dataclass
+class Reply:
+    """A scripted answer: fail with ``status`` (a grpc.StatusCode or an HTTP status; None: accept),
+    asking for ``retry_after`` seconds (gRPC RetryInfo, HTTP Retry-After); or accept with
+    ``rejected`` items refused (partial success). ``delay``: answer this many seconds late."""
+
+    status: object = None
+    message: str = "told to fail"
+    retry_after: Optional[float] = None
+    rejected: int = 0
+    delay: float = 0.0
+
+    def response(self, signal: str, rejected_message: str = "rejected by the script"):
+        response = MESSAGES[signal][1]()
+        if self.rejected:
+            partial = response.partial_success
+            (field,) = [f.name for f in partial.DESCRIPTOR.fields if f.name.startswith("rejected_")]
+            setattr(partial, field, self.rejected)
+            partial.error_message = rejected_message
+        return response
+
+    def status_details(self) -> bytes:
+        """A google.rpc.Status with a RetryInfo, as gRPC servers send it (grpc-status-details-bin)."""
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromNanoseconds(int(self.retry_after * 1e9))
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        return status_pb2.Status(code=self.status.value[0], message=self.message, details=[detail]).SerializeToString()
+
+
+@dataclass
+class Arrival:
+    """One request as it arrived, before it was answered."""
+
+    signal: Optional[str]        # None: an HTTP path no signal is served at
+    path: str                    # HTTP request target, or the gRPC method
+    headers: Dict[str, str]      # HTTP headers / gRPC metadata, keys lower-case
+    encoding: str                # HTTP Content-Encoding ("" for gRPC: grpcio does not show it)
+    client: str                  # the client's address (HTTP: "ip:port", one per connection)
+    peer_name: str               # the client certificate's common name under mutual TLS, else ""
+    request: object = None       # the decoded Export*ServiceRequest
+
+
 class Collector:
     """What the receivers got, thread-safe. ``count_only`` skips keeping spans (benchmarks)."""
 
@@ -74,6 +134,20 @@ class Collector:
         self.cond = threading.Condition()
         #: Set to a grpc.StatusCode / HTTP status to make the receiver fail requests.
         self.fail_with = None
+        #: Replies for the next requests, one each, before fail_with.
+        self.script: Deque[Reply] = collections.deque()
+        self.arrivals: List[Arrival] = []
+
+    def arrived(self, arrival: Arrival) -> Reply:
+        """Note a request (every one, accepted or not; not kept with count_only); how to answer it."""
+        with self.cond:
+            if not self.count_only:
+                self.arrivals.append(arrival)
+            reply = self.script.popleft() if self.script else Reply(status=self.fail_with)
+            self.cond.notify_all()
+        if reply.delay:
+            time.sleep(reply.delay)
+        return reply
 
     def add(self, request: trace_service_pb2.ExportTraceServiceRequest, headers: Dict[str, str]) -> None:
         batch = []
@@ -107,31 +181,48 @@ class Collector:
             return [s for s in self.spans if s.name == name]
 
 
-class _Servicer(trace_service_pb2_grpc.TraceServiceServicer):
+class _Servicer:
+    """Export for the three services (registered with each official add_*Servicer_to_server)."""
+
     def __init__(self, collector: Collector):
         self.collector = collector
 
     def Export(self, request, context):
-        if self.collector.fail_with is not None:
-            context.abort(self.collector.fail_with, "told to fail")
-        self.collector.add(request, dict(context.invocation_metadata()))
-        return trace_service_pb2.ExportTraceServiceResponse()
+        signal = next(name for name, (kind, _) in MESSAGES.items() if isinstance(request, kind))
+        (service,) = type(request).DESCRIPTOR.file.services_by_name.values()
+        headers = dict(context.invocation_metadata())
+        peer_name = context.auth_context().get("x509_common_name", [b""])[0].decode()
+        reply = self.collector.arrived(Arrival(signal, "/%s/Export" % service.full_name, headers, "", context.peer(),
+                                               peer_name, request))
+        if reply.status is not None:
+            if reply.retry_after is not None:
+                context.set_trailing_metadata((("grpc-status-details-bin", reply.status_details()),))
+            context.abort(reply.status, reply.message)
+        if signal == "traces":
+            self.collector.add(request, headers)
+        return reply.response(signal)
 
 
 class GrpcReceiver:
-    """OTLP/gRPC on 127.0.0.1 (an ephemeral port unless given)."""
+    """OTLP/gRPC, traces, metrics and logs, on 127.0.0.1 (an ephemeral port unless given); ``tls``: server credentials."""
 
-    def __init__(self, collector: Optional[Collector] = None, port: int = 0, workers: int = 4):
+    def __init__(self, collector: Optional[Collector] = None, port: int = 0, workers: int = 4,
+                 tls: Optional[grpc.ServerCredentials] = None):
         self.collector = collector or Collector()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                                   options=[("grpc.max_receive_message_length", 64 << 20)])
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Servicer(self.collector), self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:%d" % port)
+        servicer = _Servicer(self.collector)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(servicer, self.server)
+        logs_service_pb2_grpc.add_LogsServiceServicer_to_server(servicer, self.server)
+        address = "127.0.0.1:%d" % port
+        self.port = self.server.add_secure_port(address, tls) if tls else self.server.add_insecure_port(address)
+        self.scheme = "https" if tls else "http"
         self.server.start()
 
     @property
     def endpoint(self) -> str:
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
 
     def stop(self, grace: float = 0) -> None:
         """Stop serving; with ``grace``, requests already taken are answered first (up to that long)."""
@@ -139,52 +230,76 @@ class GrpcReceiver:
 
 
 class HttpReceiver:
-    """OTLP/HTTP (binary protobuf) at http://127.0.0.1:PORT/v1/traces."""
+    """OTLP/HTTP (binary protobuf, HTTP/1.1 keep-alive) at http://127.0.0.1:PORT/v1/{traces,metrics,logs}.
 
-    def __init__(self, collector: Optional[Collector] = None):
+    ``paths`` maps other request paths to the signal served there; ``tls``: a server-side
+    ssl context (https).
+    """
+
+    def __init__(self, collector: Optional[Collector] = None, paths: Optional[Dict[str, str]] = None,
+                 tls=None):
         self.collector = collector or Collector()
         collector = self.collector
+        served = dict(paths or {}, **{"/v1/" + signal: signal for signal in MESSAGES})
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
             def log_message(self, *args):
                 pass
+
+            def answer(self, status: int, body: bytes = b"", headers: Dict[str, str] = {}):
+                try:
+                    self.send_response(status)
+                    for key, value in dict(headers, **{"Content-Length": str(len(body))}).items():
+                        self.send_header(key, value)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # a client that gave up waiting (timeouts)
+                    self.close_connection = True
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
-                if self.path != "/v1/traces":
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                if collector.fail_with is not None:
-                    self.send_response(int(collector.fail_with))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                signal = served.get(self.path)
                 encoding = self.headers.get("Content-Encoding", "")
-                if encoding == "gzip":
-                    body = gzip.decompress(body)
-                elif encoding == "deflate":
-                    body = zlib.decompress(body)
-                request = trace_service_pb2.ExportTraceServiceRequest()
-                request.ParseFromString(body)
-                collector.add(request, {k.lower(): v for k, v in self.headers.items()})
-                reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", str(len(reply)))
-                self.end_headers()
-                self.wfile.write(reply)
+                request = None
+                if signal is not None:
+                    if encoding == "gzip":
+                        body = gzip.decompress(body)
+                    elif encoding == "deflate":
+                        body = zlib.decompress(body)
+                    request = MESSAGES[signal][0].FromString(body)
+                peer = self.connection.getpeercert() if tls else None
+                peer_name = dict(x[0] for x in peer["subject"]).get("commonName", "") if peer else ""
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                reply = collector.arrived(Arrival(signal, self.path, headers, encoding,
+                                                  "%s:%d" % self.client_address, peer_name, request))
+                protobuf = {"Content-Type": "application/x-protobuf"}
+                if signal is None:
+                    self.answer(404)
+                elif reply.status is not None:
+                    error = status_pb2.Status(message=reply.message).SerializeToString()
+                    if reply.retry_after is not None:
+                        protobuf["Retry-After"] = "%d" % reply.retry_after
+                    self.answer(int(reply.status), error, protobuf)
+                else:
+                    if signal == "traces":
+                        collector.add(request, headers)
+                    self.answer(200, reply.response(signal).SerializeToString(), protobuf)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
+        self.scheme = "https" if tls else "http"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     @property
     def endpoint(self) -> str:
-        return "http://127.0.0.1:%d" % self.port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.port)
 
     def stop(self) -> None:
         self.server.shutdown()
