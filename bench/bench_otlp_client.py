@@ -12,18 +12,14 @@ spans per export, the tracer's batch size by default) to real receivers
 (tests/support/otlp_receiver.py) running in a child process, so that their
 decoding is not counted. Rows:
 
-  grpc official+otlp_wire  the tracer before our client: the official OTLP/gRPC exporter with
-                           otlp_wire plugged into its private _translate_data -- the baseline
-  http official            the tracer before our client over http/protobuf: the official
-                           OTLP/HTTP exporter and its encoder
-  grpc ours                OtlpSpanExporter over GrpcClient (otlp_wire, request bytes as they are)
-  http ours                OtlpSpanExporter over HttpClient (otlp_wire, http.client keep-alive)
-  grpc official            the official OTLP/gRPC exporter as shipped (official encoder)
-  encode only              otlp_wire.encode_request alone: what no transport can save
+  grpc official            the official OTLP/gRPC exporter as shipped (official encoder): the baseline
+  grpc ours                OtlpSpanExporter over GrpcClient (wire, request bytes as they are)
+  http ours                OtlpSpanExporter over HttpClient (wire, http.client keep-alive)
+  encode only              export.otlp.wire.encode_request alone: what no transport can save
 
-The first two come from export.otlp.exporter.make_otlp_exporter while the tracer
-still has it; once it exports through our client they are left out and "grpc official"
-is the baseline.
+(Before the tracer exported through our client, two more rows measured what
+it used then: the official exporters, the gRPC one with otlp_wire plugged into
+its private _translate_data; docs/performance.md keeps those numbers.)
 
 Cost per span: CPU time of this process (every thread: grpcio's included)
 and wall time, per exported span. Rounds interleave the rows so that noise
@@ -77,7 +73,6 @@ def rows(grpc_endpoint: str, http_endpoint: str, compression: str):
     import grpc
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as OfficialGrpc
 
-    from spanprobe_tracer.export.otlp import exporter as before
     from spanprobe_tracer.export.otlp.settings import Flags, resolve
     from spanprobe_tracer.export.otlp.span_exporter import OtlpSpanExporter
     from spanprobe_tracer.export.otlp.wire import encode_request
@@ -86,18 +81,12 @@ def rows(grpc_endpoint: str, http_endpoint: str, compression: str):
         return OtlpSpanExporter(resolve("traces", Flags(endpoint=endpoint, protocol=protocol,
                                                         compression=compression), {}))
 
-    exporters = {}
-    if hasattr(before, "make_otlp_exporter"):
-        for name, endpoint, protocol in (("grpc official+otlp_wire", grpc_endpoint, "grpc"),
-                                         ("http official", http_endpoint, "http/protobuf")):
-            exporters[name] = before.make_otlp_exporter(before.OtlpSettings(endpoint=endpoint, protocol=protocol,
-                                                                            compression=compression))
-    exporters.update({
-        "grpc ours": ours(grpc_endpoint, "grpc"),
-        "http ours": ours(http_endpoint, "http/protobuf"),
+    exporters = {
         "grpc official": OfficialGrpc(endpoint=grpc_endpoint, insecure=True, compression=(
             grpc.Compression.Gzip if compression == "gzip" else grpc.Compression.NoCompression)),
-    })
+        "grpc ours": ours(grpc_endpoint, "grpc"),
+        "http ours": ours(http_endpoint, "http/protobuf"),
+    }
     out = {name: (e.export, e.shutdown) for name, e in exporters.items()}
     out["encode only"] = (encode_request, lambda: None)
     return out
@@ -142,7 +131,7 @@ def main() -> None:
         receivers.stdin.close()
         receivers.wait(10)
 
-    base = next(name for name in ("grpc official+otlp_wire", "grpc official") if name in samples)
+    base = "grpc official"
     baseline = statistics.median(cpu for cpu, _ in samples[base])
     print("\n%d rounds x %d exports x %d spans, compression %s; median round, per exported span "
           "(base: %s):" % (args.rounds, args.batches, args.batch, args.compression, base))

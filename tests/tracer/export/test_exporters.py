@@ -17,7 +17,11 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from spanprobe_tracer.errors import EndpointUnreachable, TracerError
 from spanprobe_tracer.export import ConsoleExporter, ExportPipeline, JsonLinesExporter
-from spanprobe_tracer.export.otlp import OtlpSettings, check_reachable, make_otlp_exporter
+from spanprobe_tracer.export.otlp.client import check_reachable
+from spanprobe_tracer.export.otlp.grpc_client import GrpcClient
+from spanprobe_tracer.export.otlp.http_client import HttpClient
+from spanprobe_tracer.export.otlp.settings import Flags, resolve
+from spanprobe_tracer.export.otlp.span_exporter import OtlpSpanExporter
 from spanprobe_tracer.session import Stats
 from spanprobe_tracer.text import format_duration, safe_text
 
@@ -111,24 +115,25 @@ def test_jsonl_unwritable_file_is_a_clear_error(tmp_path):
 # --- OTLP settings ---------------------------------------------------------------------------
 
 def test_otlp_defaults():
-    s = OtlpSettings()
-    assert s.resolved_protocol({}) == "grpc"
-    assert s.resolved_endpoint({}) == "http://localhost:4317"
-    assert s.host_port({}) == ("localhost", 4317)
-    h = OtlpSettings(protocol="http/protobuf")
-    assert h.resolved_endpoint({}) == "http://localhost:4318/v1/traces"
+    s = resolve("traces", env={})
+    assert s.protocol == "grpc"
+    assert s.endpoint == "http://localhost:4317"
+    assert (s.host, s.port) == ("localhost", 4317)
+    h = resolve("traces", Flags(protocol="http/protobuf"), {})
+    assert h.endpoint == "http://localhost:4318/v1/traces"
 
 
 def test_otlp_environment_and_flag_precedence():
     env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
-    assert OtlpSettings().resolved_endpoint(env) == "http://c:4318/v1/traces"
+    assert resolve("traces", env=env).endpoint == "http://c:4318/v1/traces"
     env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = "http://t:9/custom"
-    assert OtlpSettings().resolved_endpoint(env) == "http://t:9/custom"
-    assert OtlpSettings(endpoint="http://flag:1").resolved_endpoint(env) == "http://flag:1/v1/traces"
-    assert OtlpSettings(endpoint="http://flag:1/x/y").resolved_endpoint(env) == "http://flag:1/x/y"
-    assert OtlpSettings(protocol="grpc").resolved_protocol(env) == "grpc"
+    assert resolve("traces", env=env).endpoint == "http://t:9/custom"
+    assert resolve("traces", Flags(endpoint="http://flag:1"), env).endpoint == "http://flag:1/v1/traces"
+    assert resolve("traces", Flags(endpoint="http://flag:1/x/y"), env).endpoint == "http://flag:1/x/y"
+    del env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]  # a URL path, which a gRPC endpoint cannot have
+    assert resolve("traces", Flags(protocol="grpc"), env).protocol == "grpc"
     with pytest.raises(TracerError, match="http/json"):
-        OtlpSettings().resolved_protocol({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+        resolve("traces", env={"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
 
 
 def test_unreachable_endpoint_fails_fast():
@@ -137,20 +142,21 @@ def test_unreachable_endpoint_fails_fast():
         port = s.getsockname()[1]
     t = time.monotonic()
     with pytest.raises(EndpointUnreachable, match="cannot reach the OTLP endpoint"):
-        check_reachable(OtlpSettings(endpoint="http://127.0.0.1:%d" % port))
+        check_reachable(resolve("traces", Flags(endpoint="http://127.0.0.1:%d" % port), {}))
     assert time.monotonic() - t < 5
 
 
-def test_official_exporters_are_built():
-    grpc_exp = make_otlp_exporter(OtlpSettings(endpoint="http://127.0.0.1:1", compression="gzip", timeout=2))
-    assert type(grpc_exp).__name__ == "FastGrpcSpanExporter"
+def test_otlp_exporters_are_built():
+    grpc_exp = OtlpSpanExporter(resolve("traces", Flags(endpoint="http://127.0.0.1:1", compression="gzip",
+                                                        timeout=2), {}))
+    assert isinstance(grpc_exp.client, GrpcClient)
     grpc_exp.shutdown()
-    http_exp = make_otlp_exporter(OtlpSettings(endpoint="http://127.0.0.1:1", protocol="http/protobuf",
-                                               headers={"a": "b"}))
-    assert type(http_exp).__module__.startswith("opentelemetry.exporter.otlp.proto.http")
+    http_exp = OtlpSpanExporter(resolve("traces", Flags(endpoint="http://127.0.0.1:1", protocol="http/protobuf",
+                                                        headers=[("a", "b")]), {}))
+    assert isinstance(http_exp.client, HttpClient)
     http_exp.shutdown()
     with pytest.raises(TracerError, match="compression"):
-        make_otlp_exporter(OtlpSettings(compression="brotli"))
+        resolve("traces", Flags(compression="brotli"), {})
 
 
 # --- pipeline ------------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from typing import List
 from ..discover import Scanner, procfs
 from ..errors import (BpfUnavailable, ExitStatus, NoProviders, NoSuchProcess, NotPermitted, TracerError)
 from ..export import ConsoleExporter, ExportPipeline, JsonLinesExporter
-from ..export.otlp import OtlpSettings, check_reachable, make_otlp_exporter
 from ..kernel import CaptureConfig, ModuleCache, ModuleError, Planner, privileges, render_core, render_module
 from ..session import LaunchError, Launched, Session, Stats, Targets, watch_dlopen
 
@@ -57,15 +56,20 @@ def add_otlp_options(parser: argparse.ArgumentParser, endpoint_help: str = "") -
     otlp = parser.add_argument_group("OTLP (flags override the standard OTEL_EXPORTER_OTLP_* variables)")
     otlp.add_argument("--otlp-endpoint", metavar="URL",
                       help=endpoint_help or "collector address (default: OTEL_EXPORTER_OTLP[_TRACES]_ENDPOINT, "
-                      "else http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf)")
+                      "else http://localhost:4317 for grpc, http://localhost:4318 for http/protobuf, where a URL "
+                      "without a path gets /v1/traces)")
     otlp.add_argument("--otlp-protocol", choices=("grpc", "http/protobuf"),
                       help="default: OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL, else grpc")
     otlp.add_argument("--otlp-header", type=_header, action="append", default=[], metavar="KEY=VALUE",
                       help="extra request header (repeatable; OTEL_EXPORTER_OTLP_HEADERS otherwise)")
-    otlp.add_argument("--otlp-timeout", type=float, metavar="SECONDS", help="per-export timeout, retries included")
-    otlp.add_argument("--otlp-compression", choices=("gzip", "deflate", "none"))
+    otlp.add_argument("--otlp-timeout", type=float, metavar="SECONDS",
+                      help="per-export timeout, retries included (0: none; OTEL_EXPORTER_OTLP_TIMEOUT is in ms)")
+    otlp.add_argument("--otlp-compression", choices=("gzip", "deflate", "none"), help="deflate: http/protobuf only")
     otlp.add_argument("--otlp-insecure", action="store_true", default=None,
-                      help="gRPC without TLS (implied by an http:// endpoint)")
+                      help="gRPC without TLS for an endpoint without a scheme (http:// and https:// decide themselves)")
+    otlp.add_argument("--otlp-certificate", metavar="FILE", help="CA certificates (PEM) to verify the collector with")
+    otlp.add_argument("--otlp-client-key", metavar="FILE", help="private key (PEM) for mutual TLS")
+    otlp.add_argument("--otlp-client-certificate", metavar="FILE", help="certificate (PEM) for mutual TLS")
     otlp.add_argument("--otlp-no-check", action="store_true",
                       help="start even if the endpoint is unreachable (spans that cannot be delivered are counted)")
 
@@ -164,23 +168,33 @@ def _wait_for_providers(pids: List[int], wait_s: float) -> None:
         time.sleep(0.2)
 
 
-def _make_exporter(args):
+def _make_exporter(args, stats: Stats):
     if args.exporter == "console":
         return ConsoleExporter()
     if args.exporter == "jsonl":
         return JsonLinesExporter(args.output)
-    return otlp_exporter(args)
+    return otlp_exporter(args, on_rejected=lambda n, _message: stats.reject(n))
 
 
-def otlp_exporter(args):
-    """The OTLP exporter the --otlp-* flags (add_otlp_options) describe, once its endpoint answers."""
-    settings = OtlpSettings(endpoint=args.otlp_endpoint, protocol=args.otlp_protocol,
-                            headers=dict(args.otlp_header), timeout=args.otlp_timeout,
-                            compression=args.otlp_compression, insecure=args.otlp_insecure)
+def otlp_exporter(args, on_rejected=None):
+    """The OTLP exporter the --otlp-* flags (add_otlp_options) describe, once its endpoint answers.
+
+    ``on_rejected(count, message)`` hears of spans the collector refused (an OTLP partial success).
+    """
+    # Here, not at the top: grpcio and the protobuf descriptors load only when OTLP is used.
+    from ..export.otlp.client import check_reachable
+    from ..export.otlp.settings import Flags, resolve
+    from ..export.otlp.span_exporter import OtlpSpanExporter
+
+    settings = resolve("traces", Flags(
+        endpoint=args.otlp_endpoint, protocol=args.otlp_protocol, headers=args.otlp_header,
+        timeout=args.otlp_timeout, compression=args.otlp_compression, insecure=args.otlp_insecure,
+        certificate=args.otlp_certificate, client_key=args.otlp_client_key,
+        client_certificate=args.otlp_client_certificate))
     if not args.otlp_no_check:
         check_reachable(settings)
-    exporter = make_otlp_exporter(settings)
-    log.info("exporting OTLP/%s to %s", settings.resolved_protocol(), settings.resolved_endpoint())
+    exporter = OtlpSpanExporter(settings, on_rejected=on_rejected)
+    log.info("exporting %s", settings.describe())
     return exporter
 
 
@@ -255,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
         return print_ebpf(args, command)
     if args.pid:
         _wait_for_providers(args.pid, args.wait)
-    exporter = _make_exporter(args)
+    stats = Stats()
+    exporter = _make_exporter(args, stats)
 
     modules = load_modules(capture_config(args))
 
@@ -264,7 +279,6 @@ def run(args: argparse.Namespace) -> int:
         launched = Launched(command)
         watch_dlopen(modules.core, launched.pid)
 
-    stats = Stats()
     pipeline = ExportPipeline(exporter, stats, max_queue=args.queue_size)
     targets = Targets(pids=args.pid, everything=args.all, launched=launched)
     verbose_status = args.verbose > 0

@@ -3,7 +3,8 @@
     pipeline  ExportPipeline: a bounded queue and one export thread; every span exported or counted lost
     console   ConsoleExporter: traces as trees on a terminal, untrusted text escaped
     jsonl     JsonLinesExporter: one JSON object per span per line
-    otlp      OTLP/gRPC and OTLP/HTTP to a collector (otlp.wire: the request encoder)
+    otlp      spanprobe's own OTLP client (gRPC and HTTP/protobuf, one encoder for both):
+              OtlpSpanExporter to a collector; imported only when OTLP is asked for
 
 Exporters are OpenTelemetry SDK SpanExporters fed ReadableSpans by the pipeline.
 """

@@ -3,8 +3,8 @@
 The tracer's main loop must keep draining the ring buffer whatever the
 collector does, so it never waits on export: ``submit`` appends to a bounded
 queue and, when the queue is full, drops the spans and counts them. The export
-thread sends batches; the official OTLP exporters retry transient failures
-with exponential backoff within their timeout, and a batch that still fails is
+thread sends batches; the OTLP exporter retries transient failures with
+exponential backoff within its timeout, and a batch that still fails is
 dropped and counted, so a collector that is down costs bounded memory and no
 hang. ``shutdown`` flushes what is queued within a deadline, then aborts the
 exporter's retries and counts what is left.

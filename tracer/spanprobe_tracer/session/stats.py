@@ -23,6 +23,7 @@ class Stats:
         "queue_full": "export queue full",
         "export_failed": "export failed",
         "shutdown": "still queued at shutdown",
+        "rejected": "rejected by the collector",
     }
 
     def __init__(self):
@@ -48,6 +49,12 @@ class Stats:
     def drop(self, reason: str, n: int) -> None:
         with self._lock:
             self.dropped[reason] += n
+
+    def reject(self, n: int) -> None:
+        """``n`` spans of a batch counted as exported were refused by the collector (OTLP partial success)."""
+        with self._lock:
+            self.exported -= n
+            self.dropped["rejected"] += n
 
     @property
     def lost(self) -> int:

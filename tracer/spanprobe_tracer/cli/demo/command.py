@@ -153,11 +153,11 @@ def trace_demo(server: DemoServer, args, stop: threading.Event, collected: Colle
         text = str(exc)
         raise BpfUnavailable(text if "spanprobe doctor" in text else text + "; " + DOCTOR_HINT) from None
     try:
+        stats = Stats()
         sinks, where = [collected], [] if args.no_tree else ["the terminal"]
         if args.otlp_endpoint:
-            sinks.append(tracing.otlp_exporter(args))
+            sinks.append(tracing.otlp_exporter(args, on_rejected=lambda n, _message: stats.reject(n)))
             where.append("OTLP %s" % args.otlp_endpoint)
-        stats = Stats()
         pipeline = ExportPipeline(Tee(sinks), stats)
         session = Session(modules, pipeline, stats, Targets(pids=[server.pid]))
         downloads: List[Download] = []

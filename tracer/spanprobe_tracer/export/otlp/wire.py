@@ -10,10 +10,9 @@ attribute keys encoded once ever.
 
 The output is byte-for-byte what the official encoder produces for the same
 spans (tests/tracer/export/test_otlp_wire.py checks this on every attribute
-type), so collectors see no difference. It is plugged into the official
-OTLP/gRPC exporter through that exporter's ``_translate_data`` hook (see
-export.otlp.exporter): retries, headers, TLS, compression and timeouts stay
-the official code's.
+type), so collectors see no difference. export.otlp.span_exporter sends what
+it encodes over gRPC or HTTP with our own OTLP client (export.otlp): one
+encoder for both protocols.
 
 Field numbers: opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto.
 """
