@@ -14,6 +14,7 @@
 set -euo pipefail
 
 WITH_AARCH64=false
+SETUP_ARGS="$*"
 for arg in "$@"; do
     case "$arg" in
         --aarch64) WITH_AARCH64=true ;;
@@ -66,22 +67,27 @@ is_root() { [[ "$(id -u)" == 0 ]]; }
 ARCH="$(dpkg --print-architecture)"
 APT_PACKAGES=(bpfcc-tools python3-bpfcc "linux-headers-$ARCH" bpftrace binutils python3-venv)
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
-        missing+=("$pkg")
+# ensure_apt WHAT PACKAGE...: install those of the packages that are not installed yet.
+ensure_apt() {
+    local what="$1" pkg missing=()
+    shift
+    for pkg in "$@"; do
+        if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        log "$what already installed"
+        return
     fi
-done
-if ((${#missing[@]})); then
-    is_root || die "missing Debian packages (${missing[*]}) and not root; run: sudo $0"
-    log "installing apt packages: ${missing[*]} ..."
+    is_root || die "missing Debian packages (${missing[*]}) and not root; run: sudo $0 $SETUP_ARGS"
+    log "installing $what: ${missing[*]} ..."
     # Only refresh the index when we actually install: it is slow and needs network.
     quietly apt-get update -q
     quietly apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
-else
-    log "apt packages already installed"
-fi
+}
+ensure_apt "apt packages" "${APT_PACKAGES[@]}"
 
 # ---------------------------------------------------------------------------
 # 2. Kernel headers for bcc
@@ -258,28 +264,14 @@ fi
 # sys/sdt.h for foreign probes. No binfmt registration: the tests start
 # qemu-aarch64 themselves, so nothing machine-wide (binfmt_misc) is needed.
 if $WITH_AARCH64; then
-    A64_PACKAGES=(qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-                  systemtap-sdt-dev:arm64 libpython3.11:arm64)
-    missing=()
-    for pkg in "${A64_PACKAGES[@]}"; do
-        if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
-            missing+=("$pkg")
-        fi
-    done
-    if ((${#missing[@]})); then
-        is_root || die "missing Debian packages (${missing[*]}) and not root; run: sudo $0 --aarch64"
-        log "installing the aarch64 emulation packages: ${missing[*]} ..."
-        if ! dpkg --print-foreign-architectures | grep -qx arm64; then
-            dpkg --add-architecture arm64
-        fi
-        quietly apt-get update -q
-        # Multi-Arch: same packages come in one version for both architectures:
-        # apt may upgrade the amd64 twin (libpython3.11-stdlib...) to match.
-        quietly apt-get install -y -q --no-install-recommends \
-            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
-    else
-        log "aarch64 emulation packages already installed"
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        is_root || die "Debian's arm64 architecture is not enabled and we are not root; run: sudo $0 $SETUP_ARGS"
+        dpkg --add-architecture arm64
     fi
+    # Multi-Arch: same packages come in one version for both architectures: apt
+    # may upgrade the amd64 twins (libpython3.11-stdlib, libssl3...) to match.
+    ensure_apt "aarch64 emulation packages" qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+        systemtap-sdt-dev:arm64 libpython3.11:arm64
     A64_DIR="$MATRIX_DIR/aarch64"
     A64_PYTHON="$A64_DIR/bin/python3.11"
     A64_LIBPYTHON=/usr/lib/aarch64-linux-gnu/libpython3.11.so.1.0
