@@ -23,39 +23,35 @@ SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "aarch64_probe
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
-    """(notes, locations by probe, records by probe, values passed by probe)."""
+    """(program, notes by probe, parsed specs by probe, trapped records by probe, values passed by probe)."""
     a64.require_emulation()
     work = str(tmp_path_factory.mktemp("a64-foreign"))
     obj = os.path.join(work, "probes.o")
     a64.run(a64.CC, "-O2", "-c", "-idirafter", a64.SDT_INCLUDE, "-o", obj, SOURCE)
     with open(obj, "rb") as f:
-        order = [n.name for n in read_elf(f.read()).sdt_notes]
+        compiled = read_elf(f.read()).sdt_notes
+    order = [n.name for n in compiled]
+    locations = {n.name: [argspec.parse(s, a64.EM_AARCH64) for s in argspec.split_specs(n.args)]
+                 for n in compiled}
     # The readers come from the notes of the object; linking moves code, not operands.
-    program = a64.build_trap(work, a64.render_readers(
-        [[argspec.parse(s, a64.EM_AARCH64) for s in argspec.split_specs(n.args)]
-         for n in _notes_in(obj, order)]), obj)
+    program = a64.build_trap(work, a64.render_readers([locations[name] for name in order]), obj)
     with open(program, "rb") as f:
-        info = read_elf(f.read())
-    notes = {n.name: n for n in info.sdt_notes}
-    assert [n.name for n in info.sdt_notes] == order
+        linked = read_elf(f.read()).sdt_notes
+    assert [(n.name, n.args) for n in linked] == [(n.name, n.args) for n in compiled]
+    notes = {n.name: n for n in linked}
     out = a64.run(a64.QEMU, program, *["%#x" % notes[name].pc for name in order]).splitlines()
     passed = {}
+    dump = []
     for line in out:
-        obj_ = json.loads(line)
-        if "passed" in obj_:
-            passed[obj_["passed"]] = obj_["values"]
+        said = json.loads(line)
+        if "passed" in said:
+            passed[said["passed"]] = said["values"]
+        else:
+            dump.append(line)
     records = {}
-    for r in a64.parse_records([line for line in out if '"passed"' not in line]):
+    for r in a64.parse_records(dump):
         records.setdefault(order[r.probe], []).append(r)
-    locations = {name: [argspec.parse(s, a64.EM_AARCH64) for s in argspec.split_specs(notes[name].args)]
-                 for name in order}
     return program, notes, locations, records, passed
-
-
-def _notes_in(path, order):
-    with open(path, "rb") as f:
-        by_name = {n.name: n for n in read_elf(f.read()).sdt_notes}
-    return [by_name[name] for name in order]
 
 
 def test_gcc_made_every_operand_kind(traced):

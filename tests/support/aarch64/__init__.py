@@ -15,7 +15,7 @@ import os
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import pytest
 
@@ -140,7 +140,3 @@ def spec_value(word: int, loc: argspec.ArgLocation) -> int:
     bits = 8 * loc.size
     value = word & ((1 << bits) - 1)
     return value - (1 << bits) if loc.signed and value >> (bits - 1) else value
-
-
-def notes_by_name(notes) -> Dict[str, object]:
-    return {n.name: n for n in notes}
