@@ -9,7 +9,18 @@
 #   .venv/          Debian's python3 + system site-packages: the only place bcc's
 #                   Python module exists (python3-bpfcc; bcc is not on PyPI).
 #   .venvs/py3.X/   plain venvs on pyenv's Pythons for the SDK test matrix.
+#   .venvs/aarch64/ with --aarch64 only (scripts/test.sh): an arm64 Python run by
+#                   qemu-user, and the cross toolchain, for the aarch64 tests.
 set -euo pipefail
+
+WITH_AARCH64=false
+SETUP_ARGS="$*"
+for arg in "$@"; do
+    case "$arg" in
+        --aarch64) WITH_AARCH64=true ;;
+        *) printf 'usage: %s [--aarch64]\n' "$0" >&2; exit 2 ;;
+    esac
+done
 
 # Key everything off the repo, never the caller's cwd.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -56,22 +67,27 @@ is_root() { [[ "$(id -u)" == 0 ]]; }
 ARCH="$(dpkg --print-architecture)"
 APT_PACKAGES=(bpfcc-tools python3-bpfcc "linux-headers-$ARCH" bpftrace binutils python3-venv openssl)
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
-        missing+=("$pkg")
+# ensure_apt WHAT PACKAGE...: install those of the packages that are not installed yet.
+ensure_apt() {
+    local what="$1" pkg missing=()
+    shift
+    for pkg in "$@"; do
+        if [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)" != "install ok installed" ]]; then
+            missing+=("$pkg")
+        fi
+    done
+    if ((${#missing[@]} == 0)); then
+        log "$what already installed"
+        return
     fi
-done
-if ((${#missing[@]})); then
-    is_root || die "missing Debian packages (${missing[*]}) and not root; run: sudo $0"
-    log "installing apt packages: ${missing[*]} ..."
+    is_root || die "missing Debian packages (${missing[*]}) and not root; run: sudo $0 $SETUP_ARGS"
+    log "installing $what: ${missing[*]} ..."
     # Only refresh the index when we actually install: it is slow and needs network.
     quietly apt-get update -q
     quietly apt-get install -y -q --no-install-recommends \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
-else
-    log "apt packages already installed"
-fi
+}
+ensure_apt "apt packages" "${APT_PACKAGES[@]}"
 
 # ---------------------------------------------------------------------------
 # 2. Kernel headers for bcc
@@ -238,6 +254,47 @@ if ((${#missing_minors[@]})); then
         die "$msg; CI requires every one of ${SDK_MINORS[*]}"
     fi
     warn "$msg; the SDK matrix will skip it"
+fi
+
+# ---------------------------------------------------------------------------
+# 6. aarch64 under emulation (--aarch64: the tests need it, the demo does not)
+# ---------------------------------------------------------------------------
+# Debian's arm64 libpython3.11 (Multi-Arch: same, so beside the amd64 one) behind
+# a cross-compiled main(), run by qemu-user; the cross compiler and Debian's arm64
+# sys/sdt.h for foreign probes. No binfmt registration: the tests start
+# qemu-aarch64 themselves, so nothing machine-wide (binfmt_misc) is needed.
+if $WITH_AARCH64; then
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        is_root || die "Debian's arm64 architecture is not enabled and we are not root; run: sudo $0 $SETUP_ARGS"
+        dpkg --add-architecture arm64
+    fi
+    # Multi-Arch: same packages come in one version for both architectures: apt
+    # may upgrade the amd64 twins (libpython3.11-stdlib, libssl3...) to match.
+    ensure_apt "aarch64 emulation packages" qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+        systemtap-sdt-dev:arm64 libpython3.11:arm64
+    A64_DIR="$MATRIX_DIR/aarch64"
+    A64_PYTHON="$A64_DIR/bin/python3.11"
+    A64_LIBPYTHON=/usr/lib/aarch64-linux-gnu/libpython3.11.so.1.0
+    a64_healthy() {
+        [[ -x "$A64_PYTHON" && "$A64_PYTHON" -nt "$ROOT/scripts/aarch64-python.c" && "$A64_PYTHON" -nt "$A64_LIBPYTHON" ]] &&
+            qemu-aarch64 "$A64_PYTHON" -c 'import ctypes, platform, spanprobe, sys
+sys.exit(platform.machine() != "aarch64")' >/dev/null 2>&1
+    }
+    if a64_healthy; then
+        log ".venvs/aarch64: up to date"
+    else
+        log ".venvs/aarch64: building the arm64 Python ..."
+        rm -rf "$A64_DIR"
+        site="$A64_DIR/lib/python3.11/site-packages"
+        mkdir -p "$A64_DIR/bin" "$site"
+        quietly aarch64-linux-gnu-gcc -O2 -o "$A64_PYTHON" "$ROOT/scripts/aarch64-python.c" \
+            "$A64_LIBPYTHON" -Wl,-rpath-link,/usr/lib/aarch64-linux-gnu
+        # A venv on Debian's stdlib (home), blind to the amd64 dist-packages, with the
+        # SDK of this checkout on its path (what `pip install -e .` does for the SDK).
+        printf 'home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11\n' >"$A64_DIR/pyvenv.cfg"
+        printf '%s\n' "$ROOT/sdk" >"$site/spanprobe-checkout.pth"
+        a64_healthy || die ".venvs/aarch64: the arm64 Python does not start under qemu-aarch64"
+    fi
 fi
 
 log "done"

@@ -16,7 +16,8 @@ cd "$ROOT" || exit 1
 
 SDK_MINORS=(3.9 3.10 3.11 3.12 3.13)
 
-bash "$ROOT/scripts/setup.sh" || { echo "spanprobe test: setup failed" >&2; exit 1; }
+# --aarch64: qemu-user, an arm64 Python and the cross toolchain for the aarch64 tests.
+bash "$ROOT/scripts/setup.sh" --aarch64 || { echo "spanprobe test: setup failed" >&2; exit 1; }
 
 export SPANPROBE_REQUIRE_BPF="${SPANPROBE_REQUIRE_BPF:-1}"
 

@@ -31,6 +31,9 @@ def test_x86_specs(spec, expect):
     ("8@[sp]", (8, False, "mem", "sp", 0)),
     ("-4@[sp, 8]", (4, True, "mem", "sp", 8)),
     ("8@[x29, -16]", (8, False, "mem", "29", -16)),
+    ("-4@42", (4, True, "imm", None, 42)),           # GCC's sys/sdt.h: constants bare
+    ("2@-1", (2, False, "imm", None, -1)),
+    ("8@#0x10", (8, False, "imm", None, 16)),
 ])
 def test_aarch64_specs(spec, expect):
     loc = argspec.parse(spec, EM_AARCH64)

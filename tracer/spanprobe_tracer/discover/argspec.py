@@ -58,6 +58,8 @@ _X86_MEM = re.compile(r"(-?(?:0x[0-9a-fA-F]+|\d+))?\(%([a-z0-9]+)\)\Z")
 _X86_IMM = re.compile(r"\$(-?(?:0x[0-9a-fA-F]+|\d+))\Z")
 _A64_REG = re.compile(r"[xw](\d+)\Z")
 _A64_MEM = re.compile(r"\[(sp|x\d+)(?:\s*,\s*#?(-?(?:0x[0-9a-fA-F]+|\d+)))?\]\Z")
+# GCC's sys/sdt.h writes aarch64 constants bare (``-4@42``, ``2@-1``); '#' is accepted too.
+_A64_IMM = re.compile(r"#?(-?(?:0x[0-9a-fA-F]+|\d+))\Z")
 
 
 def split_specs(text: str) -> List[str]:
@@ -102,6 +104,9 @@ def parse(spec: str, machine: int) -> ArgLocation:
         if r:
             reg = "sp" if r.group(1) == "sp" else r.group(1)[1:]
             return ArgLocation(size, signed, "mem", reg, _number(r.group(2) or "0", 1 << 31))
+        r = _A64_IMM.match(operand)
+        if r:
+            return ArgLocation(size, signed, "imm", None, _number(r.group(1), 1 << 63))
     else:
         raise ArgSpecError("machine %d is not supported (x86_64 and aarch64 are)" % machine)
     raise ArgSpecError("argument spec %r: operand %r is not supported" % (spec, operand))
