@@ -4,6 +4,7 @@ and back), whose books must balance exactly, and the overload rule that keeps me
 from __future__ import annotations
 
 import resource
+import struct
 from types import SimpleNamespace
 
 import pytest
@@ -11,7 +12,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from spanprobe_tracer.decode import LoadRecord, SpanRecord
 from spanprobe_tracer.export import ExportPipeline
-from spanprobe_tracer.kernel import RingBuffer
+from spanprobe_tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader
 from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_SPAN
 from spanprobe_tracer.session import Stats
 from spanprobe_tracer.session.drain import Drainer
@@ -140,14 +141,33 @@ def test_records_beyond_the_queues_room_are_counted_not_built():
 
 
 def test_one_drain_holds_at_most_a_ring_buffer_of_records():
-    """Against producers faster than the tracer, libbpf's consume would run for ever: the record
-    callback stops it (negative return) once a ring buffer's worth is held, keeping that record."""
-    import ctypes
+    """Against producers faster than the tracer, one read would never end: it stops once a ring
+    buffer's worth is held, and the next read goes on from there. Busy records stop a read,
+    discarded ones are skipped, a record that wraps is read whole (the data is mapped twice)."""
+    page, size = 64, 128
+    consumer, producer = bytearray(8), bytearray(page + 2 * size)
 
-    table = SimpleNamespace(open_ring_buffer=lambda callback: None)
-    core = SimpleNamespace(get_table=lambda name: table, ring_buffer_consume=lambda: None)
-    ring = RingBuffer(core, cap_bytes=100)
-    record = ctypes.create_string_buffer(b"r" * 40, 40)
-    assert [ring.on_record(None, ctypes.addressof(record), 40) for _ in range(3)] == [0, 0, -1]
-    assert ring.read() == [b"r" * 40] * 3
-    assert ring.on_record(None, ctypes.addressof(record), 40) == 0
+    def put(pos, payload, flags=0):
+        for base in (page, page + size):  # the kernel maps the data pages twice
+            at = base + pos % size
+            struct.pack_into("<II", producer, at, len(payload) | flags, 0)
+            producer[at + 8:at + 8 + len(payload)] = payload
+        return pos + (len(payload) + 8 + 7) // 8 * 8
+
+    pos = 0
+    for i in range(3):
+        pos = put(pos, bytes([65 + i]) * 20)          # 28 bytes, padded to 32
+    struct.pack_into("<Q", producer, 0, pos)
+    ring = RingReader(consumer, producer, size, page, cap_bytes=60)
+    assert ring.read() == [b"A" * 20, b"B" * 20]       # the cap is reached after two
+    assert ring.read() == [b"C" * 20]
+    assert ring.read() == []
+    pos = put(pos, b"gone", DISCARD_BIT)
+    pos = put(pos, b"w" * 40)                           # wraps past the end of the ring
+    busy_at = pos
+    pos = put(pos, b"not yet", BUSY_BIT)
+    struct.pack_into("<Q", producer, 0, pos)
+    assert ring.read() == [b"w" * 40]
+    assert struct.unpack_from("<Q", consumer)[0] == busy_at
+    put(busy_at, b"not yet")
+    assert ring.read() == [b"not yet"]

@@ -6,7 +6,7 @@
     render      the C: render_module(layout, id), render_core(config), render_read(location)
     modules     ModuleCache: bcc compiles (core module, one module per layout), Module
     links       attach(): one uprobe in one process with its semaphore and cookie -> UprobeLink
-    ringbuf     RingBuffer: the core module's ring buffer, read in bounded batches
+    ringbuf     RingBuffer: the core module's ring buffer, read from its mmap()ed pages in bounded batches
     counters    KernelCounters: what the handlers counted, by Counter
     features    the checks of what this machine offers (doctor and the tests use them)
     privileges  the capabilities tracing needs, checked up front
