@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import socket
@@ -10,11 +11,12 @@ import time
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from spanprobe_tracer.assemble import Span
 from spanprobe_tracer.errors import EndpointUnreachable, TracerError
 from spanprobe_tracer.export import ConsoleExporter, ExportPipeline, JsonLinesExporter
 from spanprobe_tracer.export.otlp.client import check_reachable
@@ -30,12 +32,9 @@ T0 = 1_700_000_000_000_000_000
 
 
 def mkspan(name, span_id, parent=None, start=0, end=1_000_000, trace_id=0xAB, attrs=None, events=(),
-           status=Status(StatusCode.UNSET), kind=SpanKind.INTERNAL):
-    ctx = SpanContext(trace_id, span_id, False, TraceFlags(1))
-    par = SpanContext(trace_id, parent, False, TraceFlags(1)) if parent else None
-    return ReadableSpan(name=name, context=ctx, parent=par, resource=RES, attributes=attrs or {},
-                        events=events, kind=kind, status=status, start_time=T0 + start, end_time=T0 + end,
-                        instrumentation_scope=InstrumentationScope("shop"))
+           status=Status(StatusCode.UNSET), kind=SpanKind.INTERNAL, resource=RES):
+    return Span(name, trace_id, span_id, parent or 0, 1, kind, T0 + start, T0 + end, attrs or {}, list(events),
+                status, resource, InstrumentationScope("shop"))
 
 
 # --- console ----------------------------------------------------------------------------
@@ -105,6 +104,51 @@ def test_jsonl(tmp_path):
     assert d["attributes"] == {"b": {"bytes_base64": "AP8="}, "f": "nan", "l": ["x"]}
     assert d["status"] == {"code": "ERROR", "description": "boom"}
     assert d["resource"]["service.name"] == "shop"
+
+
+def reference_line(span) -> str:
+    """The JSON line as the exporter wrote it with json.dumps of a dict per span (before the line was
+    assembled from cached parts): the format users parse, which must not change."""
+    def value(v):
+        if isinstance(v, bytes):
+            return {"bytes_base64": base64.b64encode(v).decode()}
+        if isinstance(v, (list, tuple)):
+            return [value(x) for x in v]
+        if isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))):
+            return repr(v)
+        return v
+    return json.dumps({
+        "name": span.name, "trace_id": "%032x" % span.context.trace_id, "span_id": "%016x" % span.context.span_id,
+        "parent_span_id": "%016x" % span.parent.span_id if span.parent else None,
+        "trace_flags": int(span.context.trace_flags), "kind": span.kind.name,
+        "start_time_unix_nano": span.start_time, "end_time_unix_nano": span.end_time,
+        "duration_ns": (span.end_time or 0) - (span.start_time or 0),
+        "status": {"code": span.status.status_code.name, "description": span.status.description},
+        "attributes": {k: value(v) for k, v in (span.attributes or {}).items()},
+        "events": [{"name": e.name, "time_unix_nano": e.timestamp,
+                    "attributes": {k: value(v) for k, v in (e.attributes or {}).items()}} for e in span.events],
+        "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
+        "resource": {k: value(v) for k, v in (span.resource.attributes if span.resource else {}).items()},
+    }, ensure_ascii=False) + "\n"
+
+
+def test_jsonl_lines_are_the_documented_format(tmp_path):
+    other = Resource({"service.name": "é\x1b\"q", "process.command_args": ["a", "b"], "f": 1.5, "ok": True})
+    spans = [
+        mkspan("op", 5, parent=4, attrs={"b": b"\x00\xff", "f": float("nan"), "l": ["x", "y"], "i": -3}),
+        mkspan("é ✓ \"quoted\"\n", 6, kind=SpanKind.SERVER, attrs={"s": "x\x00y", "t": True, "n": 2**63 - 1},
+               status=Status(StatusCode.ERROR, "ValueError: bad"),
+               events=[Event("exception", {"exception.type": "ValueError", "raw": b"\x01"}, T0 + 5)]),
+        mkspan("", 7, attrs={}, resource=other, kind=SpanKind.CLIENT),
+        mkspan("inf", 8, attrs={"f": float("inf"), "g": -0.5}, resource=other),
+        mkspan("again", 9, parent=8, status=Status(StatusCode.ERROR)),
+    ]
+    path = tmp_path / "out.jsonl"
+    exp = JsonLinesExporter(str(path))
+    exp.export(spans)
+    exp.export(spans[:2])  # the cached parts serve a second time
+    exp.shutdown()
+    assert path.read_text() == "".join(reference_line(s) for s in spans + spans[:2])
 
 
 def test_jsonl_unwritable_file_is_a_clear_error(tmp_path):

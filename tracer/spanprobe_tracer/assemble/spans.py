@@ -1,4 +1,4 @@
-"""Decoded probe records -> OpenTelemetry SDK ReadableSpans.
+"""Decoded probe records -> spans (assemble.telemetry.Span) ready to export.
 
 The spans keep the ids the application's probes reported (trace id, span id,
 parent span id), so parent links hold and a span joins the application's own
@@ -31,17 +31,16 @@ from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Tuple
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanKind, Status, StatusCode, TraceFlags
 
 from spanprobe.abi.protocol import ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 
 from ..decode import PointRecord, SpanRecord, ValueNotes
+from .telemetry import UNSET, Span
 
 KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
-_UNSET = Status(StatusCode.UNSET)
-_FLAGS = [TraceFlags(i) for i in range(256)]
 _rng = random.SystemRandom()
 
 
@@ -57,7 +56,7 @@ def _note_attributes(notes: Optional[ValueNotes], attrs: dict) -> None:
 
 
 class SpanBuilder:
-    """Turns records into ReadableSpans; holds events until their span arrives.
+    """Turns records into Spans; holds events until their span arrives.
 
     ``resource_for(pid)`` supplies each process's Resource (built while the
     process was alive: spans of a process that has exited are still drained).
@@ -88,11 +87,8 @@ class SpanBuilder:
 
     # --- spans -------------------------------------------------------------------
 
-    def span(self, rec: SpanRecord) -> ReadableSpan:
+    def span(self, rec: SpanRecord) -> Span:
         d = rec.span_def
-        flags = _FLAGS[rec.trace_flags]
-        context = SpanContext(rec.trace_id, rec.span_id, False, flags)
-        parent = SpanContext(rec.trace_id, rec.parent_id, False, flags) if rec.parent_id else None
         code = d.code_attributes
         # Decoded values are already OpenTelemetry-ready (decode.values).
         if code:
@@ -110,30 +106,34 @@ class SpanBuilder:
             if pending is not None:
                 events = [ev for _, ev in pending[1]]
                 self._pending_count -= len(events)
-        status = _UNSET
+        status = UNSET
+        if rec.status != STATUS_OK:
+            status = self._status(rec, attrs, events, end)
+        return Span(d.name, rec.trace_id, rec.span_id, rec.parent_id, rec.trace_flags,
+                    KINDS.get(d.kind, SpanKind.INTERNAL), self._to_wall(rec.start_ns), end, attrs, events, status,
+                    self._resource_for(rec.pid), self._scope(d.provider))
+
+    @staticmethod
+    def _status(rec: SpanRecord, attrs: dict, events: list, end: int) -> Status:
+        """A failed or cancelled span's status; its error.type and exception event, or spanprobe.cancelled."""
         if rec.status == STATUS_ERROR:
             description = ("%s: %s" % (rec.error_type, rec.error_message) if rec.error_message
                            else rec.error_type) or None
-            status = Status(StatusCode.ERROR, description)
             if rec.error_type:
                 attrs["error.type"] = rec.error_type
             exc_attrs = {"exception.type": rec.error_type or "unknown"}
             if rec.error_message:
                 exc_attrs["exception.message"] = rec.error_message
             events.append(Event("exception", exc_attrs, end))
-        elif rec.status == STATUS_CANCELLED:
+            return Status(StatusCode.ERROR, description)
+        if rec.status == STATUS_CANCELLED:
             attrs["spanprobe.cancelled"] = True
-        elif rec.status != STATUS_OK:
-            status = Status(StatusCode.ERROR, "unknown span status %d reported by the probe" % rec.status)
-        return ReadableSpan(
-            name=d.name, context=context, parent=parent, resource=self._resource_for(rec.pid),
-            attributes=attrs, events=events, kind=KINDS.get(d.kind, SpanKind.INTERNAL), status=status,
-            start_time=self._to_wall(rec.start_ns), end_time=end,
-            instrumentation_scope=self._scope(d.provider))
+            return UNSET
+        return Status(StatusCode.ERROR, "unknown span status %d reported by the probe" % rec.status)
 
     # --- events and plain probes ----------------------------------------------------
 
-    def point(self, rec: PointRecord) -> Optional[ReadableSpan]:
+    def point(self, rec: PointRecord) -> Optional[Span]:
         """A plain probe's span at once; an event is held for its span (None returned)."""
         p = rec.point_def
         if p.role == ROLE_EVENT and rec.span_id:
@@ -148,29 +148,25 @@ class SpanBuilder:
             return None
         return self._zero_length(rec)
 
-    def _zero_length(self, rec: PointRecord) -> ReadableSpan:
+    def _zero_length(self, rec: PointRecord) -> Span:
         p = rec.point_def
         attrs: Dict[str, object] = dict(rec.attributes)
         attrs["thread.id"] = rec.tid
         _note_attributes(rec.notes, attrs)
         trace_id = rec.trace_id or _rng.getrandbits(128) or 1
-        flags = _FLAGS[rec.trace_flags if rec.trace_id else TraceFlags.SAMPLED]
-        parent = SpanContext(trace_id, rec.span_id, False, flags) if rec.span_id else None
+        flags = rec.trace_flags if rec.trace_id else TraceFlags.SAMPLED
         if p.role == ROLE_EVENT:
             attrs["spanprobe.event"] = True
         ts = self._to_wall(rec.ts_ns)
-        return ReadableSpan(
-            name=p.name, context=SpanContext(trace_id, _rng.getrandbits(64) or 1, False, flags),
-            parent=parent, resource=self._resource_for(rec.pid), attributes=attrs,
-            kind=SpanKind.INTERNAL, status=_UNSET, start_time=ts, end_time=ts,
-            instrumentation_scope=self._scope(p.provider))
+        return Span(p.name, trace_id, _rng.getrandbits(64) or 1, rec.span_id, flags, SpanKind.INTERNAL, ts, ts,
+                    attrs, [], UNSET, self._resource_for(rec.pid), self._scope(p.provider))
 
-    def expire_events(self, pid: Optional[int] = None, everything: bool = False) -> List[ReadableSpan]:
+    def expire_events(self, pid: Optional[int] = None, everything: bool = False) -> List[Span]:
         """Release events whose span did not arrive in time (or of ``pid``, or all).
 
         Also enforces the buffer bound, oldest first.
         """
-        out: List[ReadableSpan] = []
+        out: List[Span] = []
         deadline = time.monotonic() - self.event_wait_s
         doomed = []
         over = self._pending_count - self.max_pending_events

@@ -6,7 +6,7 @@
     otlp      spanprobe's own OTLP client (gRPC and HTTP/protobuf, one encoder for both):
               OtlpSpanExporter to a collector; imported only when OTLP is asked for
 
-Exporters are OpenTelemetry SDK SpanExporters fed ReadableSpans by the pipeline.
+Exporters are OpenTelemetry SDK SpanExporters fed the tracer's own Spans (assemble.telemetry) by the pipeline.
 """
 
 from .console import ConsoleExporter

@@ -11,8 +11,9 @@ import json
 import sys
 from typing import Optional, Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from ..assemble import Span
 
 from ..errors import TracerError
 
@@ -27,25 +28,62 @@ def _json_value(value):
     return value
 
 
-def span_to_dict(span: ReadableSpan) -> dict:
-    return {
-        "name": span.name,
-        "trace_id": "%032x" % span.context.trace_id,
-        "span_id": "%016x" % span.context.span_id,
-        "parent_span_id": "%016x" % span.parent.span_id if span.parent else None,
-        "trace_flags": int(span.context.trace_flags),
-        "kind": span.kind.name,
-        "start_time_unix_nano": span.start_time,
-        "end_time_unix_nano": span.end_time,
-        "duration_ns": (span.end_time or 0) - (span.start_time or 0),
-        "status": {"code": span.status.status_code.name, "description": span.status.description},
-        "attributes": {k: _json_value(v) for k, v in (span.attributes or {}).items()},
-        "events": [{"name": e.name, "time_unix_nano": e.timestamp,
-                    "attributes": {k: _json_value(v) for k, v in (e.attributes or {}).items()}}
-                   for e in span.events],
-        "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
-        "resource": {k: _json_value(v) for k, v in (span.resource.attributes if span.resource else {}).items()},
-    }
+_encode = json.JSONEncoder(ensure_ascii=False).encode   # json.dumps(..., ensure_ascii=False), made once
+_PLAIN = (str, int, bool)                                  # values JSON takes as they are
+
+
+def _object(mapping) -> str:
+    """A JSON object of attributes, values made JSON-safe (_json_value) only when one needs it."""
+    for v in mapping.values():
+        if type(v) not in _PLAIN:
+            return _encode({k: _json_value(v) for k, v in mapping.items()})
+    return _encode(mapping if type(mapping) is dict else dict(mapping))
+
+
+class _Shared:
+    """JSON text of what many spans share (a resource, a scope, a status), made once per object.
+
+    Keyed by id(); the entry keeps the object alive, so its id cannot be reused
+    while it is cached. Bounded: emptied when it grows past ``limit``."""
+
+    def __init__(self, render, limit: int = 4096):
+        self._render = render
+        self._limit = limit
+        self._by_id: dict = {}
+
+    def __call__(self, obj) -> str:
+        entry = self._by_id.get(id(obj))
+        if entry is None or entry[0] is not obj:
+            if len(self._by_id) >= self._limit:
+                self._by_id.clear()
+            entry = self._by_id[id(obj)] = (obj, self._render(obj))
+        return entry[1]
+
+
+_LINE = ('{"name": %s, "trace_id": "%032x", "span_id": "%016x", "parent_span_id": %s, "trace_flags": %d, '
+         '"kind": "%s", "start_time_unix_nano": %d, "end_time_unix_nano": %d, "duration_ns": %d, "status": %s, '
+         '"attributes": %s, "events": %s, "scope": %s, "resource": %s}\n')
+
+
+class SpanLines:
+    """Span -> its JSON line: keys in a fixed order, the shared parts' JSON cached."""
+
+    def __init__(self):
+        self._resource = _Shared(lambda r: _object(r.attributes) if r is not None else "{}")
+        self._scope = _Shared(lambda s: _encode(s.name) if s is not None else "null")
+        self._status = _Shared(lambda st: _encode({"code": st.status_code.name, "description": st.description}))
+
+    def __call__(self, span: Span) -> str:
+        start, end = span.start_time, span.end_time
+        return _LINE % (
+            _encode(span.name), span.trace_id, span.span_id,
+            '"%016x"' % span.parent_id if span.parent_id else "null", span.trace_flags, span.kind.name,
+            start, end, end - start, self._status(span.status),
+            _object(span.attributes) if span.attributes else "{}",
+            _encode([{"name": e.name, "time_unix_nano": e.timestamp,
+                      "attributes": {k: _json_value(v) for k, v in (e.attributes or {}).items()}}
+                     for e in span.events]) if span.events else "[]",
+            self._scope(span.instrumentation_scope), self._resource(span.resource))
 
 
 class JsonLinesExporter(SpanExporter):
@@ -62,10 +100,11 @@ class JsonLinesExporter(SpanExporter):
             except OSError as exc:
                 raise TracerError("cannot open --output %s: %s" % (path, exc.strerror)) from None
             self._owned = True
+        self._line = SpanLines()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Span]) -> SpanExportResult:
         try:
-            self._file.write("".join(json.dumps(span_to_dict(s), ensure_ascii=False) + "\n" for s in spans))
+            self._file.write("".join(map(self._line, spans)))
             self._file.flush()
         except OSError:
             return SpanExportResult.FAILURE

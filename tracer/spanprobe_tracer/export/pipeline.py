@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Deque, List, Protocol
 
-from opentelemetry.sdk.trace import ReadableSpan
+from ..assemble import Span
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger("spanprobe.tracer")
@@ -41,7 +41,7 @@ class ExportPipeline:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.linger_s = linger_s
-        self._queue: Deque[ReadableSpan] = collections.deque()
+        self._queue: Deque[Span] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
         self._busy = False
@@ -49,7 +49,7 @@ class ExportPipeline:
         self._thread = threading.Thread(target=self._run, name="spanprobe-export", daemon=True)
         self._thread.start()
 
-    def submit(self, spans: List[ReadableSpan]) -> None:
+    def submit(self, spans: List[Span]) -> None:
         if not spans:
             return
         with self._cond:
@@ -68,7 +68,7 @@ class ExportPipeline:
     def queued(self) -> int:
         return len(self._queue)
 
-    def _take(self) -> List[ReadableSpan]:
+    def _take(self) -> List[Span]:
         with self._cond:
             deadline = time.monotonic() + self.linger_s
             while len(self._queue) < self.batch_size and not self._closing:

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, IO, List, Sequence
 
-from opentelemetry.sdk.trace import ReadableSpan
+from ...assemble import Span
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ...export import ConsoleExporter
@@ -25,15 +25,15 @@ class Collected(SpanExporter):
     """Keeps every span it is given (the demo makes a few dozen)."""
 
     def __init__(self):
-        self.spans: List[ReadableSpan] = []
+        self.spans: List[Span] = []
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Span]) -> SpanExportResult:
         with self._lock:
             self.spans.extend(spans)
         return SpanExportResult.SUCCESS
 
-    def named(self, name: str) -> List[ReadableSpan]:
+    def named(self, name: str) -> List[Span]:
         with self._lock:
             return [s for s in self.spans if s.name == name]
 
@@ -50,7 +50,7 @@ class Tee(SpanExporter):
     def __init__(self, exporters: Sequence[SpanExporter]):
         self.exporters = list(exporters)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Span]) -> SpanExportResult:
         results = [e.export(spans) for e in self.exporters]
         ok = all(r == SpanExportResult.SUCCESS for r in results)
         return SpanExportResult.SUCCESS if ok else SpanExportResult.FAILURE
@@ -71,16 +71,16 @@ class Download:
     error: str = ""
 
 
-def request_traces(spans: Sequence[ReadableSpan]) -> List[List[ReadableSpan]]:
+def request_traces(spans: Sequence[Span]) -> List[List[Span]]:
     """The traces that hold a request span, in the order the requests began."""
-    by_trace: Dict[int, List[ReadableSpan]] = collections.defaultdict(list)
+    by_trace: Dict[int, List[Span]] = collections.defaultdict(list)
     for s in spans:
         by_trace[s.context.trace_id].append(s)
     traces = [group for group in by_trace.values() if any(s.name == REQUEST for s in group)]
     return sorted(traces, key=lambda group: min(s.start_time or 0 for s in group))
 
 
-def print_trees(spans: Sequence[ReadableSpan], out: IO[str]) -> None:
+def print_trees(spans: Sequence[Span], out: IO[str]) -> None:
     """A tree per request, then the seed's probe hits: the model use, shown whatever else is."""
     console = ConsoleExporter(out=out)
     for group in request_traces(spans):

@@ -1,9 +1,8 @@
 """OtlpSpanExporter: the OpenTelemetry SDK's SpanExporter (export, shutdown, force_flush) over our OTLP client.
 
-For the tracer as it is today, which hands ReadableSpans to an SDK exporter:
-spans are encoded with export.otlp.wire, the one encoder for both protocols, and the
-bytes sent through the client. Kept thin: later the tracer builds requests
-straight from its records and gives the client bytes itself.
+The tracer's own Spans (flat records, no SDK object per span) are encoded
+with export.otlp.wire, the one encoder for both protocols, straight into
+request bytes, which the client sends as they are.
 
 A partial success counts as exported (the server took the request, and the
 specification forbids sending it again); the spans it rejected go to
@@ -18,7 +17,7 @@ import logging
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from opentelemetry.sdk.trace import ReadableSpan
+from ...assemble import Span
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from .wire import encode_request
@@ -42,7 +41,7 @@ class OtlpSpanExporter(SpanExporter):
         self._on_rejected = on_rejected
         self._logged: Dict[str, Tuple[float, int]] = {}   # kind -> (last logged, repeats since)
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Span]) -> SpanExportResult:
         if not spans:
             return SpanExportResult.SUCCESS
         try:

@@ -1,4 +1,4 @@
-"""ReadableSpans -> OTLP ExportTraceServiceRequest bytes, about 3x faster than the official encoder.
+"""Spans (assemble.telemetry.Span) -> OTLP ExportTraceServiceRequest bytes, about 5x faster than the official encoder.
 
 The official encoder (opentelemetry-exporter-otlp-proto-common) builds a
 protobuf object per span, attribute and value, and hashes each span's
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import struct
 from typing import Dict, List, Sequence
+
+from ...assemble.telemetry import UNSET, Span
 
 _double = struct.Struct("<d").pack
 _fixed64 = struct.Struct("<Q").pack
@@ -148,11 +150,8 @@ _S_KIND = b"\x30"                  # 6, enum
 _S_START = b"\x39"                 # 7, fixed64
 _S_END = b"\x41"                   # 8, fixed64
 _S_ATTR = b"\x4a"                  # 9
-_S_DROPPED_ATTRS = b"\x50"         # 10
 _S_EVENT = b"\x5a"                 # 11
-_S_DROPPED_EVENTS = b"\x60"        # 12
 _S_LINK = b"\x6a"                  # 13
-_S_DROPPED_LINKS = b"\x70"         # 14
 _S_STATUS = b"\x7a"                # 15
 _S_FLAGS = b"\x85\x01"             # 16, fixed32
 _FLAGS_LOCAL = _S_FLAGS + _fixed32(0x100)   # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
@@ -209,27 +208,15 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
         parts.append(kv)
 
 
-def _repeated(parts: list, items, encode, dropped_tag: bytes, dropped) -> None:
-    """Append a span's events or links, then how many were dropped (the field after them).
-
-    Called only for a span that has some, so spans without pay nothing for it.
-    """
-    for item in items:
-        parts.append(encode(item))
-    if dropped:
-        parts.append(_uint(dropped_tag, dropped))
-
-
-def encode_span(span) -> bytes:
+def encode_span(span: Span) -> bytes:
     """One Span message body."""
-    ctx = span.context
-    parent = span.parent
-    parts = [_S_TRACE_ID, ctx.trace_id.to_bytes(16, "big"), _S_SPAN_ID, ctx.span_id.to_bytes(8, "big")]
-    trace_state = ctx.trace_state
+    parent_id = span.parent_id
+    parts = [_S_TRACE_ID, span.trace_id.to_bytes(16, "big"), _S_SPAN_ID, span.span_id.to_bytes(8, "big")]
+    trace_state = span.trace_state
     if trace_state:
         parts.append(_string(_S_TRACE_STATE, ",".join("%s=%s" % kv for kv in trace_state.items())))
-    if parent is not None:
-        parts += (_S_PARENT, parent.span_id.to_bytes(8, "big"))
+    if parent_id:
+        parts += (_S_PARENT, parent_id.to_bytes(8, "big"))
     name = span.name.encode("utf-8")
     if name:
         parts += (_S_NAME, _len(len(name)), name)
@@ -242,22 +229,18 @@ def encode_span(span) -> bytes:
     attributes = span.attributes
     if attributes:
         _attribute_fields(_S_ATTR, attributes, parts)
-    dropped = span.dropped_attributes
-    if dropped:
-        parts.append(_uint(_S_DROPPED_ATTRS, dropped))
     events = span.events
     if events:
-        _repeated(parts, events, _event, _S_DROPPED_EVENTS, span.dropped_events)
+        parts.extend(map(_event, events))
     links = span.links
     if links:
-        _repeated(parts, links, _link, _S_DROPPED_LINKS, span.dropped_links)
+        parts.extend(map(_link, links))
     status = span.status
-    if status is not None:
-        if status.description is None and status.status_code.value == 0:
-            parts.append(b"\x7a\x00")
-        else:
-            parts.append(_status(status))
-    parts.append(_FLAGS_REMOTE if parent is not None and parent.is_remote else _FLAGS_LOCAL)
+    if status is UNSET:
+        parts.append(b"\x7a\x00")
+    else:
+        parts.append(_status(status))
+    parts.append(_FLAGS_REMOTE if parent_id and span.parent_is_remote else _FLAGS_LOCAL)
     return b"".join(parts)
 
 
@@ -272,7 +255,7 @@ def _scope(scope) -> bytes:
             + _attributes(b"\x1a", getattr(scope, "attributes", None)))
 
 
-def encode_request(spans: Sequence) -> bytes:
+def encode_request(spans: Sequence[Span]) -> bytes:
     """An ExportTraceServiceRequest: spans grouped by resource, then scope, in first-seen order."""
     groups: Dict[int, tuple] = {}
     for span in spans:

@@ -1,0 +1,64 @@
+"""What leaves the tracer: finished spans, as light records of our own.
+
+The tracer builds one of these per span at up to 100,000 spans/s, so they are
+plain slotted objects with flat fields (ids as integers, times as epoch
+nanoseconds), not OpenTelemetry SDK ReadableSpans: those cost ~2 µs each in
+SpanContexts and checks the tracer does not need. The shared, per-process or
+per-type parts are SDK objects made once (Resource, InstrumentationScope,
+SpanKind, Status), so exporters read a Span as they would a ReadableSpan;
+``context`` and ``parent`` make SpanContexts on demand, for readers off the
+hot path (console, tests).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+UNSET = Status(StatusCode.UNSET)
+
+
+class Span:
+    """One finished span: ids, times (epoch ns), attributes, events, status, resource and scope."""
+
+    __slots__ = ("name", "trace_id", "span_id", "parent_id", "trace_flags", "kind", "start_time", "end_time",
+                 "attributes", "events", "status", "resource", "instrumentation_scope", "links", "trace_state",
+                 "parent_is_remote")
+
+    def __init__(self, name: str, trace_id: int, span_id: int, parent_id: int, trace_flags: int, kind: SpanKind,
+                 start_time: int, end_time: int, attributes: Dict[str, Any], events: Sequence, status: Status,
+                 resource: Resource, instrumentation_scope: Optional[InstrumentationScope],
+                 links: Sequence[Link] = (), trace_state: Optional[TraceState] = None,
+                 parent_is_remote: bool = False):
+        self.name = name
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id          # 0: a root span
+        self.trace_flags = trace_flags
+        self.kind = kind
+        self.start_time = start_time
+        self.end_time = end_time
+        self.attributes = attributes
+        self.events = events                # opentelemetry.sdk.trace.Event objects
+        self.status = status
+        self.resource = resource
+        self.instrumentation_scope = instrumentation_scope
+        self.links = links
+        self.trace_state = trace_state
+        self.parent_is_remote = parent_is_remote
+
+    @property
+    def context(self) -> SpanContext:
+        return SpanContext(self.trace_id, self.span_id, False, TraceFlags(self.trace_flags), self.trace_state)
+
+    @property
+    def parent(self) -> Optional[SpanContext]:
+        if not self.parent_id:
+            return None
+        return SpanContext(self.trace_id, self.parent_id, self.parent_is_remote, TraceFlags(self.trace_flags))
+
+    def __repr__(self):
+        return "Span(%r, trace_id=%032x, span_id=%016x)" % (self.name, self.trace_id, self.span_id)
