@@ -45,18 +45,22 @@ class SpanDecoder:
     def __init__(self, span: SpanType, string_max: int):
         s = span.shape
         self.span = span
-        self._start_words = struct.Struct("<%dQ" % len(s.start))
-        self._end_words = struct.Struct("<%dQ" % len(s.end))
-        self._end_words_at = s.end_words_at
+        n_start, n_end = len(s.start), len(s.end)
+        gap = s.end_words_at - (SPAN_START_AT + 16 + 8 * n_start)
+        # The whole record in one unpack: the fixed part, the start words, (their string slots,) the end words.
+        self._record = struct.Struct("<%dx%s%dQ%dx%dQ" % (HDR_SIZE, SPAN_FIXED.format[1:], n_start, gap, n_end))
+        assert SPAN_START_AT + 16 == HDR_SIZE + SPAN_FIXED.size
+        self._n_start = n_start
         self._start_attrs = AttrDecoder(s.start_fields, [n for n, _ in span.start.args], len(_START), string_max)
         self._end_attrs = AttrDecoder(s.end_fields, [n for n, _ in span.end.args], len(_END), string_max)
         self._err_type = value_decoder(s.end_fields[_E_TYPE], string_max)
         self._err_msg = value_decoder(s.end_fields[_E_MESSAGE], string_max)
 
     def decode(self, rec: bytes, pid: int, tid: int) -> SpanRecord:
-        end_ns, end_fail, start_ns, start_tid, start_fail = SPAN_FIXED.unpack_from(rec, HDR_SIZE)
-        sw = self._start_words.unpack_from(rec, SPAN_START_AT + 16)
-        ew = self._end_words.unpack_from(rec, self._end_words_at)
+        fields = self._record.unpack_from(rec, 0)
+        end_ns, end_fail, start_ns, start_tid, start_fail = fields[:5]
+        sw = fields[5:5 + self._n_start]
+        ew = fields[5 + self._n_start:]
         sflags, eflags = sw[_S_FLAGS] & 0xFFFFFFFF, ew[_E_FLAGS] & 0xFFFFFFFF
         attrs: dict = {}
         notes = None

@@ -89,9 +89,25 @@ class AttrDecoder:
     def __init__(self, fields: Sequence[ArgField], names: Sequence[str], first_attr: int, string_max: int):
         self.items = [(f.index, f.index - first_attr, name, value_decoder(f, string_max))
                       for f, name in zip(fields[first_attr:], names[first_attr:])]
+        #: The argument bits of ``fail`` (and the conversion flags) that concern these attributes.
+        self._fail_mask = sum(1 << index for index, _, _, _ in self.items)
+        self._conv_mask = (1 << len(self.items)) - 1
+        self._plain = [(index, name, dec) for index, _, name, dec in self.items]
 
     def decode(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
                notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
+        if fail & self._fail_mask or conv_flags & self._conv_mask:
+            return self._decode_with_failures(rec, words, fail, conv_flags, attrs, notes)
+        for index, name, dec in self._plain:  # the common case: every value delivered
+            value, cut = dec(rec, words[index])
+            attrs[name] = value
+            if cut:
+                notes = notes or ValueNotes([], [], [])
+                notes.truncated.append(name)
+        return notes
+
+    def _decode_with_failures(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
+                              notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
         for index, attr_index, name, dec in self.items:
             if conv_flags >> attr_index & 1:
                 notes = notes or ValueNotes([], [], [])

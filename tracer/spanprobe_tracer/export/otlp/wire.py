@@ -258,17 +258,22 @@ def _scope(scope) -> bytes:
 def encode_request(spans: Sequence[Span]) -> bytes:
     """An ExportTraceServiceRequest: spans grouped by resource, then scope, in first-seen order."""
     groups: Dict[int, tuple] = {}
+    resource = scope = target = None
+    small = _SMALL_LEN
     for span in spans:
-        resource = span.resource
-        entry = groups.get(id(resource))
-        if entry is None:
-            entry = groups[id(resource)] = (resource, {})
-        scope = span.instrumentation_scope
-        scope_entry = entry[1].get(id(scope))
-        if scope_entry is None:
-            scope_entry = entry[1][id(scope)] = (scope, [])
+        if span.resource is not resource or span.instrumentation_scope is not scope or target is None:
+            resource, scope = span.resource, span.instrumentation_scope   # a batch is mostly one group
+            entry = groups.get(id(resource))
+            if entry is None:
+                entry = groups[id(resource)] = (resource, {})
+            scope_entry = entry[1].get(id(scope))
+            if scope_entry is None:
+                scope_entry = entry[1][id(scope)] = (scope, [])
+            target = scope_entry[1]
         body = encode_span(span)
-        scope_entry[1].append(b"\x12" + _len(len(body)) + body)   # ScopeSpans.spans = 2
+        n = len(body)
+        target.append(b"\x12" + small[n] if n < 128 else b"\x12" + _varint(n))   # ScopeSpans.spans = 2
+        target.append(body)
     out: List[bytes] = []
     for resource, scopes in groups.values():
         rs_parts = [_field(b"\x0a", _resource(resource))]            # ResourceSpans.resource = 1
