@@ -17,6 +17,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from spanprobe_tracer.assemble import Span
+from spanprobe_tracer.assemble.telemetry import LogEvent
 from spanprobe_tracer.errors import EndpointUnreachable, TracerError
 from spanprobe_tracer.export import ConsoleExporter, ExportPipeline, JsonLinesExporter
 from spanprobe_tracer.export.otlp.client import check_reachable
@@ -88,6 +89,17 @@ def test_console_flushes_held_traces_at_shutdown():
     assert "child" in out.getvalue()
 
 
+def test_console_prints_a_line_per_event_at_once():
+    out = io.StringIO()
+    con = ConsoleExporter(out)
+    con.export_events(events(1, ids=True) + [LogEvent("a\x1b[2Jb", T0, 0, 0, 0, {"event.name": "x", "s": "q\n",
+                                                                              "thread.id": 3}, RES, None)])
+    assert out.getvalue().splitlines() == [
+        "event shop.tick  shop pid 42  in span 0000000000000005 of trace 000000000000000000000000000000ab  n=0",
+        'event a\\x1b[2Jb  shop pid 42  s="q\\n"',
+    ]
+
+
 # --- JSON lines ----------------------------------------------------------------------------
 
 def test_jsonl(tmp_path):
@@ -151,6 +163,23 @@ def test_jsonl_lines_are_the_documented_format(tmp_path):
     assert path.read_text() == "".join(reference_line(s) for s in spans + spans[:2])
 
 
+def test_jsonl_event_lines(tmp_path):
+    path = tmp_path / "out.jsonl"
+    exp = JsonLinesExporter(str(path))
+    with_ids, without = events(1, ids=True)[0], events(2)[1]
+    without.attributes["raw"] = b"\x00"
+    exp.export_events([with_ids, without])
+    exp.export([mkspan("op", 5)])
+    exp.shutdown()
+    first, second, span = [json.loads(line) for line in path.read_text().splitlines()]
+    assert first == {"signal": "log", "event_name": "shop.tick", "time_unix_nano": T0, "trace_id": "%032x" % 0xAB,
+                     "span_id": "%016x" % 5, "trace_flags": 1, "attributes": {"event.name": "shop.tick", "n": 0},
+                     "scope": "shop", "resource": {"service.name": "shop", "process.pid": 42}}
+    assert (second["trace_id"], second["span_id"], second["trace_flags"]) == (None, None, 0)
+    assert second["attributes"]["raw"] == {"bytes_base64": "AA=="}
+    assert "signal" not in span  # span lines are as they were
+
+
 def test_jsonl_unwritable_file_is_a_clear_error(tmp_path):
     with pytest.raises(TracerError, match="cannot open --output"):
         JsonLinesExporter(str(tmp_path / "missing-dir" / "x.jsonl"))
@@ -210,6 +239,8 @@ class Recorder(SpanExporter):
         self.result = result
         self.block = block
         self.batches = []
+        self.event_batches = []
+        self.event_result = result
         self.shut = False
 
     def export(self, spans):
@@ -217,6 +248,10 @@ class Recorder(SpanExporter):
             self.block.wait(30)
         self.batches.append(list(spans))
         return self.result
+
+    def export_events(self, events):
+        self.event_batches.append(list(events))
+        return self.event_result
 
     def shutdown(self):
         self.shut = True
@@ -245,6 +280,34 @@ def test_pipeline_counts_failed_exports():
     p.flush(5)
     p.shutdown(5)
     assert stats.exported == 0 and stats.dropped["export_failed"] == 10 and stats.lost == 10
+
+
+def events(n, ids=False):
+    return [LogEvent("shop.tick", T0 + i, 0xAB if ids else 0, 5 if ids else 0, 1 if ids else 0,
+                     {"event.name": "shop.tick", "n": i}, RES, InstrumentationScope("shop")) for i in range(n)]
+
+
+def test_pipeline_sends_spans_and_events_to_their_own_export_and_counts_them_apart():
+    stats, rec = Stats(), Recorder()
+    rec.event_result = SpanExportResult.FAILURE
+    p = ExportPipeline(rec, stats, batch_size=10, linger_s=0.01)
+    p.submit(spans(3) + events(4) + spans(2))
+    assert p.flush(5)
+    p.shutdown(5)
+    assert [s.span_id for b in rec.batches for s in b] == [1, 2, 3, 1, 2]
+    assert [e.attributes["n"] for b in rec.event_batches for e in b] == [0, 1, 2, 3]
+    assert stats.exported == 5 and stats.lost == 0
+    assert stats.events_exported == 0 and stats.events_dropped["export_failed"] == 4
+
+
+def test_pipeline_counts_events_dropped_for_want_of_room_as_events():
+    stats, gate = Stats(), threading.Event()
+    p = ExportPipeline(Recorder(block=gate), stats, max_queue=5, batch_size=100, linger_s=5)
+    p.submit(spans(3) + events(4))
+    assert stats.dropped["queue_full"] == 0 and stats.events_dropped["queue_full"] == 2
+    gate.set()
+    p.shutdown(5)
+    assert stats.exported == 3 and stats.events_exported == 2
 
 
 def test_pipeline_queue_is_bounded_and_never_blocks_the_caller():

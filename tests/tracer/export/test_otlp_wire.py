@@ -12,7 +12,11 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from spanprobe_tracer.export.otlp.wire import encode_request as encode_ours
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+from spanprobe_tracer.assemble.telemetry import LogEvent
+from spanprobe_tracer.export.otlp.wire import encode_logs_request, encode_request as encode_ours
 from tests.support.spans import as_span
 
 RES_A = Resource({"service.name": "a", "process.pid": 1, "process.command_args": ["python", "x.py"]})
@@ -65,3 +69,64 @@ def test_full_spans_and_grouping():
 
 def test_empty_batch():
     assert encode_request([]) == encode_spans([]).SerializeToString()
+
+
+# --- events: OTLP log records ------------------------------------------------------------
+
+def any_value(v) -> AnyValue:
+    if isinstance(v, bool):
+        return AnyValue(bool_value=v)
+    if isinstance(v, int):
+        return AnyValue(int_value=v)
+    if isinstance(v, float):
+        return AnyValue(double_value=v)
+    if isinstance(v, str):
+        return AnyValue(string_value=v)
+    if isinstance(v, bytes):
+        return AnyValue(bytes_value=v)
+    return AnyValue(array_value=ArrayValue(values=[any_value(x) for x in v]))
+
+
+def key_values(attributes):
+    return [KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()]
+
+
+def official_logs_request(events) -> bytes:
+    """The same events as protobuf messages (opentelemetry-proto), grouped by resource then scope."""
+    request = ExportLogsServiceRequest()
+    groups = {}
+    for e in events:
+        rl = groups.get(id(e.resource))
+        if rl is None:
+            rl = groups[id(e.resource)] = (request.resource_logs.add(), {})
+            rl[0].resource.attributes.extend(key_values(e.resource.attributes))
+        sl = rl[1].get(id(e.instrumentation_scope))
+        if sl is None:
+            sl = rl[1][id(e.instrumentation_scope)] = rl[0].scope_logs.add()
+            sl.scope.name = e.instrumentation_scope.name
+            sl.scope.version = e.instrumentation_scope.version or ""
+            sl.schema_url = e.instrumentation_scope.schema_url or ""
+        sl.log_records.add(time_unix_nano=e.time, observed_time_unix_nano=e.time, attributes=key_values(e.attributes),
+                           flags=e.trace_flags, trace_id=e.trace_id.to_bytes(16, "big") if e.trace_id else b"",
+                           span_id=e.span_id.to_bytes(8, "big") if e.span_id else b"", event_name=e.event_name)
+    return request.SerializeToString()
+
+
+def log_event(i, resource=RES_A, scope=SCOPE_A, attrs=None, ids=True, name="simplehttp.file_transfer"):
+    attributes = {"event.name": name}
+    attributes.update(attrs or {"client": "127.0.0.1", "path": "/f%d" % i, "size": 1024 + i, "thread.id": 7})
+    return LogEvent(name, 1_700_000_000_000_000_000 + i, 0xABC + i if ids else 0, 0x99 + i if ids else 0,
+                    1 if ids else 0, attributes, resource, scope)
+
+
+@pytest.mark.parametrize("value", VALUES, ids=[repr(v)[:20] for v in VALUES])
+def test_log_record_attribute_values(value):
+    events = [log_event(0, attrs={"k": value})]
+    assert encode_logs_request(events) == official_logs_request(events)
+
+
+def test_log_records_with_and_without_ids_grouped():
+    events = [log_event(1), log_event(2, ids=False), log_event(3, resource=RES_B, scope=SCOPE_B, name="é✓"),
+              log_event(4, scope=SCOPE_B), log_event(5, resource=RES_B, ids=False)]
+    assert encode_logs_request(events) == official_logs_request(events)
+    assert encode_logs_request([]) == official_logs_request([]) == b""

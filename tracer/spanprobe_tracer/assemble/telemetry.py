@@ -1,4 +1,4 @@
-"""What leaves the tracer: finished spans, as light records of our own.
+"""What leaves the tracer: finished spans and events (log records), as light records of our own.
 
 The tracer builds one of these per span at up to 100,000 spans/s, so they are
 plain slotted objects with flat fields (ids as integers, times as epoch
@@ -62,3 +62,26 @@ class Span:
 
     def __repr__(self):
         return "Span(%r, trace_id=%032x, span_id=%016x)" % (self.name, self.trace_id, self.span_id)
+
+
+class LogEvent:
+    """One OpenTelemetry event, exported as an OTLP log record: a plain probe hit, or an event probe hit
+    whose span the tracer never got. ``event_name`` goes out as the record's event_name and as its
+    ``event.name`` attribute; ``trace_id``/``span_id`` are those of the span it fired in (0: none)."""
+
+    __slots__ = ("event_name", "time", "trace_id", "span_id", "trace_flags", "attributes", "resource",
+                 "instrumentation_scope")
+
+    def __init__(self, event_name: str, time: int, trace_id: int, span_id: int, trace_flags: int,
+                 attributes: Dict[str, Any], resource: Resource, instrumentation_scope: InstrumentationScope):
+        self.event_name = event_name
+        self.time = time                    # epoch ns, from the kernel's clock
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.trace_flags = trace_flags
+        self.attributes = attributes        # event.name first, then the probe's arguments
+        self.resource = resource
+        self.instrumentation_scope = instrumentation_scope
+
+    def __repr__(self):
+        return "LogEvent(%r, trace_id=%032x, span_id=%016x)" % (self.event_name, self.trace_id, self.span_id)

@@ -1,4 +1,5 @@
-"""The console exporter: each trace printed as a tree a person reads, once its root span has ended.
+"""The console exporter: each trace printed as a tree a person reads, once its root span has ended;
+each event (a plain probe hit, an event outside a span) as a line of its own.
 
 Everything printed comes from the traced application (span names, attribute
 values, error messages): untrusted text. It goes through text.safe_text, so
@@ -15,6 +16,7 @@ from collections import OrderedDict
 from typing import Dict, IO, List, Sequence, Tuple
 
 from ..assemble import Span
+from ..assemble.telemetry import LogEvent
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
@@ -59,6 +61,22 @@ class ConsoleExporter(SpanExporter):
             ready.extend(self._expire(now))
             self._print(ready)
         return SpanExportResult.SUCCESS
+
+    def export_events(self, events: Sequence[LogEvent]) -> SpanExportResult:
+        """A line per event (plain probe hit, event outside a span), printed at once."""
+        if events:
+            with self._lock:
+                self.out.write("".join(self.render_event(e) + "\n" for e in events))
+                self.out.flush()
+        return SpanExportResult.SUCCESS
+
+    def render_event(self, event: LogEvent) -> str:
+        res = event.resource.attributes if event.resource else {}
+        text = "event %s  %s pid %s" % (safe_text(event.event_name), safe_text(str(res.get("service.name", "?"))),
+                                       res.get("process.pid", "?"))
+        if event.span_id:
+            text += "  in span %016x of trace %032x" % (event.span_id, event.trace_id)
+        return text + self._attrs({k: v for k, v in event.attributes.items() if k != "event.name"})
 
     def _expire(self, now: float) -> List[List[Span]]:
         out = []

@@ -1,4 +1,7 @@
-"""The JSON-lines exporter: one JSON object per span per line, to a file or standard output.
+"""The JSON-lines exporter: one JSON object per span or event per line, to a file or standard output.
+
+Event lines (plain probe hits, events outside a span: OpenTelemetry events)
+carry ``"signal": "log"``; span lines are as they always were.
 
 Values JSON cannot carry as they are become something it can: bytes as
 ``{"bytes_base64": ...}``, NaN and infinities as their repr().
@@ -14,6 +17,7 @@ from typing import Optional, Sequence
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from ..assemble import Span
+from ..assemble.telemetry import LogEvent
 
 from ..errors import TracerError
 
@@ -86,6 +90,21 @@ class SpanLines:
             self._scope(span.instrumentation_scope), self._resource(span.resource))
 
 
+_EVENT_LINE = ('{"signal": "log", "event_name": %s, "time_unix_nano": %d, "trace_id": %s, "span_id": %s, '
+               '"trace_flags": %d, "attributes": %s, "scope": %s, "resource": %s}\n')
+
+
+class EventLines(SpanLines):
+    """LogEvent -> its JSON line, marked ``"signal": "log"`` (span lines have no "signal")."""
+
+    def __call__(self, event: LogEvent) -> str:
+        return _EVENT_LINE % (
+            _encode(event.event_name), event.time,
+            '"%032x"' % event.trace_id if event.trace_id else "null",
+            '"%016x"' % event.span_id if event.span_id else "null", event.trace_flags,
+            _object(event.attributes), self._scope(event.instrumentation_scope), self._resource(event.resource))
+
+
 class JsonLinesExporter(SpanExporter):
     """One JSON object per span per line (``-`` or no file: standard output)."""
 
@@ -101,10 +120,19 @@ class JsonLinesExporter(SpanExporter):
                 raise TracerError("cannot open --output %s: %s" % (path, exc.strerror)) from None
             self._owned = True
         self._line = SpanLines()
+        self._event_line = EventLines()
 
     def export(self, spans: Sequence[Span]) -> SpanExportResult:
         try:
             self._file.write("".join(map(self._line, spans)))
+            self._file.flush()
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def export_events(self, events: Sequence[LogEvent]) -> SpanExportResult:
+        try:
+            self._file.write("".join(map(self._event_line, events)))
             self._file.flush()
         except OSError:
             return SpanExportResult.FAILURE

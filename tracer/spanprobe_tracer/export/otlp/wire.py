@@ -1,4 +1,4 @@
-"""Spans (assemble.telemetry.Span) -> OTLP ExportTraceServiceRequest bytes, about 5x faster than the official encoder.
+"""Spans and events (assemble.telemetry) -> OTLP ExportTraceServiceRequest / ExportLogsServiceRequest bytes.
 
 The official encoder (opentelemetry-exporter-otlp-proto-common) builds a
 protobuf object per span, attribute and value, and hashes each span's
@@ -14,7 +14,11 @@ type), so collectors see no difference. export.otlp.span_exporter sends what
 it encodes over gRPC or HTTP with our own OTLP client (export.otlp): one
 encoder for both protocols.
 
-Field numbers: opentelemetry/proto/{collector/trace,trace,common,resource}/v1/*.proto.
+Events (plain probe hits, events outside a span) are OTLP log records with
+event_name, encoded the same way into an ExportLogsServiceRequest, byte for
+byte what protobuf writes for the same messages (tested).
+
+Field numbers: opentelemetry/proto/{collector/trace,collector/logs,trace,logs,common,resource}/v1/*.proto.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import struct
 from typing import Dict, List, Sequence
 
-from ...assemble.telemetry import UNSET, Span
+from ...assemble.telemetry import UNSET, LogEvent, Span
 
 _double = struct.Struct("<d").pack
 _fixed64 = struct.Struct("<Q").pack
@@ -257,12 +261,49 @@ def _scope(scope) -> bytes:
 
 def encode_request(spans: Sequence[Span]) -> bytes:
     """An ExportTraceServiceRequest: spans grouped by resource, then scope, in first-seen order."""
+    return _grouped(spans, encode_span)
+
+
+# LogRecord fields (opentelemetry/proto/logs/v1/logs.proto).
+_L_TIME = b"\x09"                  # 1, fixed64
+_L_ATTR = b"\x32"                  # 6
+_L_FLAGS = b"\x45"                 # 8, fixed32
+_L_TRACE_ID = b"\x4a\x10"          # 9, bytes, 16
+_L_SPAN_ID = b"\x52\x08"           # 10, bytes, 8
+_L_OBSERVED = b"\x59"              # 11, fixed64
+_L_EVENT_NAME = b"\x62"            # 12
+
+
+def encode_log_event(event: LogEvent) -> bytes:
+    """One LogRecord message body: an OpenTelemetry event, observed when it happened (kernel clock)."""
+    stamp = _fixed64(event.time)
+    parts = [_L_TIME, stamp]
+    _attribute_fields(_L_ATTR, event.attributes, parts)
+    if event.trace_flags:
+        parts += (_L_FLAGS, _fixed32(event.trace_flags))
+    if event.trace_id:
+        parts += (_L_TRACE_ID, event.trace_id.to_bytes(16, "big"))
+    if event.span_id:
+        parts += (_L_SPAN_ID, event.span_id.to_bytes(8, "big"))
+    parts += (_L_OBSERVED, stamp)
+    parts.append(_string(_L_EVENT_NAME, event.event_name))
+    return b"".join(parts)
+
+
+def encode_logs_request(events: Sequence[LogEvent]) -> bytes:
+    """An ExportLogsServiceRequest: events grouped by resource, then scope, in first-seen order."""
+    return _grouped(events, encode_log_event)
+
+
+def _grouped(items: Sequence, encode) -> bytes:
+    """Export*ServiceRequest bytes: resource_* (1) { resource (1), scope_* (2) { scope (1), items (2),
+    schema_url (3) }, schema_url (3) }, the same field numbers for spans and log records."""
     groups: Dict[int, tuple] = {}
     resource = scope = target = None
     small = _SMALL_LEN
-    for span in spans:
-        if span.resource is not resource or span.instrumentation_scope is not scope or target is None:
-            resource, scope = span.resource, span.instrumentation_scope   # a batch is mostly one group
+    for item in items:
+        if item.resource is not resource or item.instrumentation_scope is not scope or target is None:
+            resource, scope = item.resource, item.instrumentation_scope   # a batch is mostly one group
             entry = groups.get(id(resource))
             if entry is None:
                 entry = groups[id(resource)] = (resource, {})
@@ -270,19 +311,19 @@ def encode_request(spans: Sequence[Span]) -> bytes:
             if scope_entry is None:
                 scope_entry = entry[1][id(scope)] = (scope, [])
             target = scope_entry[1]
-        body = encode_span(span)
+        body = encode(item)
         n = len(body)
-        target.append(b"\x12" + small[n] if n < 128 else b"\x12" + _varint(n))   # ScopeSpans.spans = 2
+        target.append(b"\x12" + small[n] if n < 128 else b"\x12" + _varint(n))   # ScopeSpans.spans / ScopeLogs.log_records = 2
         target.append(body)
     out: List[bytes] = []
     for resource, scopes in groups.values():
-        rs_parts = [_field(b"\x0a", _resource(resource))]            # ResourceSpans.resource = 1
+        rs_parts = [_field(b"\x0a", _resource(resource))]            # Resource*.resource = 1
         for scope, encoded in scopes.values():
-            ss = _field(b"\x0a", _scope(scope)) + b"".join(encoded)  # ScopeSpans.scope = 1
+            ss = _field(b"\x0a", _scope(scope)) + b"".join(encoded)  # Scope*.scope = 1
             if scope is not None and scope.schema_url:
                 ss += _string(b"\x1a", scope.schema_url)
-            rs_parts.append(_field(b"\x12", ss))                   # ResourceSpans.scope_spans = 2
+            rs_parts.append(_field(b"\x12", ss))                   # Resource*.scope_* = 2
         if resource is not None and resource.schema_url:
             rs_parts.append(_string(b"\x1a", resource.schema_url))
-        out.append(_field(b"\x0a", b"".join(rs_parts)))           # Request.resource_spans = 1
+        out.append(_field(b"\x0a", b"".join(rs_parts)))           # Request.resource_* = 1
     return b"".join(out)
