@@ -8,6 +8,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spanprobe_tracer.assemble import SpanBuilder
+from spanprobe_tracer.assemble import spans as spans_module
 from spanprobe_tracer.assemble.telemetry import LogEvent
 from spanprobe_tracer.assemble.resource import derive_service_name, parse_resource_attributes, python_entry
 from spanprobe_tracer.decode import PointRecord, SpanRecord, ValueNotes
@@ -167,13 +168,12 @@ def test_plain_probe_hit_gets_the_ids_of_the_innermost_span_of_its_thread():
     assert b.pending_events == 2
 
 
-def test_plain_probe_hit_outside_any_span_is_released_without_ids():
+def test_plain_probe_hit_outside_any_span_is_released_without_ids(monkeypatch):
     b = builder()
     b.point(plain_rec(2_000))
     b.point(plain_rec(9_000, tid=8))
     assert b.expire_events(open_starts=lambda: {}) == []       # too fresh: a span may still be in flight
-    for held in b._plain.values():
-        held[:] = [(arrived - 1.0, hit) for arrived, hit in held]
+    monkeypatch.setattr(spans_module, "PLAIN_GRACE_S", -1.0)  # as if the grace had passed
     # Thread 7 has a span open since before its hit: it waits; thread 8's only open span began after.
     (e,) = b.expire_events(open_starts=lambda: {(100, 7): 1_000, (100, 8): 9_500})
     assert (e.trace_id, e.span_id, e.time, e.attributes["thread.id"]) == (0, 0, OFFSET + 9_000, 8)
