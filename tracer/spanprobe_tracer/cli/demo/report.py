@@ -132,12 +132,13 @@ def accounting(downloads: Sequence[Download], collected: Collected, exported: in
     detail = ", ".join("%d answered %d" % (n, status) for status, n in sorted(statuses.items()))
     failed = sum(1 for d in downloads if not d.status)
     requests = collected.named(REQUEST)
-    request_ids = {s.context.span_id for s in requests}
-    children = sum(1 for c in collected.named(FILE_COPY) if c.parent and c.parent.span_id in request_ids)
+    request_ids = {s.span_id for s in requests}
+    request_traces = {s.trace_id for s in requests}
+    children = sum(1 for c in collected.named(FILE_COPY) if c.parent_id in request_ids)
     hits = collected.events_named(SEED_PROBE)
     return ("spanprobe demo: %d downloads (%s%s) traced as %d request spans with %d file-copy children, "
-            "plus %d hits of the seed's file_transfer probe (events, %d in their request span); %d spans "
+            "plus %d hits of the seed's file_transfer probe (events, %d inside their request's trace); %d spans "
             "exported to %s, %d lost, in %.1f s"
             % (len(downloads), detail or "none answered", ", %d failed" % failed if failed else "",
-               len(requests), children, len(hits), sum(1 for e in hits if e.span_id in request_ids),
+               len(requests), children, len(hits), sum(1 for e in hits if e.trace_id in request_traces),
                exported, destinations, lost, elapsed))
