@@ -13,7 +13,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from spanprobe_tracer.decode import LoadRecord, SpanRecord
 from spanprobe_tracer.export import ExportPipeline
 from spanprobe_tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader
-from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_SPAN
+from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_POINT, KIND_SPAN
 from spanprobe_tracer.session import Stats
 from spanprobe_tracer.session.drain import Drainer
 from tests.support.hardening_helpers import jsonl_tracer, spans_of, stats_of
@@ -125,15 +125,17 @@ def test_records_beyond_the_queues_room_are_counted_not_built():
     exporter = _Blocked()
     pipeline = ExportPipeline(exporter, stats, max_queue=10, batch_size=100, linger_s=60)
     built = []
-    builder = SimpleNamespace(span=lambda item: built.append(item) or item)
+    builder = SimpleNamespace(span=lambda item: built.append(item) or item, take_events=lambda: [])
     drainer = Drainer(None, SimpleNamespace(decode=_records), builder, pipeline, stats, interval=0.1)
     pipeline.submit(["queued"] * 8)
     span = HDR.pack(KIND_SPAN, 0, 1, 100, 100, 1)
     load = HDR.pack(KIND_LOAD, 0, 0, 100, 100, 0)
+    point = HDR.pack(KIND_POINT, 0, 1, 100, 100, 1)
     try:
-        loads = drainer.process([span] * 5 + [load])
+        loads = drainer.process([span] * 5 + [point] * 2 + [load])
         assert len(built) == 2 and pipeline.queued == 10
         assert stats.dropped["queue_full"] == 3
+        assert stats.events_dropped["queue_full"] == 2  # plain hits and events, counted as events
         assert stats.spans_received == 2 and len(loads) == 1  # never shed: it resumes a process
         assert exporter.exported == []
     finally:

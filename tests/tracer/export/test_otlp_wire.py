@@ -130,3 +130,12 @@ def test_log_records_with_and_without_ids_grouped():
               log_event(4, scope=SCOPE_B), log_event(5, resource=RES_B, ids=False)]
     assert encode_logs_request(events) == official_logs_request(events)
     assert encode_logs_request([]) == official_logs_request([]) == b""
+
+
+def test_repeated_values_encode_alike_and_equal_values_of_other_types_do_not_mix():
+    """Fields of repeated values come from a cache: 1, True and 1.0 are equal in Python, not on the wire."""
+    spans = [span(i, attributes={"k": v, "s": "/same", "n": i}) for i, v in enumerate([1, True, 1.0, 1, "1", 1])]
+    for _ in range(2):
+        assert encode_request(spans) == encode_spans(spans).SerializeToString()
+    events = [log_event(i, attrs={"k": v}) for i, v in enumerate([1, True, 1.0, "1", 1])]
+    assert encode_logs_request(events) == official_logs_request(events)

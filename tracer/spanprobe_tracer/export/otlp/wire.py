@@ -185,14 +185,31 @@ def _link(link) -> bytes:
     return _S_LINK + _len(len(body)) + body
 
 
+#: Whole attribute fields of values that repeat (a route, a status code, a thread id), by (tag, key, value),
+#: for str (short) and int values only: equal values of those types encode alike. A key stops being
+#: cached once it has shown MAX_VALUES_PER_KEY values (an id, a counter); the cache stops growing at
+#: MAX_CACHED_FIELDS.
+_fields: Dict[tuple, bytes] = {}
+_values_per_key: Dict[tuple, int] = {}
+MAX_VALUES_PER_KEY = 256
+MAX_CACHED_FIELDS = 65536
+
+
 def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
     """Append each attribute as a KeyValue field; the common value types inline (hot path)."""
     cache = _key_cache
+    fields = _fields
     for key, value in attributes.items():
+        t = type(value)
+        cacheable = (t is int or (t is str and len(value) <= 64))
+        if cacheable:
+            field = fields.get((tag, key, value))
+            if field is not None:
+                parts.append(field)
+                continue
         k = cache.get(key)
         if k is None:
             k = _new_key(key)
-        t = type(value)
         if t is str:
             data = value.encode("utf-8")
             n = len(data)
@@ -208,8 +225,25 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
         n = len(av)
         kv = k + (b"\x12" + _SMALL_LEN[n] if n < 128 else b"\x12" + _varint(n)) + av
         n = len(kv)
-        parts.append(tag + _SMALL_LEN[n] if n < 128 else tag + _varint(n))
-        parts.append(kv)
+        field = (tag + _SMALL_LEN[n] if n < 128 else tag + _varint(n)) + kv
+        parts.append(field)
+        if cacheable and len(fields) < MAX_CACHED_FIELDS:
+            seen = _values_per_key.get((tag, key), 0)
+            if seen < MAX_VALUES_PER_KEY:
+                _values_per_key[(tag, key)] = seen + 1
+                fields[(tag, key, value)] = field
+
+
+#: (name, id(kind)) -> the name and kind fields, encoded once (kinds are SpanKind singletons).
+_heads: Dict[tuple, bytes] = {}
+
+
+def _head(name: str, kind) -> bytes:
+    data = name.encode("utf-8")
+    head = (_S_NAME + _len(len(data)) + data if data else b"") + _KIND[kind.value]
+    if len(_heads) < MAX_CACHED_FIELDS:
+        _heads[(name, id(kind))] = head
+    return head
 
 
 def encode_span(span: Span) -> bytes:
@@ -221,10 +255,10 @@ def encode_span(span: Span) -> bytes:
         parts.append(_string(_S_TRACE_STATE, ",".join("%s=%s" % kv for kv in trace_state.items())))
     if parent_id:
         parts += (_S_PARENT, parent_id.to_bytes(8, "big"))
-    name = span.name.encode("utf-8")
-    if name:
-        parts += (_S_NAME, _len(len(name)), name)
-    parts.append(_KIND[span.kind.value])
+    head = _heads.get((span.name, id(span.kind)))
+    if head is None:
+        head = _head(span.name, span.kind)
+    parts.append(head)
     start, end = span.start_time, span.end_time
     if start:
         parts += (_S_START, _fixed64(start))
