@@ -73,6 +73,8 @@ class SpanBuilder:
         self._resource_for = resource_for
         self._to_wall = to_wall
         self._scopes: Dict[str, InstrumentationScope] = {}
+        #: span type -> (SpanKind, scope), made once per type (bounded: emptied past 4,096 types)
+        self._kind_scope: Dict[object, tuple] = {}
         #: (pid, span id) -> (monotonic arrival, [(PointRecord, Event)])
         self._pending: "OrderedDict[Tuple[int, int], Tuple[float, list]]" = OrderedDict()
         self._pending_count = 0
@@ -117,9 +119,14 @@ class SpanBuilder:
         status = UNSET
         if rec.status != STATUS_OK:
             status = self._status(rec, attrs, events, end)
-        span = Span(d.name, rec.trace_id, rec.span_id, rec.parent_id, rec.trace_flags,
-                    KINDS.get(d.kind, SpanKind.INTERNAL), self._to_wall(rec.start_ns), end, attrs, events, status,
-                    self._resource_for(rec.pid), self._scope(d.provider))
+        kind_scope = self._kind_scope.get(d)
+        if kind_scope is None:
+            if len(self._kind_scope) >= 4096:
+                self._kind_scope.clear()
+            kind_scope = self._kind_scope[d] = (KINDS.get(d.kind, SpanKind.INTERNAL), self._scope(d.provider))
+        span = Span(d.name, rec.trace_id, rec.span_id, rec.parent_id, rec.trace_flags, kind_scope[0],
+                    self._to_wall(rec.start_ns), end, attrs, events, status, self._resource_for(rec.pid),
+                    kind_scope[1])
         if self._plain:
             self._claim_plain(rec, span)
         return span

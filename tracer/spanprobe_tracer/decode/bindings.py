@@ -10,20 +10,11 @@ into a SpanRecord, PointRecord or LoadRecord by it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Union
+from typing import Callable, Dict, Iterable, Optional, Tuple, Union
 
 from ..kernel.layout import HDR, KIND_LOAD
 from .decoders import Decoder
 from .records import LoadRecord, PointRecord, SpanRecord
-
-
-@dataclass
-class Binding:
-    """What a cookie stands for: the decoder of the records it marks, and their process."""
-
-    decoder: Decoder
-    pid: int
 
 
 class Bindings:
@@ -31,13 +22,14 @@ class Bindings:
 
     def __init__(self):
         self._next_cookie = 1
-        self._by_cookie: Dict[int, Binding] = {}
+        #: cookie -> (the decode method of the records it marks, their process)
+        self._by_cookie: Dict[int, Tuple[Callable, int]] = {}
 
     def bind(self, decoder: Decoder, pid: int) -> int:
         """A fresh cookie standing for ``decoder`` in process ``pid``."""
         cookie = self._next_cookie
         self._next_cookie += 1
-        self._by_cookie[cookie] = Binding(decoder, pid)
+        self._by_cookie[cookie] = (decoder.decode, pid)
         return cookie
 
     def unbind(self, cookies: Iterable[int]) -> None:
@@ -50,6 +42,6 @@ class Bindings:
         if kind == KIND_LOAD:
             return LoadRecord(pid, tid)
         binding = self._by_cookie.get(cookie)
-        if binding is None or binding.pid != pid:
+        if binding is None or binding[1] != pid:
             return None
-        return binding.decoder.decode(rec, pid, tid)
+        return binding[0](rec, pid, tid)

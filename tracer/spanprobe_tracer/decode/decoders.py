@@ -50,32 +50,34 @@ class SpanDecoder:
         # The whole record in one unpack: the fixed part, the start words, (their string slots,) the end words.
         self._record = struct.Struct("<%dx%s%dQ%dx%dQ" % (HDR_SIZE, SPAN_FIXED.format[1:], n_start, gap, n_end))
         assert SPAN_START_AT + 16 == HDR_SIZE + SPAN_FIXED.size
-        self._n_start = n_start
-        self._start_attrs = AttrDecoder(s.start_fields, [n for n, _ in span.start.args], len(_START), string_max)
-        self._end_attrs = AttrDecoder(s.end_fields, [n for n, _ in span.end.args], len(_END), string_max)
+        # Where each fixed argument is among the unpacked fields (5 fixed fields come first).
+        e = 5 + n_start
+        self._at = (5 + _S_FLAGS, e + _E_FLAGS, e + _E_STATUS, e + _E_TYPE, e + _E_MESSAGE, 5 + _S_TRACE_HI,
+                    5 + _S_TRACE_LO, 5 + _S_SPAN, 5 + _S_PARENT)
+        self._start_attrs = AttrDecoder(s.start_fields, [n for n, _ in span.start.args], len(_START), string_max, 5)
+        self._end_attrs = AttrDecoder(s.end_fields, [n for n, _ in span.end.args], len(_END), string_max, e)
         self._err_type = value_decoder(s.end_fields[_E_TYPE], string_max)
         self._err_msg = value_decoder(s.end_fields[_E_MESSAGE], string_max)
 
     def decode(self, rec: bytes, pid: int, tid: int) -> SpanRecord:
-        fields = self._record.unpack_from(rec, 0)
-        end_ns, end_fail, start_ns, start_tid, start_fail = fields[:5]
-        sw = fields[5:5 + self._n_start]
-        ew = fields[5 + self._n_start:]
-        sflags, eflags = sw[_S_FLAGS] & 0xFFFFFFFF, ew[_E_FLAGS] & 0xFFFFFFFF
+        f = self._record.unpack_from(rec, 0)
+        end_ns, end_fail, start_ns, start_tid, start_fail = f[:5]
+        sflags_at, eflags_at, status_at, type_at, message_at, hi_at, lo_at, span_at, parent_at = self._at
+        sflags, eflags = f[sflags_at] & 0xFFFFFFFF, f[eflags_at] & 0xFFFFFFFF
         attrs: dict = {}
         notes = None
         if self._start_attrs.items:
-            notes = self._start_attrs.decode(rec, sw, start_fail, sflags >> FLAG_CONVERSION_FAILED, attrs, None)
+            notes = self._start_attrs.decode(rec, f, start_fail, sflags >> FLAG_CONVERSION_FAILED, attrs, None)
         if self._end_attrs.items:
-            notes = self._end_attrs.decode(rec, ew, end_fail, eflags >> FLAG_CONVERSION_FAILED, attrs, notes)
-        status = ew[_E_STATUS] & 0xFF
+            notes = self._end_attrs.decode(rec, f, end_fail, eflags >> FLAG_CONVERSION_FAILED, attrs, notes)
+        status = f[status_at] & 0xFF
         if status:
-            error_type = self._err_type(rec, ew[_E_TYPE])[0] if not end_fail >> _E_TYPE & 1 else ""
-            error_message = self._err_msg(rec, ew[_E_MESSAGE])[0] if not end_fail >> _E_MESSAGE & 1 else ""
+            error_type = self._err_type(rec, f[type_at])[0] if not end_fail >> _E_TYPE & 1 else ""
+            error_message = self._err_msg(rec, f[message_at])[0] if not end_fail >> _E_MESSAGE & 1 else ""
         else:
             error_type = error_message = ""
-        return SpanRecord(self.span, pid, tid, start_tid, start_ns, end_ns, (sw[_S_TRACE_HI] << 64) | sw[_S_TRACE_LO],
-                          sw[_S_SPAN], sw[_S_PARENT], sflags & TRACE_FLAGS_MASK, status, error_type, error_message,
+        return SpanRecord(self.span, pid, tid, start_tid, start_ns, end_ns, (f[hi_at] << 64) | f[lo_at],
+                          f[span_at], f[parent_at], sflags & TRACE_FLAGS_MASK, status, error_type, error_message,
                           attrs, notes)
 
 

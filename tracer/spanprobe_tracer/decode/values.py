@@ -84,22 +84,26 @@ def value_decoder(f: ArgField, string_max: int):
 
 
 class AttrDecoder:
-    """Decodes the attribute arguments (after the protocol's fixed ones) of one probe."""
+    """Decodes the attribute arguments (after the protocol's fixed ones) of one probe.
 
-    def __init__(self, fields: Sequence[ArgField], names: Sequence[str], first_attr: int, string_max: int):
-        self.items = [(f.index, f.index - first_attr, name, value_decoder(f, string_max))
+    ``words`` handed to ``decode`` hold the probe's argument words from
+    position ``base`` on (a record's whole unpacked fields, not sliced)."""
+
+    def __init__(self, fields: Sequence[ArgField], names: Sequence[str], first_attr: int, string_max: int,
+                 base: int = 0):
+        self.items = [(base + f.index, f.index, f.index - first_attr, name, value_decoder(f, string_max))
                       for f, name in zip(fields[first_attr:], names[first_attr:])]
         #: The argument bits of ``fail`` (and the conversion flags) that concern these attributes.
-        self._fail_mask = sum(1 << index for index, _, _, _ in self.items)
+        self._fail_mask = sum(1 << index for _, index, _, _, _ in self.items)
         self._conv_mask = (1 << len(self.items)) - 1
-        self._plain = [(index, name, dec) for index, _, name, dec in self.items]
+        self._plain = [(at, name, dec) for at, _, _, name, dec in self.items]
 
     def decode(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
                notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
         if fail & self._fail_mask or conv_flags & self._conv_mask:
             return self._decode_with_failures(rec, words, fail, conv_flags, attrs, notes)
-        for index, name, dec in self._plain:  # the common case: every value delivered
-            value, cut = dec(rec, words[index])
+        for at, name, dec in self._plain:  # the common case: every value delivered
+            value, cut = dec(rec, words[at])
             attrs[name] = value
             if cut:
                 notes = notes or ValueNotes([], [], [])
@@ -108,7 +112,7 @@ class AttrDecoder:
 
     def _decode_with_failures(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
                               notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
-        for index, attr_index, name, dec in self.items:
+        for at, index, attr_index, name, dec in self.items:
             if conv_flags >> attr_index & 1:
                 notes = notes or ValueNotes([], [], [])
                 notes.conversion_failed.append(name)
@@ -117,7 +121,7 @@ class AttrDecoder:
                 notes = notes or ValueNotes([], [], [])
                 notes.read_failed.append(name)
                 continue
-            value, cut = dec(rec, words[index])
+            value, cut = dec(rec, words[at])
             attrs[name] = value
             if cut:
                 notes = notes or ValueNotes([], [], [])
