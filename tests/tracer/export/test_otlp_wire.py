@@ -139,3 +139,9 @@ def test_repeated_values_encode_alike_and_equal_values_of_other_types_do_not_mix
         assert encode_request(spans) == encode_spans(spans).SerializeToString()
     events = [log_event(i, attrs={"k": v}) for i, v in enumerate([1, True, 1.0, "1", 1])]
     assert encode_logs_request(events) == official_logs_request(events)
+
+
+@pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16383, 16384, 2**21 - 1, 2**21, 2**28, 2**63 - 1, -1, -2**63])
+def test_integers_of_every_varint_length(n):
+    spans = [span(0, attributes={"n": n})]
+    assert encode_request(spans) == encode_spans(spans).SerializeToString()

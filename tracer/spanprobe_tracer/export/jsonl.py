@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import base64
 import json
+import json.encoder
 import sys
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.trace import SpanKind
 
 from ..assemble import Span
-from ..assemble.telemetry import LogEvent
+from ..assemble.telemetry import UNSET, LogEvent
 
 from ..errors import TracerError
 
@@ -33,65 +35,82 @@ def _json_value(value):
 
 
 _encode = json.JSONEncoder(ensure_ascii=False).encode   # json.dumps(..., ensure_ascii=False), made once
-_PLAIN = (str, int, bool)                                  # values JSON takes as they are
+
+
+def _default(value):
+    """What the fast encoder cannot write itself: bytes, and mappings that are not dicts."""
+    if isinstance(value, bytes):
+        return {"bytes_base64": base64.b64encode(value).decode()}
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError("cannot write a %s as JSON" % type(value).__name__)
+
+
+# The same text as _encode of _json_value'd values, in one pass of json's C encoder; a NaN or an
+# infinity (not JSON) makes it raise ValueError, and such values take the careful way. The encoder
+# function is made once: JSONEncoder.encode makes a new one per call (half the cost of a small dict).
+if json.encoder.c_make_encoder is not None:
+    _chunks = json.encoder.c_make_encoder(None, _default, json.encoder.encode_basestring, None, ": ", ", ",
+                                          False, False, False)
+
+    def _fast(value) -> str:
+        return "".join(_chunks(value, 0))
+else:  # pragma: no cover - CPython without its _json accelerator
+    _fast = json.JSONEncoder(ensure_ascii=False, allow_nan=False, default=_default).encode
 
 
 def _object(mapping) -> str:
-    """A JSON object of attributes, values made JSON-safe (_json_value) only when one needs it."""
-    for v in mapping.values():
-        if type(v) not in _PLAIN:
-            return _encode({k: _json_value(v) for k, v in mapping.items()})
-    return _encode(mapping if type(mapping) is dict else dict(mapping))
+    """A JSON object of attributes, values made JSON-safe as _json_value does."""
+    try:
+        return _fast(mapping)
+    except ValueError:
+        return _encode({k: _json_value(v) for k, v in mapping.items()})
 
 
-class _Shared:
-    """JSON text of what many spans share (a resource, a scope, a status), made once per object.
-
-    Keyed by id(); the entry keeps the object alive, so its id cannot be reused
-    while it is cached. Bounded: emptied when it grows past ``limit``."""
-
-    def __init__(self, render, limit: int = 4096):
-        self._render = render
-        self._limit = limit
-        self._by_id: dict = {}
-
-    def __call__(self, obj) -> str:
-        entry = self._by_id.get(id(obj))
-        if entry is None or entry[0] is not obj:
-            if len(self._by_id) >= self._limit:
-                self._by_id.clear()
-            entry = self._by_id[id(obj)] = (obj, self._render(obj))
-        return entry[1]
-
+_KIND_NAMES = {id(kind): kind.name for kind in SpanKind}
+_UNSET_JSON = _encode({"code": UNSET.status_code.name, "description": UNSET.description})
 
 _LINE = ('{"name": %s, "trace_id": "%032x", "span_id": "%016x", "parent_span_id": %s, "trace_flags": %d, '
          '"kind": "%s", "start_time_unix_nano": %d, "end_time_unix_nano": %d, "duration_ns": %d, "status": %s, '
-         '"attributes": %s, "events": %s, "scope": %s, "resource": %s}\n')
+         '"attributes": %s, "events": %s, %s}\n')
 
 
 class SpanLines:
-    """Span -> its JSON line: keys in a fixed order, the shared parts' JSON cached."""
+    """Span -> its JSON line: keys in a fixed order, the JSON of what many spans share made once."""
 
-    def __init__(self):
-        self._resource = _Shared(lambda r: _object(r.attributes) if r is not None else "{}")
-        self._scope = _Shared(lambda s: _encode(s.name) if s is not None else "null")
-        self._status = _Shared(lambda st: _encode({"code": st.status_code.name, "description": st.description}))
+    def __init__(self, limit: int = 4096):
+        #: (id(scope), id(resource)) -> (scope, resource, '"scope": ..., "resource": {...}'); the entry
+        #: keeps both alive, so their ids cannot be reused while cached. Emptied past ``limit``.
+        self._tails: dict = {}
+        self._limit = limit
+
+    def _tail(self, scope, resource) -> str:
+        entry = self._tails.get((id(scope), id(resource)))
+        if entry is None or entry[0] is not scope or entry[1] is not resource:
+            if len(self._tails) >= self._limit:
+                self._tails.clear()
+            text = '"scope": %s, "resource": %s' % (_encode(scope.name) if scope is not None else "null",
+                                                    _object(resource.attributes) if resource is not None else "{}")
+            entry = self._tails[(id(scope), id(resource))] = (scope, resource, text)
+        return entry[2]
 
     def __call__(self, span: Span) -> str:
-        start, end = span.start_time, span.end_time
+        start, end, status = span.start_time, span.end_time, span.status
         return _LINE % (
             _encode(span.name), span.trace_id, span.span_id,
-            '"%016x"' % span.parent_id if span.parent_id else "null", span.trace_flags, span.kind.name,
-            start, end, end - start, self._status(span.status),
+            '"%016x"' % span.parent_id if span.parent_id else "null", span.trace_flags, _KIND_NAMES[id(span.kind)],
+            start, end, end - start,
+            _UNSET_JSON if status is UNSET else _encode({"code": status.status_code.name,
+                                                        "description": status.description}),
             _object(span.attributes) if span.attributes else "{}",
             _encode([{"name": e.name, "time_unix_nano": e.timestamp,
                       "attributes": {k: _json_value(v) for k, v in (e.attributes or {}).items()}}
                      for e in span.events]) if span.events else "[]",
-            self._scope(span.instrumentation_scope), self._resource(span.resource))
+            self._tail(span.instrumentation_scope, span.resource))
 
 
 _EVENT_LINE = ('{"signal": "log", "event_name": %s, "time_unix_nano": %d, "trace_id": %s, "span_id": %s, '
-               '"trace_flags": %d, "attributes": %s, "scope": %s, "resource": %s}\n')
+               '"trace_flags": %d, "attributes": %s, %s}\n')
 
 
 class EventLines(SpanLines):
@@ -102,7 +121,7 @@ class EventLines(SpanLines):
             _encode(event.event_name), event.time,
             '"%032x"' % event.trace_id if event.trace_id else "null",
             '"%016x"' % event.span_id if event.span_id else "null", event.trace_flags,
-            _object(event.attributes), self._scope(event.instrumentation_scope), self._resource(event.resource))
+            _object(event.attributes), self._tail(event.instrumentation_scope, event.resource))
 
 
 class JsonLinesExporter(SpanExporter):
