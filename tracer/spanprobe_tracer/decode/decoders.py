@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import struct
 import weakref
-from typing import Dict, Union
+from typing import Dict, Optional, Union
 
 from spanprobe.abi.protocol import (FIXED_ARGS, FLAG_CONVERSION_FAILED, ROLE_EVENT, ROLE_SPAN_END,
                                     ROLE_SPAN_START, TRACE_FLAGS_MASK)
 
 from ..kernel import PointType, ProviderPlan, SpanType
-from ..kernel.layout import HDR_SIZE, POINT_FIXED, POINT_WORDS_AT, SPAN_FIXED, SPAN_START_AT
+from ..kernel.layout import HDR_SIZE, POINT_FIXED, POINT_WORDS_AT, SPAN_FIXED, SPAN_START_AT, ArgField
 from .records import PointRecord, SpanRecord
-from .values import AttrDecoder, value_decoder
+from .records import ValueNotes
+from .values import INT64_MAX, INT_TYPES, AttrDecoder, value_decoder
 
 
 def _positions(role: str) -> Dict[str, int]:
@@ -58,8 +59,11 @@ class SpanDecoder:
         self._end_attrs = AttrDecoder(s.end_fields, [n for n, _ in span.end.args], len(_END), string_max, e)
         self._err_type = value_decoder(s.end_fields[_E_TYPE], string_max)
         self._err_msg = value_decoder(s.end_fields[_E_MESSAGE], string_max)
+        #: decode(rec, pid, tid) -> SpanRecord: written for this shape; uncommon records go to decode_careful
+        self.decode = _fast_path(self, s, span, string_max)
 
-    def decode(self, rec: bytes, pid: int, tid: int) -> SpanRecord:
+    def decode_careful(self, rec: bytes, pid: int, tid: int) -> SpanRecord:
+        """Any span record: failed reads and conversions noted, an error's type and message read."""
         f = self._record.unpack_from(rec, 0)
         end_ns, end_fail, start_ns, start_tid, start_fail = f[:5]
         sflags_at, eflags_at, status_at, type_at, message_at, hi_at, lo_at, span_at, parent_at = self._at
@@ -79,6 +83,76 @@ class SpanDecoder:
         return SpanRecord(self.span, pid, tid, start_tid, start_ns, end_ns, (f[hi_at] << 64) | f[lo_at],
                           f[span_at], f[parent_at], sflags & TRACE_FLAGS_MASK, status, error_type, error_message,
                           attrs, notes)
+
+
+def _value_expression(f: ArgField, at: int) -> Optional[str]:
+    """Python source for an integer or bool argument's value from word ``f[at]``; None for other types."""
+    if f.type in INT_TYPES:
+        size, signed = INT_TYPES[f.type]
+        bits = 8 * min(size, f.loc.size)
+        mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+        if signed:
+            return "((f[%d] & %d) ^ %d) - %d" % (at, mask, sign, sign)
+        if bits == 64:
+            return "(f[%d] if f[%d] <= %d else str(f[%d]))" % (at, at, INT64_MAX, at)
+        return "f[%d] & %d" % (at, mask)
+    if f.type == "bool":
+        return "f[%d] & 255 != 0" % at
+    return None
+
+
+def _fast_path(decoder: SpanDecoder, shape, span: SpanType, string_max: int):
+    """SpanDecoder.decode for this span type: Python written for its shape, for the common record
+    (every value delivered, status ok); any other goes to ``decode_careful``.
+
+    Values come out exactly as decode.values' decoders make them (the careful path uses those):
+    integers and bools inline, text whole and short inline, the rest through the same decoders.
+    Only numbers are written into the source; names and decoders are passed as values."""
+    items = decoder._start_attrs.items + decoder._end_attrs.items
+    names = tuple(name for _, _, _, name, _ in items)
+    decoders = tuple(dec for _, _, _, _, dec in items)
+    arg_fields = list(shape.start_fields[len(_START):]) + list(shape.end_fields[len(_END):])  # as ``items``
+    start_fail = sum(1 << index for _, index, _, _, _ in decoder._start_attrs.items)
+    end_fail = sum(1 << index for _, index, _, _, _ in decoder._end_attrs.items)
+    sflags_at, eflags_at, status_at, _, _, hi_at, lo_at, span_at, parent_at = decoder._at
+    lines = [
+        "def decode(rec, pid, tid):",
+        "    f = unpack(rec, 0)",
+        "    sflags = f[%d] & 0xFFFFFFFF" % sflags_at,
+        "    if (f[4] & %d or f[1] & %d or sflags >> %d & %d or f[%d] >> %d & %d or f[%d] & 255):" % (
+            start_fail, end_fail, FLAG_CONVERSION_FAILED, (1 << len(decoder._start_attrs.items)) - 1,
+            eflags_at, FLAG_CONVERSION_FAILED, (1 << len(decoder._end_attrs.items)) - 1, status_at),
+        "        return careful(rec, pid, tid)",
+        "    notes = None",
+    ]
+    values = []
+    for k, ((at, _, _, _, _), f) in enumerate(zip(items, arg_fields)):
+        expression = _value_expression(f, at)
+        if expression is not None:
+            values.append(expression)
+            continue
+        values.append("v%d" % k)
+        slow = ["v%d, cut = D[%d](rec, f[%d])" % (k, k, at), "if cut:", "    notes = truncated(notes, N[%d])" % k]
+        if f.type == "str":  # whole and short: what value_decoder's text() does first
+            lines += ["    n = rec.find(b'\\0', %d, %d)" % (f.slot, f.slot + f.slot_size),
+                      "    if 0 <= n - %d <= %d:" % (f.slot, string_max),
+                      "        v%d = rec[%d:n].decode('utf-8', 'replace')" % (k, f.slot),
+                      "    else:"] + ["        " + line for line in slow]
+        else:
+            lines += ["    " + line for line in slow]
+    attrs = "{%s}" % ", ".join("N[%d]: %s" % (k, v) for k, v in enumerate(values))
+    lines.append("    return SpanRecord(span, pid, tid, f[3], f[2], f[0], (f[%d] << 64) | f[%d], f[%d], f[%d], "
+                 "sflags & %d, 0, '', '', %s, notes)" % (hi_at, lo_at, span_at, parent_at, TRACE_FLAGS_MASK, attrs))
+    namespace = {"unpack": decoder._record.unpack_from, "careful": decoder.decode_careful, "span": span,
+                 "N": names, "D": decoders, "SpanRecord": SpanRecord, "truncated": _truncated}
+    exec("\n".join(lines), namespace)
+    return namespace["decode"]
+
+
+def _truncated(notes: Optional[ValueNotes], name: str) -> ValueNotes:
+    notes = notes or ValueNotes([], [], [])
+    notes.truncated.append(name)
+    return notes
 
 
 class PointDecoder:
