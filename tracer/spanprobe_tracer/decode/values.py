@@ -93,25 +93,9 @@ class AttrDecoder:
                  base: int = 0):
         self.items = [(base + f.index, f.index, f.index - first_attr, name, value_decoder(f, string_max))
                       for f, name in zip(fields[first_attr:], names[first_attr:])]
-        #: The argument bits of ``fail`` (and the conversion flags) that concern these attributes.
-        self._fail_mask = sum(1 << index for _, index, _, _, _ in self.items)
-        self._conv_mask = (1 << len(self.items)) - 1
-        self._plain = [(at, name, dec) for at, _, _, name, dec in self.items]
 
     def decode(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
                notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
-        if fail & self._fail_mask or conv_flags & self._conv_mask:
-            return self._decode_with_failures(rec, words, fail, conv_flags, attrs, notes)
-        for at, name, dec in self._plain:  # the common case: every value delivered
-            value, cut = dec(rec, words[at])
-            attrs[name] = value
-            if cut:
-                notes = notes or ValueNotes([], [], [])
-                notes.truncated.append(name)
-        return notes
-
-    def _decode_with_failures(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
-                              notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
         for at, index, attr_index, name, dec in self.items:
             if conv_flags >> attr_index & 1:
                 notes = notes or ValueNotes([], [], [])

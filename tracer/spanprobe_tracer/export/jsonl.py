@@ -142,16 +142,14 @@ class JsonLinesExporter(SpanExporter):
         self._event_line = EventLines()
 
     def export(self, spans: Sequence[Span]) -> SpanExportResult:
-        try:
-            self._file.write("".join(map(self._line, spans)))
-            self._file.flush()
-        except OSError:
-            return SpanExportResult.FAILURE
-        return SpanExportResult.SUCCESS
+        return self._write(map(self._line, spans))
 
     def export_events(self, events: Sequence[LogEvent]) -> SpanExportResult:
+        return self._write(map(self._event_line, events))
+
+    def _write(self, lines) -> SpanExportResult:
         try:
-            self._file.write("".join(map(self._event_line, events)))
+            self._file.write("".join(lines))
             self._file.flush()
         except OSError:
             return SpanExportResult.FAILURE
