@@ -11,7 +11,7 @@ import time
 
 import pytest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -332,3 +332,28 @@ def test_pipeline_shutdown_does_not_hang_on_a_stuck_exporter():
     p.shutdown(timeout=0.5)  # the exporter's shutdown releases the stuck export
     assert time.monotonic() - t < 3
     assert stats.exported + sum(stats.dropped.values()) == 30
+
+
+def test_pre_encoded_spans_are_shown_and_written_as_spans(tmp_path):
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from spanprobe_tracer.assemble.telemetry import EncodedSpan
+    from tests.support.spans import as_span
+
+    span = mkspan("GET /x", 1, kind=SpanKind.SERVER, attrs={"http.route": "/x"})
+    readable = ReadableSpan(name=span.name, context=span.context, parent=None, resource=RES,
+                            attributes=span.attributes, kind=span.kind, status=span.status,
+                            start_time=span.start_time, end_time=span.end_time,
+                            instrumentation_scope=span.instrumentation_scope)
+    body = encode_spans([readable]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+    encoded = EncodedSpan(body, RES, span.instrumentation_scope)
+    path = tmp_path / "out.jsonl"
+    exp = JsonLinesExporter(str(path))
+    exp.export([encoded])
+    exp.shutdown()
+    expected = as_span(readable)
+    expected.trace_flags = 0  # the official encoder puts only the is-remote bits in Span.flags
+    assert path.read_text() == reference_line(expected)
+    out = io.StringIO()
+    ConsoleExporter(out).export([encoded])
+    assert out.getvalue().splitlines()[1] == '└─ GET /x [server] 1.00 ms  http.route="/x"'

@@ -145,3 +145,26 @@ def test_repeated_values_encode_alike_and_equal_values_of_other_types_do_not_mix
 def test_integers_of_every_varint_length(n):
     spans = [span(0, attributes={"n": n})]
     assert encode_request(spans) == encode_spans(spans).SerializeToString()
+
+
+def test_pre_encoded_spans_pass_through_among_the_tracers_own():
+    """A span that arrives already encoded (an application's OpenTelemetry SDK span, as the otel_span
+    probe role carries them) goes into the request as it is, grouped with the tracer's spans."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+
+    from spanprobe_tracer.assemble.telemetry import EncodedSpan
+
+    parent = SpanContext(0x0123456789ABCDEF0123456789ABCDEF, 0xFEED, True, TraceFlags(1))
+    theirs = [span(7, kind=SpanKind.CLIENT, parent=parent, attributes={"a": 1, "l": [1.5]},
+                   status=Status(StatusCode.ERROR, "bad"), events=[Event("e", {"k": "v"}, 1_700_000_000_000_000_001)]),
+              span(8, resource=RES_B, scope=SCOPE_B)]
+    ours = [span(1), span(2, resource=RES_B, scope=SCOPE_B)]
+    bodies = [encode_spans([s]).resource_spans[0].scope_spans[0].spans[0].SerializeToString() for s in theirs]
+    encoded = [EncodedSpan(b, s.resource, s.instrumentation_scope) for b, s in zip(bodies, theirs)]
+    mixed = [as_span(ours[0]), encoded[0], as_span(ours[1]), encoded[1]]
+    assert encode_ours(mixed) == encode_spans([ours[0], theirs[0], ours[1], theirs[1]]).SerializeToString()
+    # Decoded for the console and JSON lines: the same span again, field by field.
+    for e, s in zip(encoded, theirs):
+        d = e.decoded()
+        assert encode_ours([d]) == encode_spans([s]).SerializeToString()
+        assert SpanMessage.FromString(e.body).name == d.name == s.name

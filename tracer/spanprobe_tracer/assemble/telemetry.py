@@ -85,3 +85,42 @@ class LogEvent:
 
     def __repr__(self):
         return "LogEvent(%r, trace_id=%032x, span_id=%016x)" % (self.event_name, self.trace_id, self.span_id)
+
+
+class EncodedSpan:
+    """A span that arrives already encoded as an OTLP ``Span`` message (for example one an application's
+    own OpenTelemetry SDK made), with the resource and scope it belongs to. The OTLP encoder passes
+    ``body`` through as it is; ``decoded()`` makes a Span of it for the console and JSON lines."""
+
+    __slots__ = ("body", "resource", "instrumentation_scope")
+
+    def __init__(self, body: bytes, resource: Resource, instrumentation_scope: InstrumentationScope):
+        self.body = body
+        self.resource = resource
+        self.instrumentation_scope = instrumentation_scope
+
+    def decoded(self) -> Span:
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
+        from opentelemetry.sdk.trace import Event
+
+        m = SpanMessage.FromString(self.body)
+        status = UNSET if not m.status.code and not m.status.message else Status(
+            StatusCode(m.status.code), m.status.message or None)
+        return Span(m.name, int.from_bytes(m.trace_id, "big"), int.from_bytes(m.span_id, "big"),
+                    int.from_bytes(m.parent_span_id, "big"), m.flags & 0xFF, SpanKind(max(m.kind - 1, 0)),
+                    m.start_time_unix_nano, m.end_time_unix_nano, _attributes(m.attributes),
+                    [Event(e.name, _attributes(e.attributes), e.time_unix_nano) for e in m.events], status,
+                    self.resource, self.instrumentation_scope, parent_is_remote=bool(m.flags & 0x200))
+
+
+def _attributes(key_values) -> Dict[str, Any]:
+    return {kv.key: _value(kv.value) for kv in key_values}
+
+
+def _value(v):
+    which = v.WhichOneof("value")
+    if which == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    if which == "kvlist_value":
+        return _attributes(v.kvlist_value.values)
+    return getattr(v, which) if which else None

@@ -13,10 +13,10 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Dict, IO, List, Sequence, Tuple
+from typing import Dict, IO, List, Sequence, Tuple, Union
 
 from ..assemble import Span
-from ..assemble.telemetry import LogEvent
+from ..assemble.telemetry import EncodedSpan, LogEvent
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
 
@@ -43,7 +43,8 @@ class ConsoleExporter(SpanExporter):
         self._traces: "OrderedDict[int, Tuple[float, List[Span]]]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[Span]) -> SpanExportResult:
+    def export(self, spans: Sequence[Union[Span, EncodedSpan]]) -> SpanExportResult:
+        spans = [s.decoded() if s.__class__ is EncodedSpan else s for s in spans]
         with self._lock:
             now = time.monotonic()
             ready = []

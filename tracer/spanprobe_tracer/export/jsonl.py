@@ -13,13 +13,13 @@ import base64
 import json
 import json.encoder
 import sys
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind
 
 from ..assemble import Span
-from ..assemble.telemetry import UNSET, LogEvent
+from ..assemble.telemetry import UNSET, EncodedSpan, LogEvent
 
 from ..errors import TracerError
 
@@ -94,7 +94,9 @@ class SpanLines:
             entry = self._tails[(id(scope), id(resource))] = (scope, resource, text)
         return entry[2]
 
-    def __call__(self, span: Span) -> str:
+    def __call__(self, span: Union[Span, EncodedSpan]) -> str:
+        if span.__class__ is EncodedSpan:
+            span = span.decoded()
         start, end, status = span.start_time, span.end_time, span.status
         return _LINE % (
             _encode(span.name), span.trace_id, span.span_id,

@@ -24,9 +24,9 @@ Field numbers: opentelemetry/proto/{collector/trace,collector/logs,trace,logs,co
 from __future__ import annotations
 
 import struct
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Union
 
-from ...assemble.telemetry import UNSET, LogEvent, Span
+from ...assemble.telemetry import UNSET, EncodedSpan, LogEvent, Span
 
 _double = struct.Struct("<d").pack
 _fixed64 = struct.Struct("<Q").pack
@@ -250,8 +250,10 @@ def _head(name: str, kind) -> bytes:
     return head
 
 
-def encode_span(span: Span) -> bytes:
-    """One Span message body."""
+def encode_span(span: Union[Span, EncodedSpan]) -> bytes:
+    """One Span message body (an EncodedSpan's as it came)."""
+    if span.__class__ is EncodedSpan:
+        return span.body
     parent_id = span.parent_id
     parts = [_S_TRACE_ID, span.trace_id.to_bytes(16, "big"), _S_SPAN_ID, span.span_id.to_bytes(8, "big")]
     trace_state = span.trace_state
@@ -297,7 +299,7 @@ def _scope(scope) -> bytes:
             + _attributes(b"\x1a", getattr(scope, "attributes", None)))
 
 
-def encode_request(spans: Sequence[Span]) -> bytes:
+def encode_request(spans: Sequence[Union[Span, EncodedSpan]]) -> bytes:
     """An ExportTraceServiceRequest: spans grouped by resource, then scope, in first-seen order."""
     return _grouped(spans, encode_span)
 
