@@ -165,6 +165,10 @@ _S_FLAGS = b"\x85\x01"             # 16, fixed32
 _FLAGS_LOCAL = _S_FLAGS + _fixed32(0x100)   # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _FLAGS_REMOTE = _S_FLAGS + _fixed32(0x300)  # ... | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _KIND = [_S_KIND + bytes((k + 1,)) for k in range(5)]  # SDK SpanKind value -> proto enum (+1)
+# Fields that go together, packed in one call: trace id (two big-endian halves) and span id; both times.
+_IDS = struct.Struct(">%dsQQ%dsQ" % (len(_S_TRACE_ID), len(_S_SPAN_ID))).pack
+_TIMES = struct.Struct("<%dsQ%dsQ" % (len(_S_START), len(_S_END))).pack
+
 
 
 def _status(status) -> bytes:
@@ -255,7 +259,8 @@ def encode_span(span: Union[Span, EncodedSpan]) -> bytes:
     if span.__class__ is EncodedSpan:
         return span.body
     parent_id = span.parent_id
-    parts = [_S_TRACE_ID, span.trace_id.to_bytes(16, "big"), _S_SPAN_ID, span.span_id.to_bytes(8, "big")]
+    trace_id = span.trace_id
+    parts = [_IDS(_S_TRACE_ID, trace_id >> 64, trace_id & 0xFFFFFFFFFFFFFFFF, _S_SPAN_ID, span.span_id)]
     trace_state = span.trace_state
     if trace_state:
         parts.append(_string(_S_TRACE_STATE, ",".join("%s=%s" % kv for kv in trace_state.items())))
@@ -266,10 +271,13 @@ def encode_span(span: Union[Span, EncodedSpan]) -> bytes:
         head = _head(span.name, span.kind)
     parts.append(head)
     start, end = span.start_time, span.end_time
-    if start:
-        parts += (_S_START, _fixed64(start))
-    if end:
-        parts += (_S_END, _fixed64(end))
+    if start and end:
+        parts.append(_TIMES(_S_START, start, _S_END, end))
+    else:
+        if start:
+            parts += (_S_START, _fixed64(start))
+        if end:
+            parts += (_S_END, _fixed64(end))
     attributes = span.attributes
     if attributes:
         _attribute_fields(_S_ATTR, attributes, parts)
