@@ -27,6 +27,7 @@ from typing import List
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HDR_SIZE = 8
+_SIZE_MASK = ~(BUSY_BIT | DISCARD_BIT) & 0xFFFFFFFF
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -45,23 +46,25 @@ class RingReader:
         self._mask = size - 1
         self._data = page
         self._cap = cap_bytes
+        #: the producer pages as 32-bit words (native order: the kernel's), for the record headers
+        self._words = memoryview(producer).cast("I")
 
     def read(self) -> List[bytes]:
         """The records committed since the last read (up to the cap), oldest first."""
         prod = self._producer
+        words = self._words
         cons = _U64.unpack_from(self._consumer, 0)[0]
         end = _U64.unpack_from(prod, 0)[0]
         limit = cons + self._cap
-        u32 = _U32.unpack_from
         mask, data = self._mask, self._data
         out = []
         append = out.append
         while cons < end and cons < limit:
             at = data + (cons & mask)
-            length = u32(prod, at)[0]
+            length = words[at >> 2]     # the header's length word (records are 8-byte aligned)
             if length & BUSY_BIT:
                 break  # still being written: the next read takes it (and what follows)
-            size = length & ~(BUSY_BIT | DISCARD_BIT)
+            size = length & _SIZE_MASK
             if not length & DISCARD_BIT:
                 append(prod[at + HDR_SIZE:at + HDR_SIZE + size])
             cons += (size + HDR_SIZE + 7) & ~7
