@@ -15,10 +15,11 @@ import time
 from collections import OrderedDict
 from typing import Dict, IO, List, Sequence, Tuple, Union
 
-from ..assemble import Span
-from ..assemble.telemetry import EncodedSpan, LogEvent
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
+
+from ..assemble import Span
+from ..assemble.telemetry import EncodedSpan, LogEvent
 
 from ..text import format_duration, format_value, safe_text
 

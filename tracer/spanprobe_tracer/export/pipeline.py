@@ -23,9 +23,10 @@ import threading
 import time
 from typing import Deque, List, Protocol, Sequence, Union
 
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
 from ..assemble import Span
 from ..assemble.telemetry import LogEvent
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 log = logging.getLogger("spanprobe.tracer")
 

@@ -13,10 +13,10 @@ import threading
 from dataclasses import dataclass
 from typing import Dict, IO, List, Sequence
 
-from ...assemble import Span
-from ...assemble.telemetry import LogEvent
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ...assemble import Span
+from ...assemble.telemetry import LogEvent
 from ...export import ConsoleExporter
 
 REQUEST, FILE_COPY, SEED_PROBE = "http.server.request", "file.copy", "simplehttp.file_transfer"

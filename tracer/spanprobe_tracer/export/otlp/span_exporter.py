@@ -19,9 +19,9 @@ import logging
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from ...assemble import Span
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from ...assemble import Span
 from ...assemble.telemetry import LogEvent
 from .wire import encode_logs_request, encode_request
 from .client import make_client
