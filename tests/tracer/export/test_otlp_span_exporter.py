@@ -179,3 +179,43 @@ def test_the_export_thread_stops_promptly_when_the_collector_is_down(protocol):
         assert len(receiver.collector.arrivals) == 1
     finally:
         receiver.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_events_go_to_the_logs_endpoint_and_rejections_are_handed_over(protocol):
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from spanprobe_tracer.assemble.telemetry import LogEvent
+
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    try:
+        flags = Flags(endpoint=receiver.endpoint, protocol=protocol)
+        rejected = []
+        exporter = OtlpSpanExporter(resolve("traces", flags, {}), events_settings=resolve("logs", flags, {}),
+                                    on_events_rejected=lambda n, message: rejected.append(n))
+        events = [LogEvent("shop.tick", 1_700_000_000_000_000_000 + i, 0xAB, 5, 1, {"event.name": "shop.tick", "n": i},
+                           Resource({"service.name": "shop"}), InstrumentationScope("shop")) for i in range(3)]
+        receiver.collector.script.append(Reply(rejected=1))
+        assert exporter.export_events(events) == SpanExportResult.SUCCESS
+        assert exporter.export_events(events[:1]) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+        first = receiver.collector.arrivals[0]
+        assert first.signal == "logs" and first.path == (
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export" if protocol == "grpc" else "/v1/logs")
+        assert rejected == [1]
+        assert [r.attributes["n"] for r in receiver.collector.logs] == [0, 1, 2, 0]
+        assert receiver.collector.logs[0].event_name == "shop.tick" and receiver.collector.logs[0].span_id == "%016x" % 5
+    finally:
+        receiver.stop()
+
+
+def test_events_without_logs_settings_fail_and_say_why(grpc_receiver, caplog):
+    from spanprobe_tracer.assemble.telemetry import LogEvent
+
+    exporter = exporter_for(grpc_receiver)
+    event = LogEvent("shop.tick", 1, 0, 0, 0, {"event.name": "shop.tick"}, Resource({}), None)
+    with caplog.at_level(logging.WARNING, "spanprobe.tracer"):
+        assert exporter.export_events([event]) == SpanExportResult.FAILURE
+    exporter.shutdown()
+    assert "1 events not exported: this exporter has no OTLP logs settings" in caplog.text
+    assert grpc_receiver.collector.arrivals == []
