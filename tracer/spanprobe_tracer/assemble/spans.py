@@ -16,6 +16,8 @@ How each kind of record becomes telemetry (docs/tracer.md has the full list):
   the span id it named, so it is never dropped silently.
 * plain probe              a zero-length span ``<provider>.<probe>`` (kind
   internal, a fresh trace) with the arguments as attributes.
+* otel_span probe          the OpenTelemetry API span its payload carries
+  (assemble.otel), with the process's resource.
 
 Values the probe could not deliver are surfaced, never invented: an attribute
 the application failed to convert, or the tracer failed to read, is omitted
@@ -37,7 +39,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from spanprobe.abi.protocol import ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
 
-from ..decode import PointRecord, SpanRecord, ValueNotes
+from ..decode import OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
+from .otel import OtelSpanReader
 
 KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
 _UNSET = Status(StatusCode.UNSET)
@@ -70,6 +73,7 @@ class SpanBuilder:
         self._resource_for = resource_for
         self._to_wall = to_wall
         self._scopes: Dict[str, InstrumentationScope] = {}
+        self._otel = OtelSpanReader(resource_for)
         #: (pid, span id) -> (monotonic arrival, [(PointRecord, Event)])
         self._pending: "OrderedDict[Tuple[int, int], Tuple[float, list]]" = OrderedDict()
         self._pending_count = 0
@@ -130,6 +134,10 @@ class SpanBuilder:
             attributes=attrs, events=events, kind=KINDS.get(d.kind, SpanKind.INTERNAL), status=status,
             start_time=self._to_wall(rec.start_ns), end_time=end,
             instrumentation_scope=self._scope(d.provider))
+
+    def otel_span(self, rec: OtelSpanRecord) -> ReadableSpan:
+        """The OpenTelemetry API span an otel_span record carries; raises otel.BadPayload."""
+        return self._otel.span(rec)
 
     # --- events and plain probes ----------------------------------------------------
 

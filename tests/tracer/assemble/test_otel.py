@@ -1,0 +1,45 @@
+"""otel_span payloads -> ReadableSpans (assemble.otel), and what cannot be one is refused, to be counted."""
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from spanprobe_tracer.assemble import BadPayload
+from spanprobe_tracer.assemble.otel import OtelSpanReader
+from spanprobe_tracer.decode import OtelSpanRecord
+from spanprobe_tracer.export.otlp.wire import encode_request
+from tests.support import otel_app
+
+RESOURCE = Resource({"service.name": "x"})
+
+
+def sdk_spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel_app.scenario(provider.get_tracer("otel_app", "1.0", schema_url="https://s"))
+    return exporter.get_finished_spans()
+
+
+def record(payload, complete=True):
+    return OtelSpanRecord(None, 1, 1, 0, payload, complete)
+
+
+def test_payload_round_trip_is_the_sdk_span():
+    """Each SDK span, encoded as a payload would be, comes back as a span the exporter encodes identically."""
+    reader = OtelSpanReader(lambda pid: RESOURCE)
+    for span in sdk_spans():
+        scope_spans = encode_spans([span]).resource_spans[0].scope_spans[0]
+        scope_spans.spans[0].flags |= int(span.context.trace_flags)  # the payload's flags carry them
+        rebuilt = reader.span(record(scope_spans.SerializeToString()))
+        assert encode_request([rebuilt]) == encode_request([span])
+        assert rebuilt.context.trace_flags == span.context.trace_flags
+
+
+@pytest.mark.parametrize("payload, complete", [(b"\x0a\x02\x0a", True), (b"", True), (b"\x12\x00", False)])
+def test_bad_payloads_are_refused(payload, complete):
+    with pytest.raises(BadPayload):
+        OtelSpanReader(lambda pid: RESOURCE).span(record(payload, complete))

@@ -1,0 +1,90 @@
+"""OpenTelemetry API spans through spanprobe's provider, traced by `spanprobe trace` and exported over OTLP.
+
+The same scenario (tests/support/otel_app.py) runs once in a traced process
+with OTEL_PYTHON_TRACER_PROVIDER=spanprobe and once in this process with the
+OpenTelemetry SDK; what the receiver gets must be the SDK's spans, field by
+field, ids and times aside.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.support import otel_app
+from tests.support.otlp_receiver import attributes
+from tests.support.tracer_helpers import run_spanprobe
+
+pytestmark = pytest.mark.bpf
+
+APP = Path(otel_app.__file__)
+
+
+def sdk_spans():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    otel_app.scenario(provider.get_tracer("otel_app", "1.0", schema_url="https://opentelemetry.io/schemas/1.21.0"))
+    request = encode_spans(exporter.get_finished_spans())
+    return [(s, ss.scope) for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans]
+
+
+def shape(span, by_id):
+    """A span without its ids and times: what must be the same as the SDK's."""
+    parent = by_id.get(span.parent_span_id)
+    return {
+        "name": span.name, "kind": span.kind, "parent": parent.name if parent is not None else None,
+        "attributes": attributes(span.attributes),
+        "events": [(e.name, {k: v for k, v in attributes(e.attributes).items() if k != "exception.stacktrace"})
+                   for e in span.events],
+        "links": [(by_id[k.span_id].name, attributes(k.attributes), k.flags) for k in span.links],
+        "status": (span.status.code, span.status.message), "flags": span.flags & 0x300,
+        "dropped": (span.dropped_attributes_count, span.dropped_events_count, span.dropped_links_count),
+    }
+
+
+def test_api_spans_exported_as_the_sdk_exports_them(tmp_path, grpc_receiver):
+    env = {"OTEL_PYTHON_TRACER_PROVIDER": "spanprobe", "OTEL_SERVICE_NAME": "otel-app"}
+    r = run_spanprobe("trace", "--exporter", "otlp", "--otlp-endpoint", grpc_receiver.endpoint, "--",
+                      sys.executable, str(APP), env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "lost: 0 " in r.stderr, r.stderr
+    ids = json.loads(r.stdout.strip().splitlines()[-1])
+    got = grpc_receiver.collector.spans
+    expected = sdk_spans()
+    assert len(got) == len(expected) == 4
+    ours_by_id = {s.span.span_id: s.span for s in got}
+    theirs_by_id = {s.span_id: s for s, _ in expected}
+    ours = sorted((shape(s.span, ours_by_id) for s in got), key=lambda d: d["name"])
+    theirs = sorted((shape(s, theirs_by_id) for s, _ in expected), key=lambda d: d["name"])
+    assert ours == theirs
+    # one trace, the root's ids as the application saw them, the scope, the application's service name
+    assert {s.trace_id for s in got} == {ids["trace_id"]}
+    (root,) = [s for s in got if not s.parent_span_id]
+    assert root.span_id == ids["span_id"]
+    assert {s.scope for s in got} == {"otel_app"}
+    assert {s.resource["service.name"] for s in got} == {"otel-app"}
+    failed = [s for s in got if s.name == "fails"][0]
+    stack = attributes(failed.span.events[0].attributes)["exception.stacktrace"]
+    assert stack.startswith("Traceback") and stack.rstrip().endswith("ValueError: bad item")
+    for s in got:
+        assert s.span.start_time_unix_nano <= s.span.end_time_unix_nano
+
+
+def test_untraced_app_fires_nothing_and_runs_unchanged(tmp_path):
+    """No tracer attached: the same app runs, prints its (valid) ids, and loads no more than the provider."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(APP)], env={"OTEL_PYTHON_TRACER_PROVIDER": "spanprobe",
+                                                         "PATH": "/usr/bin:/bin"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ids = json.loads(out.stdout)
+    assert int(ids["trace_id"], 16) and int(ids["span_id"], 16)
