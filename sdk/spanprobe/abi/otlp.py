@@ -15,17 +15,19 @@ re-encoding.
 
 import struct
 
-_FIXED64 = struct.Struct("<Q")
-_DOUBLE = struct.Struct("<d")
-_FIXED32 = struct.Struct("<I")
+_FIXED64 = struct.Struct("<Q").pack
+_DOUBLE = struct.Struct("<d").pack
+_FIXED32 = struct.Struct("<I").pack
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
-
-# wire types
-_VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
+#: One-byte varints: most lengths, tags and small counts (a Python call costs ~60 ns here,
+#: and a span has dozens of these, so the common cases are table lookups).
+_SMALL = [bytes((i,)) for i in range(128)]
 
 
 def varint(n):
     """An unsigned varint (a negative int64 as its 64-bit two's complement, as protobuf writes it)."""
+    if 0 <= n < 128:
+        return _SMALL[n]
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -36,36 +38,29 @@ def varint(n):
     return bytes(out)
 
 
-def _tag(field, wire):
-    return varint(field << 3 | wire)
+def length_delimited(tag, data):
+    """A length-delimited field: ``tag`` (its encoded key, e.g. b"\\x0a" for field 1) then ``data``."""
+    n = len(data)
+    return tag + (_SMALL[n] if n < 128 else varint(n)) + data
 
 
-def length_delimited(field, data):
-    """Field ``field`` holding ``data`` (a string's UTF-8, bytes, or an encoded message)."""
-    return _tag(field, _LEN) + varint(len(data)) + data
+def _text(tag, value):
+    return length_delimited(tag, value.encode("utf-8")) if value else b""
 
 
-def _text(field, value):
-    return length_delimited(field, value.encode("utf-8")) if value else b""
+def _uint(tag, value):
+    return tag + varint(value) if value else b""
 
 
-def _uint(field, value):
-    return _tag(field, _VARINT) + varint(value) if value else b""
-
-
-def _fixed64(field, value):
-    return _tag(field, _I64) + _FIXED64.pack(value) if value else b""
-
-
-def _fixed32(field, value):
-    return _tag(field, _I32) + _FIXED32.pack(value) if value else b""
-
-
-def _repeated(field, messages):
-    return b"".join(length_delimited(field, m) for m in messages)
+def _repeated(tag, messages):
+    return b"".join([length_delimited(tag, m) for m in messages])
 
 
 # --- common.proto ---------------------------------------------------------------------
+
+_KEYS = {}
+_MAX_KEYS = 4096
+
 
 def any_value(value):
     """An ``AnyValue`` message for an attribute value (None: an empty AnyValue).
@@ -73,35 +68,85 @@ def any_value(value):
     Raises ValueError for a value OTLP cannot carry (an int outside int64, an
     unknown type), as the official encoder does.
     """
+    t = type(value)
+    if t is str:
+        return length_delimited(b"\x0a", value.encode("utf-8"))
+    if t is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if t is int and _INT64_MIN <= value <= _INT64_MAX:
+        return b"\x18" + varint(value)
+    if t is float:
+        return b"\x21" + _DOUBLE(value)
+    return _any_other(value)
+
+
+def _any_other(value):
     if value is None:
         return b""
     if value is True or value is False:
-        return _tag(2, _VARINT) + (b"\x01" if value else b"\x00")
+        return any_value(bool(value))
     if isinstance(value, str):
-        return length_delimited(1, value.encode("utf-8"))
+        return any_value(str(value))
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise ValueError(f"integer {value} does not fit OTLP's int64")
-        return _tag(3, _VARINT) + varint(value)
+        return b"\x18" + varint(int(value))
     if isinstance(value, float):
-        return _tag(4, _I64) + _DOUBLE.pack(value)
+        return b"\x21" + _DOUBLE(value)
     if isinstance(value, bytes):
-        return length_delimited(7, value)
+        return length_delimited(b"\x3a", value)
     if isinstance(value, (tuple, list)):
-        return length_delimited(5, _repeated(1, [any_value(v) for v in value]))
+        return length_delimited(b"\x2a", _repeated(b"\x0a", [any_value(v) for v in value]))
     if isinstance(value, dict):
-        return length_delimited(6, _repeated(1, [key_value(str(k), v) for k, v in value.items()]))
+        return length_delimited(b"\x32", _repeated(b"\x0a", [key_value(str(k), v) for k, v in value.items()]))
     raise ValueError(f"{type(value).__name__} is not an OTLP attribute value")
 
 
 def key_value(key, value):
     """A ``KeyValue`` message. Raises ValueError as any_value() does."""
-    return _text(1, key) + length_delimited(2, any_value(value))
+    head = _KEYS.get(key)
+    if head is None:
+        head = _text(b"\x0a", key)
+        if len(_KEYS) < _MAX_KEYS:
+            _KEYS[key] = head
+    return head + length_delimited(b"\x12", any_value(value))
+
+
+def key_values(attributes, on_error):
+    """Encoded KeyValues of a mapping's items; ``on_error(key, exc)`` for values OTLP cannot carry.
+
+    key_value() inlined for the common value types: this runs for every
+    attribute of every span.
+    """
+    out = []
+    append = out.append
+    keys = _KEYS
+    for key, value in attributes.items():
+        head = keys.get(key)
+        if head is None:
+            head = _text(b"\x0a", key)
+            if len(keys) < _MAX_KEYS:
+                keys[key] = head
+        t = type(value)
+        if t is str:
+            data = value.encode("utf-8")
+            n = len(data)
+            if n < 126:
+                append(head + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + data)
+                continue
+        elif t is int and 0 <= value < 128:
+            append(head + b"\x12\x02\x18" + _SMALL[value])
+            continue
+        try:
+            append(head + length_delimited(b"\x12", any_value(value)))
+        except ValueError as exc:
+            on_error(key, exc)
+    return out
 
 
 def scope(name, version=None, attributes=()):
     """An ``InstrumentationScope`` message; ``attributes`` are encoded KeyValues."""
-    return _text(1, name) + _text(2, version) + _repeated(3, attributes)
+    return _text(b"\x0a", name) + _text(b"\x12", version) + _repeated(b"\x1a", attributes)
 
 
 # --- trace.proto ----------------------------------------------------------------------
@@ -114,37 +159,61 @@ FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE = 0x100, 0x200
 
 def event(time_unix_nano, name, attributes=(), dropped_attributes=0):
     """A ``Span.Event`` message; ``attributes`` are encoded KeyValues."""
-    return (_fixed64(1, time_unix_nano) + _text(2, name) + _repeated(3, attributes)
-            + _uint(4, dropped_attributes))
+    return ((b"\x09" + _FIXED64(time_unix_nano) if time_unix_nano else b"") + _text(b"\x12", name)
+            + _repeated(b"\x1a", attributes) + _uint(b"\x20", dropped_attributes))
 
 
 def link(trace_id, span_id, trace_state="", attributes=(), dropped_attributes=0, flags=0):
     """A ``Span.Link`` message (ids as ints)."""
-    return (length_delimited(1, trace_id.to_bytes(16, "big")) + length_delimited(2, span_id.to_bytes(8, "big"))
-            + _text(3, trace_state) + _repeated(4, attributes) + _uint(5, dropped_attributes)
-            + _fixed32(6, flags))
+    return (b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
+            + _text(b"\x1a", trace_state) + _repeated(b"\x22", attributes) + _uint(b"\x28", dropped_attributes)
+            + (b"\x35" + _FIXED32(flags) if flags else b""))
 
 
 def status(code, message=None):
     """A ``Status`` message (code: 0 unset, 1 ok, 2 error)."""
-    return _text(2, message) + _uint(3, code)
+    return _text(b"\x12", message) + _uint(b"\x18", code)
 
 
 def span(*, trace_id, span_id, trace_state="", parent_span_id=0, name, kind, start, end, attributes=(),
          dropped_attributes=0, events=(), dropped_events=0, links=(), dropped_links=0, status_message=b"",
          flags=0):
     """A ``Span`` message. ``attributes``, ``events``, ``links``: encoded messages; ``status_message``:
-    an encoded Status (always present, as the official encoder writes it)."""
-    return (length_delimited(1, trace_id.to_bytes(16, "big")) + length_delimited(2, span_id.to_bytes(8, "big"))
-            + _text(3, trace_state)
-            + (length_delimited(4, parent_span_id.to_bytes(8, "big")) if parent_span_id else b"")
-            + _text(5, name) + _uint(6, kind) + _fixed64(7, start) + _fixed64(8, end)
-            + _repeated(9, attributes) + _uint(10, dropped_attributes)
-            + _repeated(11, events) + _uint(12, dropped_events)
-            + _repeated(13, links) + _uint(14, dropped_links)
-            + length_delimited(15, status_message) + _fixed32(16, flags))
+    an encoded Status (always present, as the official encoder writes it).
+
+    Written as appends to one list: this runs once per span while traced.
+    """
+    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+    add = parts.append
+    if trace_state:
+        add(_text(b"\x1a", trace_state))
+    if parent_span_id:
+        add(b"\x22\x08")
+        add(parent_span_id.to_bytes(8, "big"))
+    if name:
+        add(_text(b"\x2a", name))
+    if kind:
+        add(b"\x30" + varint(kind))
+    if start:
+        add(b"\x39" + _FIXED64(start))
+    if end:
+        add(b"\x41" + _FIXED64(end))
+    for tag, items, dropped_tag, dropped in ((b"\x4a", attributes, b"\x50", dropped_attributes),
+                                             (b"\x5a", events, b"\x60", dropped_events),
+                                             (b"\x6a", links, b"\x70", dropped_links)):
+        for item in items:
+            n = len(item)
+            add(tag)
+            add(_SMALL[n] if n < 128 else varint(n))
+            add(item)
+        if dropped:
+            add(dropped_tag + varint(dropped))
+    add(length_delimited(b"\x7a", status_message))
+    if flags:
+        add(b"\x85\x01" + _FIXED32(flags))
+    return b"".join(parts)
 
 
 def scope_spans(scope_message, spans, schema_url=None):
     """A ``ScopeSpans`` message: an encoded scope, encoded spans, the scope's schema URL."""
-    return length_delimited(1, scope_message) + _repeated(2, spans) + _text(3, schema_url)
+    return length_delimited(b"\x0a", scope_message) + _repeated(b"\x12", spans) + _text(b"\x1a", schema_url)

@@ -8,13 +8,15 @@ is cut, each cut counted where OTLP counts it, in this order until it fits:
 2. events, oldest first (``dropped_events_count``);
 3. span attributes, oldest first (``dropped_attributes_count``);
 4. links, oldest first (``dropped_links_count``);
-5. the span name and the scope's strings, cut to NAME_CAP characters.
+5. the span name and the scope's name and version, cut to NAME_CAP characters.
 
 Never raises: a value OTLP cannot carry (an int beyond int64) is left out
 with a warning, as the official encoder does.
 """
 
 import logging
+
+from opentelemetry.trace import SpanKind
 
 from ..abi import otlp
 from ..abi.protocol import MAX_BYTES
@@ -27,15 +29,13 @@ CUT_MARKER = "[spanprobe: {} characters of this stack trace cut to fit the probe
 NAME_CAP = 256
 
 
+def _left_out(key, exc):
+    log.warning("spanprobe: attribute %r left out of the span: %s", key, exc)
+
+
 def key_values(attributes):
     """Encoded KeyValues of a mapping, skipping (with a warning) values OTLP cannot carry."""
-    out = []
-    for key, value in attributes.items():
-        try:
-            out.append(otlp.key_value(key, value))
-        except ValueError as exc:
-            log.warning("spanprobe: attribute %r left out of the span: %s", key, exc)
-    return out
+    return otlp.key_values(attributes, _left_out)
 
 
 def _event(ev, stack_cut=None):
@@ -46,23 +46,47 @@ def _event(ev, stack_cut=None):
     return otlp.event(ts, name, key_values(attrs), dropped)
 
 
-def _scope(span):
-    name, version, schema_url, attrs = span.scope
-    return name, version, schema_url, key_values(attrs) if attrs else ()
+def scope_message(scope):
+    """The encoded InstrumentationScope of a tracer's ``(name, version, schema_url, attributes)``."""
+    name, version, _, attrs = scope
+    return otlp.scope(name, version, key_values(attrs) if attrs else ())
+
+
+_KIND = {kind: kind.value + otlp.KIND_OFFSET for kind in SpanKind}
+_NO_STATUS = otlp.status(0)
+
+
+def _link(context, attrs):
+    return otlp.link(context.trace_id, context.span_id, context.trace_state.to_header(), key_values(attrs.items),
+                     attrs.dropped, otlp.FLAG_HAS_IS_REMOTE | (otlp.FLAG_IS_REMOTE if context.is_remote else 0))
 
 
 def encode(span):
     """The probe argument for ``span`` (a spanprobe.otel.span.Span that has ended)."""
     attrs = key_values(span.attributes.items)
-    events = [_event(ev) for ev in span.events]
-    links = [otlp.link(ctx.trace_id, ctx.span_id, ctx.trace_state.to_header(), key_values(a.items), a.dropped,
-                       otlp.FLAG_HAS_IS_REMOTE | (otlp.FLAG_IS_REMOTE if ctx.is_remote else 0))
-             for ctx, a in span.links]
-    cut = Cut(span, attrs, events, links)
-    data = cut.encode()
+    events = [_event(ev) for ev in span.events] if span.events else ()
+    links = [_link(*link) for link in span.links] if span.links else ()
+    data = _encode(span, span.name, attrs, span.attributes.dropped, events, span.dropped_events, links,
+                   span.dropped_links, span.tracer.scope_message)
     if len(data) > MAX_BYTES:
-        data = cut.shrink(len(data) - MAX_BYTES)
+        data = Cut(span, attrs, list(events), list(links)).shrink(len(data) - MAX_BYTES)
     return data
+
+
+def _encode(span, name, attrs, dropped_attrs, events, dropped_events, links, dropped_links, scope):
+    ctx = span.context
+    parent = span.parent
+    flags = ctx.trace_flags | otlp.FLAG_HAS_IS_REMOTE
+    if parent is not None and parent.is_remote:
+        flags |= otlp.FLAG_IS_REMOTE
+    code = span.status_code
+    body = otlp.span(
+        trace_id=ctx.trace_id, span_id=ctx.span_id, trace_state=ctx.trace_state.to_header() if ctx.trace_state else "",
+        parent_span_id=parent.span_id if parent is not None else 0, name=name, kind=_KIND[span.kind],
+        start=span.start_time, end=span.end_time, attributes=attrs, dropped_attributes=dropped_attrs,
+        events=events, dropped_events=dropped_events, links=links, dropped_links=dropped_links,
+        status_message=otlp.status(code, span.status_description) if code else _NO_STATUS, flags=flags)
+    return otlp.scope_spans(scope, (body,), span.scope[2])
 
 
 class Cut:
@@ -75,25 +99,11 @@ class Cut:
         self.dropped_events = span.dropped_events
         self.dropped_links = span.dropped_links
         self.name = span.name
-        self.scope = _scope(span)
+        self.scope = span.tracer.scope_message
 
     def encode(self):
-        s = self.span
-        ctx = s.context
-        parent = s.parent
-        flags = int(ctx.trace_flags) | otlp.FLAG_HAS_IS_REMOTE
-        if parent is not None and parent.is_remote:
-            flags |= otlp.FLAG_IS_REMOTE
-        body = otlp.span(
-            trace_id=ctx.trace_id, span_id=ctx.span_id, trace_state=ctx.trace_state.to_header(),
-            parent_span_id=parent.span_id if parent is not None else 0, name=self.name,
-            kind=s.kind.value + otlp.KIND_OFFSET, start=s.start_time, end=s.end_time,
-            attributes=self.attrs, dropped_attributes=self.dropped_attrs,
-            events=self.events, dropped_events=self.dropped_events,
-            links=self.links, dropped_links=self.dropped_links,
-            status_message=otlp.status(s.status_code, s.status_description), flags=flags)
-        name, version, schema_url, scope_attrs = self.scope
-        return otlp.scope_spans(otlp.scope(name, version, scope_attrs), [body], schema_url)
+        return _encode(self.span, self.name, self.attrs, self.dropped_attrs, self.events, self.dropped_events,
+                       self.links, self.dropped_links, self.scope)
 
     def shrink(self, excess):
         """Cut in the documented order until the encoding fits; returns it."""
@@ -105,13 +115,11 @@ class Cut:
                 setattr(self, counter, getattr(self, counter) + 1)
                 data = self.encode()
         if len(data) > MAX_BYTES:
-            name, version, schema_url, scope_attrs = self.scope
+            name, version, _, _ = self.span.scope
             self.name = self.name[:NAME_CAP]
-            self.scope = (name[:NAME_CAP], version and version[:NAME_CAP], schema_url and schema_url[:NAME_CAP],
-                          [])
+            self.scope = otlp.scope(name[:NAME_CAP], version and version[:NAME_CAP])
             data = self.encode()
         return data
-
     def _cut_stacktraces(self, excess):
         for i, ev in enumerate(self.span.events):
             text = ev[1].get(STACKTRACE)

@@ -17,9 +17,10 @@ import inspect
 import logging
 import threading
 
-from opentelemetry import context as context_api
+from opentelemetry.context import attach, detach
 from opentelemetry import trace as trace_api
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, set_span_in_context
+from opentelemetry.trace.status import Status, StatusCode
 
 from ..abi.protocol import OTEL_SPAN_ARGS, ROLE_OTEL_SPAN, TRACE_FLAG_SAMPLED
 from ..probes.provider import ProbeProvider
@@ -85,6 +86,7 @@ class Tracer(trace_api.Tracer):
     def __init__(self, probe, scope, sampler, limits):
         self.probe = probe
         self.scope = scope
+        self.scope_message = payload.scope_message(scope)
         self.sampler = sampler
         self.limits = limits
 
@@ -137,32 +139,34 @@ class Tracer(trace_api.Tracer):
 class CurrentSpan:
     """``start_as_current_span``'s result: a context manager, or a decorator of functions and coroutines.
 
-    A class rather than a generator: the untraced path is an attach and a
-    detach. A recording span goes through ``trace.use_span``, so exceptions
-    are recorded and set the status exactly as with the API's own tracers.
+    A class rather than a generator (what the API's tracers use): entering is
+    an attach, leaving a detach, then what ``trace.use_span`` does with an
+    exception (an Exception, not any BaseException: recorded as an event and
+    made the span's ERROR status, each as asked) and the end.
     """
 
-    __slots__ = ("_tracer", "_args", "_end_on_exit", "_token", "_use")
+    __slots__ = ("_tracer", "_args", "_end_on_exit", "_token", "_span")
 
     def __init__(self, tracer, args, end_on_exit):
         self._tracer = tracer
         self._args = args
         self._end_on_exit = end_on_exit
-        self._use = None
 
     def __enter__(self):
-        args = self._args
-        span = self._tracer.start_span(*args)
-        if span.is_recording():
-            self._use = trace_api.use_span(span, self._end_on_exit, args[6], args[7])
-            return self._use.__enter__()
-        self._token = context_api.attach(trace_api.set_span_in_context(span))
+        span = self._span = self._tracer.start_span(*self._args)
+        self._token = attach(set_span_in_context(span))
         return span
 
     def __exit__(self, exc_type, exc, tb):
-        if self._use is not None:
-            return self._use.__exit__(exc_type, exc, tb)
-        context_api.detach(self._token)
+        detach(self._token)
+        span = self._span
+        if exc is not None and isinstance(exc, Exception) and span.is_recording():
+            if self._args[6]:
+                span.record_exception(exc)
+            if self._args[7]:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if self._end_on_exit:
+            span.end()
         return False
 
     def _again(self):
