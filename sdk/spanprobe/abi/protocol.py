@@ -36,6 +36,10 @@ START_ARGS, END_ARGS, EVENT_ARGS, OTEL_SPAN_ARGS = (
 #: A span's probes are named <base> + these (the base is the span name made a C identifier).
 START_SUFFIX, END_SUFFIX = "__start", "__end"
 
+#: The application's environment variables a provider's schema carries (``environment``), as they
+#: are when it loads: the tracer makes the resource of every span of the process from them.
+RESOURCE_ENV = ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")
+
 # --- spans -----------------------------------------------------------------------------
 
 SPAN_KINDS = ("internal", "server", "client", "producer", "consumer")

@@ -20,7 +20,7 @@ from spanprobe.testing import Recorder
 
 
 class CountingIds(IdGenerator):
-    """Ids 1, 2, 3... for trace and span ids alike, from a shared counter."""
+    """Trace and span ids alike from one iterator (a counter by default)."""
 
     def __init__(self, counter):
         self.counter = counter
@@ -38,14 +38,15 @@ class CountingIds(IdGenerator):
 class Pair:
     """spanprobe's provider (its probe recorded) and the SDK's, fed the same ids."""
 
-    def __init__(self, monkeypatch, sampler=None, limits=None, sdk_sampler=None, sdk_limits=None):
-        ours = itertools.count(0x1000)
+    def __init__(self, monkeypatch, sampler=None, limits=None, sdk_sampler=None, sdk_limits=None,
+                 ids=lambda: itertools.count(0x1000)):
+        ours = ids()
         monkeypatch.setattr(tracer_mod, "random_bits", lambda bits: next(ours))
         self.probe = tracer_mod.span_probe()
         self.recorder = Recorder(self.probe.provider)
         self.provider = spanprobe.otel.TracerProvider(sampler=sampler, span_limits=limits)
         self.exporter = InMemorySpanExporter()
-        kwargs = {"id_generator": CountingIds(itertools.count(0x1000))}
+        kwargs = {"id_generator": CountingIds(ids())}
         if sdk_sampler is not None:
             kwargs["sampler"] = sdk_sampler
         if sdk_limits is not None:

@@ -88,3 +88,42 @@ def test_untraced_app_fires_nothing_and_runs_unchanged(tmp_path):
     assert out.returncode == 0, out.stderr
     ids = json.loads(out.stdout)
     assert int(ids["trace_id"], 16) and int(ids["span_id"], 16)
+
+
+APP_RESOURCE = r'''
+import os
+# Set in code, after start: only the providers' schemas can tell the tracer.
+os.environ["OTEL_SERVICE_NAME"] = "checkout"
+os.environ["OTEL_RESOURCE_ATTRIBUTES"] = "deployment.environment=test,service.name=ignored,process.pid=1"
+import spanprobe
+from opentelemetry import trace
+import spanprobe.otel
+
+p = spanprobe.Provider("shop")
+
+@p.span("handle")
+def handle():
+    pass
+
+p.load()
+trace.set_tracer_provider(spanprobe.otel.TracerProvider())
+with trace.get_tracer("app").start_as_current_span("api span"):
+    pass
+handle()
+'''
+
+
+def test_app_environment_reaches_every_spans_resource(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(APP_RESOURCE)
+    out = tmp_path / "spans.jsonl"
+    r = run_spanprobe("trace", "--exporter", "jsonl", "--output", str(out), "--", sys.executable, str(script),
+                      env={"OTEL_SERVICE_NAME": "from-start", "OTEL_RESOURCE_ATTRIBUTES": ""}, timeout=120)
+    assert r.returncode == 0, r.stderr
+    spans = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(s["name"] for s in spans) == ["api span", "handle"]
+    for s in spans:
+        res = s["resource"]
+        assert res["service.name"] == "checkout"  # the app's, as it was at load time
+        assert res["deployment.environment"] == "test"
+        assert res["process.pid"] != 1 and res["process.executable.name"].startswith("python")
