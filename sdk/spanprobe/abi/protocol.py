@@ -48,6 +48,9 @@ DEFAULT_KIND = "internal"
 
 #: span_end's ``status``: ok (OpenTelemetry's UNSET), the call raised, or it was cancelled.
 STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
+#: span_end's ``status`` the application set (spanprobe.set_status) on a span that did not raise:
+#: ERROR, its description in ``error_message`` (``error_type`` empty); OK.
+STATUS_SET_ERROR, STATUS_SET_OK = 3, 4
 #: span_end's ``error_message`` is ``str(exception)`` cut to this many characters.
 MAX_ERROR_MESSAGE = 256
 

@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.id_generator import IdGenerator
 
+import spanprobe
 import spanprobe.otel
 from spanprobe.otel import tracer as tracer_mod
 from spanprobe.testing import Recorder
@@ -91,3 +92,9 @@ def pair(monkeypatch):
     yield make
     for p in made:
         p.recorder.set_enabled(False)
+
+
+@pytest.fixture
+def provider():
+    """A spanprobe provider for decorator and block spans (not loaded: a Recorder stands in)."""
+    return spanprobe.Provider("ctxtest")

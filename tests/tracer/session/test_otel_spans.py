@@ -127,3 +127,55 @@ def test_app_environment_reaches_every_spans_resource(tmp_path):
         assert res["service.name"] == "checkout"  # the app's, as it was at load time
         assert res["deployment.environment"] == "test"
         assert res["process.pid"] != 1 and res["process.executable.name"].startswith("python")
+
+
+APP_ONE_CONTEXT = r'''
+import json
+import spanprobe
+import spanprobe.otel
+from opentelemetry import trace
+
+trace.set_tracer_provider(spanprobe.otel.TracerProvider())
+tracer = trace.get_tracer("client.lib", "2.0")
+p = spanprobe.Provider("shop")
+
+@p.span("handle", kind="server")
+def handle():
+    try:
+        raise LookupError("no such item")
+    except LookupError as exc:
+        spanprobe.record_exception(exc)
+        spanprobe.set_status("error", "item missing")
+    with tracer.start_as_current_span("GET", kind=trace.SpanKind.CLIENT):
+        headers = {}
+        spanprobe.inject(headers)
+        return headers
+
+p.load()
+spanprobe.otel.tracer.span_probe()        # loaded up front, so the tracer attaches to both from the start
+spanprobe.spans.status.exception_event()
+with spanprobe.continue_trace({"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}):
+    print(json.dumps(handle()))
+'''
+
+
+def test_decorator_span_one_context_status_and_exception(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(APP_ONE_CONTEXT)
+    out = tmp_path / "spans.jsonl"
+    r = run_spanprobe("trace", "--exporter", "jsonl", "--output", str(out), "--string-size", "4096", "--",
+                      sys.executable, str(script), timeout=120)
+    assert r.returncode == 0, r.stderr
+    sent = json.loads(r.stdout.strip().splitlines()[-1])
+    spans = {s["name"]: s for s in (json.loads(line) for line in out.read_text().splitlines())}
+    handle, get = spans["handle"], spans["GET"]
+    assert handle["trace_id"] == get["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert handle["parent_span_id"] == "b7ad6b7169203331"
+    assert get["parent_span_id"] == handle["span_id"]  # the OTel span is the decorator span's child
+    assert sent["traceparent"] == "00-%s-%s-01" % (get["trace_id"], get["span_id"])
+    assert handle["status"] == {"code": "ERROR", "description": "item missing"}
+    (exc,) = [e for e in handle["events"] if e["name"] == "exception"]
+    assert exc["attributes"]["exception.type"] == "LookupError"
+    assert exc["attributes"]["exception.message"] == "no such item"
+    assert exc["attributes"]["exception.stacktrace"].rstrip().endswith("LookupError: no such item")
+    assert get["scope"] == "client.lib"

@@ -37,13 +37,15 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from spanprobe.abi.protocol import ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
+from spanprobe.abi.protocol import (ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
+                                    STATUS_SET_ERROR, STATUS_SET_OK)
 
 from ..decode import OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
 from .otel import OtelSpanReader
 
 KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
 _UNSET = Status(StatusCode.UNSET)
+_OK = Status(StatusCode.OK)
 _FLAGS = [TraceFlags(i) for i in range(256)]
 _rng = random.SystemRandom()
 
@@ -127,6 +129,10 @@ class SpanBuilder:
             events.append(Event("exception", exc_attrs, end))
         elif rec.status == STATUS_CANCELLED:
             attrs["spanprobe.cancelled"] = True
+        elif rec.status == STATUS_SET_ERROR:
+            status = Status(StatusCode.ERROR, rec.error_message or None)
+        elif rec.status == STATUS_SET_OK:
+            status = _OK
         elif rec.status != STATUS_OK:
             status = Status(StatusCode.ERROR, "unknown span status %d reported by the probe" % rec.status)
         return ReadableSpan(
