@@ -1,5 +1,6 @@
 """spanprobe.otel's TracerProvider: how it is chosen, and what it does untraced and traced."""
 
+import os
 import subprocess
 import sys
 
@@ -132,3 +133,25 @@ def test_explicit_context_parent(pair):
     s = mine.spans[0]
     assert s.parent_span_id == (0xDEF).to_bytes(8, "big") and s.trace_id == (0xABC).to_bytes(16, "big")
     assert s.flags == 0x300 | 0x01  # remote parent; sampled, as the parent was (no random flag)
+
+
+def _run(code, **env):
+    full = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin"}
+    full.update(env)
+    return subprocess.run(code, env=full, capture_output=True, text=True, timeout=120)
+
+
+CHECK = ("from opentelemetry import trace; import spanprobe.otel as o; "
+         "p = trace.get_tracer_provider(); print(type(p).__module__ + '.' + type(p).__name__)")
+
+
+def test_opentelemetry_instrument_with_the_distro_installed():
+    """opentelemetry-distro really installed: its configurator installs the SDK unless ours is named."""
+    from importlib.metadata import distribution
+    assert distribution("opentelemetry-distro")  # the case under test
+    instrument = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
+    sdk = _run([instrument, sys.executable, "-c", CHECK], OTEL_PYTHON_TRACER_PROVIDER="spanprobe",
+               OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_LOGS_EXPORTER="none")
+    assert sdk.stdout.strip() == "opentelemetry.sdk.trace.TracerProvider", sdk.stderr
+    ours = _run([instrument, sys.executable, "-c", CHECK], OTEL_PYTHON_CONFIGURATOR="spanprobe")
+    assert ours.stdout.strip() == "spanprobe.otel.tracer.TracerProvider", ours.stderr
