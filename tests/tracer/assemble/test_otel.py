@@ -43,3 +43,25 @@ def test_payload_round_trip_is_the_sdk_span():
 def test_bad_payloads_are_refused(payload, complete):
     with pytest.raises(BadPayload):
         OtelSpanReader(lambda pid: RESOURCE).span(record(payload, complete))
+
+
+def test_otlp_export_sends_the_payloads_span_as_it_is():
+    """The rebuilt span carries its encoding, and the exporter's request is the official one with it."""
+    reader = OtelSpanReader(lambda pid: RESOURCE)
+    spans = sdk_spans()
+    rebuilt = []
+    for span in spans:
+        scope_spans = encode_spans([span]).resource_spans[0].scope_spans[0]
+        scope_spans.spans[0].flags |= int(span.context.trace_flags)
+        rebuilt.append(reader.span(record(scope_spans.SerializeToString())))
+    assert all(isinstance(s.otlp_span, bytes) for s in rebuilt)
+    assert encode_request(rebuilt) == encode_spans(spans).SerializeToString()
+    for s in rebuilt:  # and what the Python encoder would write, field for field
+        assert s.otlp_span == encode_request_span_body(s)
+
+
+def encode_request_span_body(span):
+    from spanprobe_tracer.export.otlp import wire
+
+    del span.otlp_span
+    return wire.encode_span(span)

@@ -7,6 +7,11 @@ Span.flags), trace state, name, kind, the application's own start and end
 times (wall clock), attributes of every type, events, links, status, dropped
 counts, and the instrumentation scope. Only the resource is the tracer's:
 the traced process's (assemble.resource).
+
+Each span also keeps its OTLP encoding (``otlp_span``: protobuf's own
+serialization of the payload's span, Span.flags as the official exporter
+writes them), which export.otlp.wire sends as it is instead of encoding the
+span again in Python.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from opentelemetry.sdk.util import BoundedList
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from spanprobe.abi.otlp import FLAG_IS_REMOTE, KIND_OFFSET
+from spanprobe.abi.otlp import FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE, KIND_OFFSET
 
 from ..decode import OtelSpanRecord
 
@@ -111,9 +116,12 @@ class OtelSpanReader:
             kind = SpanKind(s.kind - KIND_OFFSET)
         except ValueError as exc:
             raise BadPayload(str(exc)) from None
-        return ReadableSpan(
+        s.flags = FLAG_HAS_IS_REMOTE | (s.flags & FLAG_IS_REMOTE)  # what the official exporter writes
+        span = ReadableSpan(
             name=s.name, context=context, parent=parent, resource=self._resource_for(rec.pid),
             attributes=_attributes(s.attributes, s.dropped_attributes_count),
             events=_bounded(events, s.dropped_events_count), links=_bounded(links, s.dropped_links_count),
             kind=kind, status=status, start_time=s.start_time_unix_nano, end_time=s.end_time_unix_nano,
             instrumentation_scope=self._scope(message.scope, message.schema_url))
+        span.otlp_span = s.SerializeToString()
+        return span
