@@ -40,6 +40,29 @@ START_SUFFIX, END_SUFFIX = "__start", "__end"
 #: are when it loads: the tracer makes the resource of every span of the process from them.
 RESOURCE_ENV = ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")
 
+# --- views: every argument within the stock tools' reach ----------------------------------
+
+#: bpftrace 0.17 (Debian 12) reads USDT arguments arg0-arg5 only on x86_64, and
+#: trace-bpfcc arg1-arg6: six. A probe with more arguments gets a view for each
+#: further six: an extra SDT note at the same sites, with the same semaphore, named
+#: ``<probe>__a<first>``, whose arguments are the probe's arguments first..first+5.
+#: The tracer attaches only the probes its schema names; views are for other tools.
+VIEW_WIDTH = 6
+VIEW_INFIX = "__a"
+
+
+def views(probe, nargs):
+    """The views of ``probe`` with ``nargs`` arguments: (view name, first argument) pairs."""
+    return [(f"{probe}{VIEW_INFIX}{first}", first) for first in range(VIEW_WIDTH, nargs, VIEW_WIDTH)]
+
+
+def view_of(name):
+    """(probe, first argument) if ``name`` is a view's, else None. Such names are reserved:
+    no probe may be declared with one."""
+    base, sep, first = name.rpartition(VIEW_INFIX)
+    return (base, int(first)) if base and sep and first.isdigit() else None
+
+
 # --- spans -----------------------------------------------------------------------------
 
 SPAN_KINDS = ("internal", "server", "client", "producer", "consumer")

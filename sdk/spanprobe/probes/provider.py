@@ -13,7 +13,7 @@ import threading
 import warnings
 
 from ..abi import schema as schema_mod
-from ..abi.protocol import RESOURCE_ENV, ROLE_PLAIN
+from ..abi.protocol import RESOURCE_ENV, ROLE_PLAIN, VIEW_INFIX, view_of
 from ..abi.types import MAX_ARGS, Arg, ArgType
 from ..elf.arch import host_arch
 from ..elf.writer import ProbeSite, write_provider
@@ -36,6 +36,10 @@ def _check_name(kind, name):
             "(ASCII letters, digits and '_', not starting with a digit)")
     if len(name) > MAX_NAME_LENGTH:
         raise DeclarationError(f"{kind} name {name!r} is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    if kind == "probe" and view_of(name):
+        raise DeclarationError(
+            f"probe name {name!r} ends like a view's (<probe>{VIEW_INFIX}<N>, docs/abi.md \"Views\"); "
+            "choose another name")
 
 
 def _parse_args(positional, named):
