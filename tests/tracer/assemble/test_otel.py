@@ -3,6 +3,7 @@
 import pytest
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -65,3 +66,21 @@ def encode_request_span_body(span):
 
     del span.otlp_span
     return wire.encode_span(span)
+
+
+def test_jsonl_shows_links_and_map_values():
+    """The JSON-lines exporter writes what the console and OTLP carry of an API span: links, map values."""
+    import json
+
+    from spanprobe_tracer.export.jsonl import span_to_dict
+
+    reader = OtelSpanReader(lambda pid: RESOURCE)
+    (linked,) = [s for s in sdk_spans() if s.links]
+    scope_spans = encode_spans([linked]).resource_spans[0].scope_spans[0]
+    rebuilt = reader.span(record(scope_spans.SerializeToString()))
+    out = json.loads(json.dumps(span_to_dict(rebuilt)))
+    assert out["links"] == [{"trace_id": "%032x" % linked.links[0].context.trace_id,
+                             "span_id": "%016x" % linked.links[0].context.span_id, "attributes": {"why": "batch"}}]
+    mapped = ReadableSpan(name="m", context=rebuilt.context, attributes={"map": {"k": b"\x01", "n": [1, None]}})
+    assert json.loads(json.dumps(span_to_dict(mapped)))["attributes"]["map"] == {
+        "k": {"bytes_base64": "AQ=="}, "n": [1, None]}
