@@ -134,8 +134,15 @@ def key_values(attributes, on_error):
             if n < 126:
                 append(head + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + data)
                 continue
-        elif t is int and 0 <= value < 128:
-            append(head + b"\x12\x02\x18" + _SMALL[value])
+        elif t is int and 0 <= value <= _INT64_MAX:
+            data = varint(value)
+            append(head + b"\x12" + _SMALL[len(data) + 1] + b"\x18" + data)
+            continue
+        elif t is float:
+            append(head + b"\x12\x09\x21" + _DOUBLE(value))
+            continue
+        elif t is bool:
+            append(head + (b"\x12\x02\x10\x01" if value else b"\x12\x02\x10\x00"))
             continue
         try:
             append(head + length_delimited(b"\x12", any_value(value)))
@@ -175,21 +182,19 @@ def status(code, message=None):
     return _text(b"\x12", message) + _uint(b"\x18", code)
 
 
-def span(*, trace_id, span_id, trace_state="", parent_span_id=0, name, kind, start, end, attributes=(),
-         dropped_attributes=0, events=(), dropped_events=0, links=(), dropped_links=0, status_message=b"",
-         flags=0):
+def span(trace_id, span_id, trace_state, parent_span_id, name, kind, start, end, attributes, dropped_attributes,
+         events, dropped_events, links, dropped_links, status_message, flags):
     """A ``Span`` message. ``attributes``, ``events``, ``links``: encoded messages; ``status_message``:
     an encoded Status (always present, as the official encoder writes it).
 
-    Written as appends to one list: this runs once per span while traced.
+    Written as appends to one list, field by field: this runs once per span while traced.
     """
     parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
     add = parts.append
     if trace_state:
         add(_text(b"\x1a", trace_state))
     if parent_span_id:
-        add(b"\x22\x08")
-        add(parent_span_id.to_bytes(8, "big"))
+        add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
     if name:
         add(_text(b"\x2a", name))
     if kind:
@@ -198,16 +203,18 @@ def span(*, trace_id, span_id, trace_state="", parent_span_id=0, name, kind, sta
         add(b"\x39" + _FIXED64(start))
     if end:
         add(b"\x41" + _FIXED64(end))
-    for tag, items, dropped_tag, dropped in ((b"\x4a", attributes, b"\x50", dropped_attributes),
-                                             (b"\x5a", events, b"\x60", dropped_events),
-                                             (b"\x6a", links, b"\x70", dropped_links)):
-        for item in items:
-            n = len(item)
-            add(tag)
-            add(_SMALL[n] if n < 128 else varint(n))
-            add(item)
-        if dropped:
-            add(dropped_tag + varint(dropped))
+    if attributes:
+        add(_repeated(b"\x4a", attributes))
+    if dropped_attributes:
+        add(b"\x50" + varint(dropped_attributes))
+    if events:
+        add(_repeated(b"\x5a", events))
+    if dropped_events:
+        add(b"\x60" + varint(dropped_events))
+    if links:
+        add(_repeated(b"\x6a", links))
+    if dropped_links:
+        add(b"\x70" + varint(dropped_links))
     add(length_delimited(b"\x7a", status_message))
     if flags:
         add(b"\x85\x01" + _FIXED32(flags))

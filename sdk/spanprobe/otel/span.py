@@ -12,7 +12,6 @@ import logging
 import threading
 import time
 import traceback
-from collections import deque
 
 from opentelemetry import trace as trace_api
 from opentelemetry.trace.status import Status, StatusCode
@@ -21,6 +20,12 @@ from . import payload
 from .attributes import Attributes
 
 log = logging.getLogger("spanprobe.otel")
+#: end() sets the end time once, also when threads race to end one span (one lock for all: it is held
+#: for two attribute accesses).
+_end_lock = threading.Lock()
+
+
+_SCALARS = frozenset((bool, int, float))
 
 
 def _link_ok(context, attributes):
@@ -41,9 +46,9 @@ class Span(trace_api.Span):
         self.kind = kind
         self.scope = tracer.scope
         self.attributes = Attributes(limits.max_span_attributes, limits.max_span_attribute_length, attributes)
-        self.events = deque(maxlen=limits.max_events)
+        self.events = []
         self.dropped_events = 0
-        self.links = deque(maxlen=limits.max_links)
+        self.links = []
         self.dropped_links = 0
         for link in links or ():
             if link and _link_ok(link.context, link.attributes):
@@ -54,7 +59,6 @@ class Span(trace_api.Span):
         self.end_time = None
         self.record_exception_on_exit = record_exception
         self.set_status_on_exception = set_status_on_exception
-        self._lock = threading.Lock()
 
     def get_span_context(self):
         return self.context
@@ -72,7 +76,20 @@ class Span(trace_api.Span):
         if self.end_time is not None:
             log.warning("Setting attribute on ended span.")
             return
-        self.attributes.set(key, value)
+        attrs = self.attributes
+        t = type(value)
+        if type(key) is str and key and (t in _SCALARS or (t is str and attrs.max_length is None)):
+            # The common case inline (instrumentations set attributes one by one): what Attributes.set
+            # does for a valid key and a value that needs no cleaning, while there is room.
+            items = attrs.items
+            if key in items:
+                del items[key]
+                items[key] = value
+                return
+            if attrs.max_count is None or len(items) < attrs.max_count:
+                items[key] = value
+                return
+        attrs.set(key, value)
 
     def set_attributes(self, attributes):
         if self.end_time is not None:
@@ -85,7 +102,7 @@ class Span(trace_api.Span):
             return
         limits = self.tracer.limits
         attrs = Attributes(limits.max_event_attributes, limits.max_attribute_length, attributes)
-        self._append(self.events, "dropped_events",
+        self._append(self.events, limits.max_events, "dropped_events",
                      (name, attrs.items, attrs.dropped, timestamp if timestamp is not None else time.time_ns()))
 
     def add_link(self, context, attributes=None):
@@ -95,13 +112,17 @@ class Span(trace_api.Span):
 
     def _append_link(self, context, attributes):
         limits = self.tracer.limits
-        self._append(self.links, "dropped_links",
+        self._append(self.links, limits.max_links, "dropped_links",
                      (context, Attributes(limits.max_link_attributes, limits.max_attribute_length, attributes)))
 
-    def _append(self, bounded, counter, item):
-        if len(bounded) == bounded.maxlen:  # the deque drops its oldest item
+    def _append(self, items, limit, counter, item):
+        """Append under ``limit`` (None: none), dropping the oldest item and counting it, as the SDK's BoundedList."""
+        if limit is not None and len(items) >= limit:
             setattr(self, counter, getattr(self, counter) + 1)
-        bounded.append(item)
+            if not limit:
+                return
+            del items[0]
+        items.append(item)
 
     def update_name(self, name):
         if not self._ended("update_name"):
@@ -133,7 +154,7 @@ class Span(trace_api.Span):
         self.add_event("exception", exception_attributes(exception, attributes, escaped), timestamp)
 
     def end(self, end_time=None):
-        with self._lock:
+        with _end_lock:
             if self.end_time is not None:
                 log.warning("Calling end() on an ended span.")
                 return

@@ -36,6 +36,7 @@ PROVIDER_NAME, PROBE_NAME = "otel", "span"
 #: W3C trace-context level 2 "random trace id" flag, which the SDK sets on the traces it starts.
 TRACE_FLAG_RANDOM = 0x02
 
+_FLAGS = [TraceFlags(i) for i in range(256)]
 _probe = None
 _probe_lock = threading.Lock()
 
@@ -102,7 +103,7 @@ class Tracer(trace_api.Tracer):
                 return parent_span if type(parent_span) is NonRecordingSpan else NonRecordingSpan(parent)
             trace_id = random_bits(128) or 1
             flags = TRACE_FLAG_RANDOM | (TRACE_FLAG_SAMPLED if self.sampler(None, trace_id) else 0)
-            return NonRecordingSpan(SpanContext(trace_id, random_bits(64) or 1, False, TraceFlags(flags)))
+            return NonRecordingSpan(SpanContext(trace_id, random_bits(64) or 1, False, _FLAGS[flags]))
         if parent is None:
             trace_id = random_bits(128) or 1
             random_flag = TRACE_FLAG_RANDOM
@@ -113,7 +114,7 @@ class Tracer(trace_api.Tracer):
             trace_state = parent.trace_state
         sampled = self.sampler(parent, trace_id)
         context = SpanContext(trace_id, random_bits(64) or 1, False,
-                              TraceFlags(random_flag | (TRACE_FLAG_SAMPLED if sampled else 0)), trace_state)
+                              _FLAGS[random_flag | (TRACE_FLAG_SAMPLED if sampled else 0)], trace_state)
         if not sampled:
             return NonRecordingSpan(context)
         return Span(self, name, context, parent, kind, attributes, links, start_time,
