@@ -203,3 +203,20 @@ def test_int_beyond_int64_left_out_with_a_warning(pair, caplog):
     (mine,) = p.ours()
     assert [kv.key for kv in mine.spans[0].attributes] == ["ok"]
     assert "big" in caplog.text
+
+
+def test_huge_names_are_cut_last(pair):
+    """Whatever the application passes, the payload fits: a huge name and scope name are cut to NAME_CAP."""
+    from spanprobe.otel.payload import NAME_CAP
+
+    p = pair()
+    tracer = p.provider.get_tracer("s" * 10_000, "v" * 5_000)
+    span = tracer.start_span("n" * 10_000, attributes={"big": "x" * 10_000})
+    span.add_event("e" * 5_000)
+    span.end()
+    (payload,) = p.payloads()
+    assert len(payload) <= MAX_BYTES
+    (mine,) = p.ours()
+    s = mine.spans[0]
+    assert s.name == "n" * NAME_CAP and mine.scope.name == "s" * NAME_CAP and mine.scope.version == "v" * NAME_CAP
+    assert (s.dropped_attributes_count, s.dropped_events_count) == (1, 1) and not s.attributes and not s.events
