@@ -13,7 +13,7 @@ import threading
 import warnings
 
 from ..abi import schema as schema_mod
-from ..abi.protocol import ROLE_PLAIN, VIEW_INFIX, view_of
+from ..abi.protocol import RESOURCE_ENV, ROLE_PLAIN, VIEW_INFIX, view_of
 from ..abi.types import MAX_ARGS, Arg, ArgType
 from ..elf.arch import host_arch
 from ..elf.writer import ProbeSite, write_provider
@@ -160,8 +160,10 @@ class ProbeProvider:
         return list(self._schema_events)
 
     def schema(self):
-        """The schema embedded in this provider's object (docs/abi.md)."""
-        return schema_mod.build(self.name, self.probes.values(), self._schema_spans, self._schema_events)
+        """The schema embedded in this provider's object (docs/abi.md), with the resource variables of now."""
+        environment = {k: os.environ[k] for k in RESOURCE_ENV if k in os.environ}
+        return schema_mod.build(self.name, self.probes.values(), self._schema_spans, self._schema_events,
+                                environment)
 
     def _check_not_loaded(self, what):
         if self._loaded:
