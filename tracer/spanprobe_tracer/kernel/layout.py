@@ -25,6 +25,8 @@ from typing import List, Sequence, Tuple
 
 from ..discover import ProbeInfo
 from ..discover.argspec import ArgLocation
+from .metrics import DEFAULT_BOUNDS_MS, bounds_ns
+from .sampling import Sampler
 
 #: sp_hdr.kind of each record (bpf/common.h SP_KIND_*).
 KIND_SPAN, KIND_POINT, KIND_LOAD = 1, 2, 3
@@ -54,6 +56,12 @@ class CaptureConfig:
     max_open_spans: int = 65536
     #: Size of the shared ring buffer (a power of two, at least one page).
     ringbuf_bytes: int = 16 << 20
+    #: Which spans leave the kernel (kernel.sampling).
+    sampler: Sampler = Sampler()
+    #: Count every span in the span metrics map (kernel.metrics)?
+    metrics: bool = False
+    #: The duration histogram's bucket bounds, nanoseconds.
+    histogram_bounds_ns: Tuple[int, ...] = bounds_ns(DEFAULT_BOUNDS_MS)
 
     def check(self) -> None:
         if not 1 <= self.string_max <= MAX_STRING:

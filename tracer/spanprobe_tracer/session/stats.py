@@ -3,7 +3,8 @@
 Counts come from two places: the kernel (per-CPU counters the BPF programs
 bump: ring buffer full, open-span map full, an end without its start, spans
 under the duration threshold) and userspace (export queue full, export
-failed, dropped at shutdown, open spans whose process exited). ``summary()``
+failed, dropped at shutdown, open spans whose process exited). Spans the sampler dropped are
+counted apart (sampled out): they are not lost. ``summary()``
 is what the tracer prints on exit and, with --verbose, periodically.
 """
 
@@ -40,6 +41,8 @@ class Stats:
         self.kernel: Dict[Counter, int] = {c: 0 for c in Counter}
         self.processes = 0
         self.probes = 0
+        #: The adaptive sampler's current ratio (None with any other sampler).
+        self.sampler_ratio: Optional[float] = None
         self._rate_mark = (self.started, 0)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -90,6 +93,8 @@ class Stats:
             "open_at_exit": self.open_at_exit,
             "decode_errors": self.decode_errors,
             "kernel": {c.name.lower(): v for c, v in self.kernel.items()},
+            "sampled_out": self.kernel[Counter.SAMPLED_OUT],
+            "sampler_ratio": self.sampler_ratio,
         }
 
     def summary(self) -> List[str]:
@@ -109,6 +114,12 @@ class Stats:
         if self.open_at_exit:
             lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
                          % self.open_at_exit)
+        if k[Counter.SAMPLED_OUT] or self.sampler_ratio is not None:
+            lines.append("sampled out (whole traces, not lost): %d%s" % (
+                k[Counter.SAMPLED_OUT],
+                "; adaptive ratio now %.4g" % self.sampler_ratio if self.sampler_ratio is not None else ""))
+        if k[Counter.METRICS_MAP_FULL]:
+            lines.append("span ends missing from the span metrics (series map full): %d" % k[Counter.METRICS_MAP_FULL])
         if k[Counter.FILTERED]:
             lines.append("filtered (shorter than --min-duration): %d" % k[Counter.FILTERED])
         if self.decode_errors:
