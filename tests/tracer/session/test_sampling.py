@@ -73,7 +73,8 @@ def test_traceidratio_keeps_a_tenth_of_whole_traces_as_the_sdk_decides(tracee_fa
     assert_whole(traces)
     assert stats["sampled_out"] == SPANS_PER_TRACE * (TRACES - len(expected))
     assert stats["exported"] == SPANS_PER_TRACE * len(expected) and stats["lost"] == 0
-    assert "sampled out (whole traces, not lost): %d" % stats["sampled_out"] in err
+    assert "sampled out (whole traces, not lost): %d spans, %d events" % (
+        stats["sampled_out"], stats["kernel"]["point_sampled_out"]) in err
 
 
 @pytest.mark.bpf

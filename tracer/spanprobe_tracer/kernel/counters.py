@@ -29,6 +29,7 @@ class Counter(enum.IntEnum):
     LOAD_RB_FULL = 9        # ...whose notification was lost (the process is left stopped)
     SAMPLED_OUT = 10        # finished spans the sampler dropped (not a loss: kernel.sampling)
     METRICS_MAP_FULL = 11   # span ends missing from the span metrics: their series map was full
+    POINT_SAMPLED_OUT = 12  # events the sampler dropped with their trace (not a loss)
 
 
 #: Slots in the array (room for more counters without changing its size).

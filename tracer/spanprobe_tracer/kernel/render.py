@@ -19,7 +19,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import List, Sequence, Tuple
 
-from spanprobe.abi.protocol import BYTES_TRUNCATED, PRIVATE_DIR_PREFIX, PROC_SELF
+from spanprobe.abi.protocol import BYTES_TRUNCATED, PRIVATE_DIR_PREFIX, PROC_SELF, ROLE_EVENT
 from spanprobe.elf.arch import EM_X86_64
 
 from ..discover.argspec import ArgLocation
@@ -263,6 +263,12 @@ class _ModuleSource:
     def point_handler(self, p: PointShape) -> str:
         i = p.index
         lines = self._handler_head(p.fn, "fail = 0")
+        if p.role == ROLE_EVENT and self.config.sampler.compiled:
+            lines.append("    u64 e[4] = {};")
+            lines += ["    " + render_read(p.fields[at].loc, self.machine, "e[%d]" % j, "")
+                      for j, at in enumerate(sampling.EVENT_ARGS)]
+            lines += ["    if (sp_sample_event(e[0], e[1], e[2], e[3]) & SP_ST_DROP) {",
+                      "        sp_count(SP_CNT_POINT_SAMPLED_OUT);", "        return 0;", "    }"]
         lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
                   "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
         lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")

@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping, Optional
 
-from spanprobe.abi.protocol import FIXED_ARGS, ROLE_SPAN_START, TRACE_FLAG_SAMPLED
+from spanprobe.abi.protocol import FIXED_ARGS, ROLE_EVENT, ROLE_SPAN_START, TRACE_FLAG_SAMPLED
 
 from ..errors import ExitStatus, TracerError
 
@@ -47,6 +47,9 @@ ST_DROP, ST_OWNER = 1 << 31, 1 << 30
 TRACE_MAP_SIZE = 65536
 #: Positions of the span start probe's fixed arguments the decision reads (docs/abi.md).
 _START = {name: i for i, (name, _) in enumerate(FIXED_ARGS[ROLE_SPAN_START])}
+#: ... and of the event probe's: an event follows its trace's decision (``render_sampler``).
+EVENT_ARGS = tuple([name for name, _ in FIXED_ARGS[ROLE_EVENT]].index(n)
+                   for n in ("span_id", "trace_id_high", "trace_id_low", "flags"))
 
 
 def bound_for(ratio: float) -> int:
@@ -198,6 +201,15 @@ def render_sampler(sampler: Sampler) -> str:
     else:
         out += ["    return %s ? 0 : SP_ST_DROP;" % rule]
     out += ["}", ""]
+    # An event inside a span goes where its trace goes: the remembered decision, else the rule for a span
+    # with a parent (its span); an event outside any span (span id 0) is always kept.
+    out += ["static __always_inline u32 sp_sample_event(u64 span, u64 hi, u64 lo, u64 flags)", "{",
+            "    u64 parent = span;", "    if (!span)", "        return 0;"]
+    if sampler.stateful:
+        out += ["    struct sp_trace_key tk = {};", "    tk.hi = hi;", "    tk.lo = lo;",
+                "    u8 *known = sp_traces.lookup(&tk);", "    if (known)",
+                "        return *known ? 0 : SP_ST_DROP;"]
+    out += ["    return %s ? 0 : SP_ST_DROP;" % rule, "}", ""]
     return "\n".join(out)
 
 

@@ -115,8 +115,8 @@ class Stats:
             lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
                          % self.open_at_exit)
         if k[Counter.SAMPLED_OUT] or self.sampler_ratio is not None:
-            lines.append("sampled out (whole traces, not lost): %d%s" % (
-                k[Counter.SAMPLED_OUT],
+            lines.append("sampled out (whole traces, not lost): %d spans, %d events%s" % (
+                k[Counter.SAMPLED_OUT], k[Counter.POINT_SAMPLED_OUT],
                 "; adaptive ratio now %.4g" % self.sampler_ratio if self.sampler_ratio is not None else ""))
         if k[Counter.METRICS_MAP_FULL]:
             lines.append("span ends missing from the span metrics (series map full): %d" % k[Counter.METRICS_MAP_FULL])

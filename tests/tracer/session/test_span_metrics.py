@@ -1,0 +1,135 @@
+"""Span metrics counted in the kernel from every span, exported over OTLP like the spanmetrics connector."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from spanprobe_tracer.kernel.metrics import DEFAULT_BOUNDS_MS
+from tests.support.otlp_receiver import attributes
+from tests.support.tracer_helpers import SITES, Tracer, stats_of, wait_attached
+
+pytestmark = pytest.mark.bpf
+
+TRACES = 300
+
+
+def metric_points(collector, name):
+    """The data points of metric ``name`` in the last metrics request that has it: {attributes: point}."""
+    last = {}
+    for arrival in collector.arrivals:
+        if arrival.signal != "metrics" or arrival.request is None:
+            continue
+        found = {}
+        for rm in arrival.request.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    if m.name != name:
+                        continue
+                    data = m.sum if m.HasField("sum") else m.histogram
+                    for p in data.data_points:
+                        found[tuple(sorted(attributes(p.attributes).items()))] = (m, p, attributes(rm.resource.attributes))
+        if found:
+            last = found
+    return last
+
+
+def trace_spans(tracee, receiver, tmp_path, *args, env=None):
+    """`spans shop TRACES` in ``tracee`` traced to ``receiver`` with ``args``; the tracer's accounting."""
+    tracee.send("load shop")
+    stats_file = tmp_path / "stats.json"
+    tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "otlp", "--otlp-endpoint", receiver.endpoint,
+                    "--stats-file", str(stats_file), "--duration", "120", *args,
+                    env=dict({"OTEL_METRIC_EXPORT_INTERVAL": "300"}, **(env or {})))
+    try:
+        wait_attached(tracer, SITES)
+        tracee.send("spans shop %d" % TRACES)
+        tracee.send("exit 0")
+        assert tracer.wait(60) == 0, tracer.stderr
+    finally:
+        tracer.kill()
+    return stats_of(stats_file)
+
+
+def test_counts_equal_spans_fired_while_a_tenth_is_sampled(tracee, grpc_receiver, tmp_path):
+    stats = trace_spans(tracee, grpc_receiver, tmp_path, "--sampler", "traceidratio", "--sampler-arg", "0.1")
+    assert 0 < stats["spans_received"] < TRACES * 3 and stats["sampled_out"] == TRACES * 3 - stats["spans_received"]
+    # each trace's event goes with it
+    assert stats["kernel"]["point_sampled_out"] == TRACES - stats["spans_received"] // 3
+    calls = metric_points(grpc_receiver.collector, "traces.span.metrics.calls")
+    durations = metric_points(grpc_receiver.collector, "traces.span.metrics.duration")
+    got = {}
+    for key, (metric, point, resource) in calls.items():
+        attrs = dict(key)
+        assert resource["process.pid"] == tracee.pid and attrs["service.name"] == resource["service.name"]
+        assert metric.unit == "{call}" and metric.sum.is_monotonic
+        assert metric.sum.aggregation_temporality == 2  # AGGREGATION_TEMPORALITY_CUMULATIVE
+        got[(attrs["span.name"], attrs["span.kind"], attrs["status.code"])] = point.as_int
+    assert got == {("GET /items", "SPAN_KIND_SERVER", "STATUS_CODE_UNSET"): TRACES,
+                   ("db.query", "SPAN_KIND_CLIENT", "STATUS_CODE_UNSET"): TRACES,
+                   ("db.query", "SPAN_KIND_CLIENT", "STATUS_CODE_ERROR"): TRACES}
+    assert set(durations) == set(calls)
+    for key, (metric, point, _) in durations.items():
+        assert metric.unit == "ms" and metric.histogram.aggregation_temporality == 2
+        assert point.count == calls[key][1].as_int == sum(point.bucket_counts)
+        assert list(point.explicit_bounds) == list(DEFAULT_BOUNDS_MS)
+        assert len(point.bucket_counts) == len(DEFAULT_BOUNDS_MS) + 1
+
+
+def test_histograms_match_the_sdks_for_the_same_durations(tracee, grpc_receiver, tmp_path):
+    """Every span exported (always_on): the durations the spans carry, recorded in the OpenTelemetry SDK's own
+    histogram with the same bounds, give the same buckets, count and sum as the kernel's."""
+    bounds = "0.01,0.02,0.05,0.1,0.5,1,5"
+    trace_spans(tracee, grpc_receiver, tmp_path, "--sampler", "always_on", "--histogram-buckets", bounds)
+    spans = grpc_receiver.collector.spans
+    assert len(spans) == 3 * TRACES
+    reader = InMemoryMetricReader()
+    from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+    provider = MeterProvider(metric_readers=[reader], views=[View(
+        instrument_name="d", aggregation=ExplicitBucketHistogramAggregation([float(b) for b in bounds.split(",")]))])
+    hist = provider.get_meter("ref").create_histogram("d", unit="ms")
+    for s in spans:
+        status = "STATUS_CODE_ERROR" if s.span.status.code == 2 else "STATUS_CODE_UNSET"
+        hist.record((s.span.end_time_unix_nano - s.span.start_time_unix_nano) / 1e6,
+                    {"span.name": s.name, "status.code": status})
+    (ref_metric,) = reader.get_metrics_data().resource_metrics[0].scope_metrics[0].metrics
+    reference = {(p.attributes["span.name"], p.attributes["status.code"]): p for p in ref_metric.data.data_points}
+    ours = {(dict(k)["span.name"], dict(k)["status.code"]): p
+            for k, (_, p, _) in metric_points(grpc_receiver.collector, "traces.span.metrics.duration").items()}
+    assert set(ours) == set(reference)
+    for key, ref in reference.items():
+        p = ours[key]
+        assert list(p.explicit_bounds) == list(ref.explicit_bounds)
+        assert list(p.bucket_counts) == list(ref.bucket_counts), key
+        assert p.count == ref.count
+        assert p.sum == pytest.approx(ref.sum, rel=1e-9)
+    provider.shutdown()
+
+
+def test_metrics_exporter_none_and_console(tracee_factory, tmp_path):
+    """OTEL_METRICS_EXPORTER=console prints each series; none compiles no metrics at all."""
+    for name in ("console", "none"):
+        tracee = tracee_factory()
+        tracee.send("load shop")
+        stats_file = tmp_path / ("stats-%s.json" % name)
+        tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "jsonl", "--output", str(tmp_path / "o"),
+                        "--stats-file", str(stats_file), env={"OTEL_METRICS_EXPORTER": name})
+        try:
+            wait_attached(tracer, SITES)
+            tracee.send("spans shop 5")
+            tracee.send("exit 0")
+            assert tracer.wait(60) == 0, tracer.stderr
+        finally:
+            tracer.kill()
+        lines = [l for l in tracer.stderr.splitlines() if l.startswith("metrics: ")]
+        if name == "none":
+            assert lines == []
+        else:
+            counts = collections.Counter()
+            for line in lines:
+                fields = dict(f.split("=", 1) for f in line[len("metrics: "):].split(" ") if "=" in f)
+                counts[(fields["span.name"], fields["status.code"])] = int(fields["calls"])
+            assert counts[("db.query", "STATUS_CODE_ERROR")] == 5
