@@ -253,6 +253,7 @@ class _ModuleSource:
                   "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);"]
         if config.sampler.compiled:  # the kernel's own bits are not argument read failures
             lines.append("    r->st.fail &= ~(SP_ST_DROP | SP_ST_OWNER);")
+            lines.append(sampling.render_written(config.sampler, "r"))
         lines += [
                   "    sp_starts_%d.delete(&k);" % i,
                   "    r->ew[0] = span_id;"]
@@ -271,6 +272,8 @@ class _ModuleSource:
                       "        sp_count(SP_CNT_POINT_SAMPLED_OUT);", "        return 0;", "    }"]
         lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
                   "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
+        if self.config.sampler.compiled:
+            lines.append(sampling.render_written(self.config.sampler, "r"))
         lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")
         lines += ["    r->ts = now;", "    r->pad = 0;"]
         lines += self._read_args(p.fields, "r", "w")

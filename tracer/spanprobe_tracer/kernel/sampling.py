@@ -45,6 +45,10 @@ ID_SPACE = 1 << 64
 ST_DROP, ST_OWNER = 1 << 31, 1 << 30
 #: Traces whose decision is remembered at once (sp_traces, an LRU hash: the oldest go first).
 TRACE_MAP_SIZE = 65536
+#: Slots of the adaptive sampler's array sp_sampling: the bound (set by userspace), the record bytes userspace
+#: has read from the ring buffer (set by userspace), the record bytes the handlers have written (kernel).
+SLOT_BOUND, SLOT_READ, SLOT_WRITTEN = 0, 1, 2
+SLOTS = 3
 #: Positions of the span start probe's fixed arguments the decision reads (docs/abi.md).
 _START = {name: i for i, (name, _) in enumerate(FIXED_ARGS[ROLE_SPAN_START])}
 #: ... and of the event probe's: an event follows its trace's decision (``render_sampler``).
@@ -160,7 +164,7 @@ def core_declarations(sampler: Sampler) -> str:
     if sampler.stateful:
         out.append('BPF_TABLE_PUBLIC("lru_hash", struct sp_trace_key, u8, sp_traces, %d);' % TRACE_MAP_SIZE)
     if sampler.name == "adaptive":
-        out.append('BPF_TABLE_PUBLIC("array", int, u64, sp_sampling, 1);')
+        out.append('BPF_TABLE_PUBLIC("array", int, u64, sp_sampling, %d);' % SLOTS)
     return "\n".join(out) + "\n"
 
 
@@ -172,7 +176,7 @@ def render_sampler(sampler: Sampler) -> str:
     if sampler.stateful:
         out.append('BPF_TABLE("extern", struct sp_trace_key, u8, sp_traces, %d);' % TRACE_MAP_SIZE)
     if sampler.name == "adaptive":
-        out.append('BPF_TABLE("extern", int, u64, sp_sampling, 1);')
+        out.append('BPF_TABLE("extern", int, u64, sp_sampling, %d);' % SLOTS)
     root = sampler.root
     if root == "always_on":
         rule = "1"
@@ -181,9 +185,17 @@ def render_sampler(sampler: Sampler) -> str:
     elif sampler.name == "adaptive":
         rule = "sp_adaptive_keep(%s)" % lo
         out += ["static __always_inline int sp_adaptive_keep(u64 lo)", "{",
-                "    int zero = 0;", "    u64 *bound = sp_sampling.lookup(&zero);",
+                "    int at = %d;" % SLOT_BOUND, "    u64 *bound = sp_sampling.lookup(&at);",
+                "    at = %d;" % SLOT_READ, "    u64 *read = sp_sampling.lookup(&at);",
+                "    at = %d;" % SLOT_WRITTEN, "    u64 *written = sp_sampling.lookup(&at);",
+                "    if (!bound || !read || !written)", "        return 1;",
+                "    /* admission: no new trace while half the ring buffer is unread */",
+                "    if (*written - *read >= SP_RINGBUF_BYTES / 2)", "        return 0;",
                 "    /* all ones: keep every trace (ratio 1) */",
-                "    return !bound || *bound == ~0ULL || lo < *bound;", "}"]
+                "    return *bound == ~0ULL || lo < *bound;", "}",
+                "static __always_inline void sp_ring_written(u64 n)", "{",
+                "    int at = %d;" % SLOT_WRITTEN, "    u64 *written = sp_sampling.lookup(&at);",
+                "    if (written)", "        __sync_fetch_and_add(written, n);", "}"]
     elif sampler.bound >= ID_SPACE:
         rule = "1"
     else:
@@ -227,12 +239,23 @@ def render_forget(sampler: Sampler, start: str) -> str:
             "sp_traces.delete(&tk); }" % (start, start, _START["trace_id_high"], start, _START["trace_id_low"]))
 
 
+def render_written(sampler: Sampler, record: str) -> str:
+    """C after a record ``record`` is reserved: the adaptive sampler's admission counts its bytes."""
+    return "    sp_ring_written(sizeof(*%s));" % record if sampler.name == "adaptive" else ""
+
+
 class SamplingBound:
-    """The adaptive sampler's bound in the core module's sp_sampling map (slot 0), set from userspace."""
+    """The adaptive sampler's side of the core module's sp_sampling map: the bound, and the bytes read."""
 
     def __init__(self, core):
         self._table = core.get_table("sp_sampling")
+        self._read = 0
 
     def set(self, ratio: float) -> None:
         bound = bound_for(ratio)
-        self._table[self._table.Key(0)] = self._table.Leaf(ID_SPACE - 1 if bound >= ID_SPACE else bound)
+        self._table[self._table.Key(SLOT_BOUND)] = self._table.Leaf(ID_SPACE - 1 if bound >= ID_SPACE else bound)
+
+    def read(self, nbytes: int) -> None:
+        """Userspace took ``nbytes`` of span and point records out of the ring buffer."""
+        self._read += nbytes
+        self._table[self._table.Key(SLOT_READ)] = self._table.Leaf(self._read)

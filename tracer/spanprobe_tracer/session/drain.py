@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import List
+from typing import Callable, List, Optional
 
 from ..assemble import SpanBuilder
 from ..decode import Bindings, LoadRecord, PointRecord, SpanRecord
@@ -32,13 +32,16 @@ class Drainer:
     """The ring buffer -> pipeline stage of one session, drained every ``interval`` seconds."""
 
     def __init__(self, ring: RingBuffer, bindings: Bindings, builder: SpanBuilder, pipeline: ExportPipeline,
-                 stats: Stats, interval: float):
+                 stats: Stats, interval: float, on_read: Optional[Callable[[int], None]] = None):
         self.ring = ring
         self.bindings = bindings
         self.builder = builder
         self.pipeline = pipeline
         self.stats = stats
         self.interval = interval
+        #: Told the bytes of span and point records each read took out of the ring buffer (the adaptive
+        #: sampler's admission control: kernel.sampling).
+        self.on_read = on_read
         self._next = 0.0
 
     def drain(self, wait: bool = True) -> List[LoadRecord]:
@@ -55,6 +58,8 @@ class Drainer:
                 self.ring.wait(remaining)
             self._next = max(self._next + self.interval, time.monotonic())
         raw = self.ring.read()
+        if raw and self.on_read is not None:
+            self.on_read(sum(len(rec) for rec in raw if rec[0] != KIND_LOAD))
         return self.process(raw) if raw else []
 
     def process(self, raw: List[bytes]) -> List[LoadRecord]:

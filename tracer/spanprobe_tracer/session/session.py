@@ -106,7 +106,8 @@ class Session:
         raise_fd_limit()
         # Records held in userspace per drain, in bytes: one ring buffer's worth.
         ring = RingBuffer(modules.core, modules.config.ringbuf_bytes)
-        self.drainer = Drainer(ring, self.bindings, self.builder, pipeline, stats, drain_interval)
+        self.drainer = Drainer(ring, self.bindings, self.builder, pipeline, stats, drain_interval,
+                               on_read=self.adaptive.bound.read if self.adaptive is not None else None)
 
     def _flush(self) -> None:
         """Drain now, without waiting: the last records of a process or provider about to be detached."""
