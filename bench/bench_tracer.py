@@ -108,7 +108,7 @@ def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
     k = stats["kernel"]
     lost = stats["lost"]
     open_at_stop = stats["unmatched_exited"] + stats["unmatched_expired"]
-    unaccounted = fired - stats["exported"] - lost - k["end_without_start"]
+    unaccounted = fired - stats["exported"] - lost - stats["sampled_out"] - k["end_without_start"]
     return {
         "rate": rate, "fired": fired, "fire_s": fire_s, "received": received,
         "exported": stats["exported"], "exported_per_s": stats["exported"] / max(caught_up_s, fire_s),
