@@ -26,6 +26,10 @@ Commands:
   join NAME N SEED [remote] the other half, in this process: for each trace of SEED, a server
                             span, child of that root, with a client child of its own
   finish NAME               end the roots begin left open; replies the traces (see shared_traces)
+  web NAME                  declare and load provider NAME with one HTTP server span, "http.server"
+                            (start: http.request.method, http.route; end: http.response.status_code)
+  requests NAME N           N of those spans, methods, routes and statuses in turn; replies how many
+                            of each ("METHOD ROUTE STATUS": n)
   unload NAME
   exit [CODE]
 """
@@ -143,6 +147,22 @@ def fire_trace(probes, i):
     probes["req_end"].fire(root, 0, "", "", 1, 200, True)
     return {"trace_id": "%016x%016x" % (th, tl), "root": "%016x" % root, "ok_child": "%016x" % ok_child,
             "bad_child": "%016x" % bad_child}
+
+
+WEB = {"methods": ("GET", "POST"), "routes": ("/items/{id}", "/users/{id}/orders", "/"),
+       "statuses": (200, 404, 500, 201)}
+
+
+def make_web_provider(name):
+    p = Provider(name)
+    probes = {
+        "start": p.declare("http_start", [*START_ARGS, Arg("http.request.method", T.STR), Arg("http.route", T.STR)],
+                           "span_start"),
+        "end": p.declare("http_end", [*END_ARGS, Arg("http.response.status_code", T.I32)], "span_end"),
+    }
+    p.add_schema_span({"name": "http.server", "kind": "server", "start": "http_start", "end": "http_end"})
+    p.load()
+    return p, probes
 
 
 def shared_traces(n, seed, remote=False):
@@ -282,6 +302,24 @@ class App:
         for t in self.shared:
             p["req_end"].fire(t["root"], 0, "", "", 0, 200, False)
         self.reply(traces=[t["trace_id"] for t in self.shared])
+
+    def do_web(self, name):
+        self.providers[name] = make_web_provider(name)
+        self.reply()
+
+    def do_requests(self, name, n):
+        p = self.probes(name)
+        counts = {}
+        for i in range(int(n)):
+            method = WEB["methods"][i % 2]
+            route = WEB["routes"][i % 3]
+            status = WEB["statuses"][i % 4]
+            sid = rand64()
+            p["start"].fire(sid, 0, rand64(), rand64(), 1, method, route)
+            p["end"].fire(sid, 1 if status >= 500 else 0, "HTTPError" if status >= 500 else "", "", 0, status)
+            key = "%s %s %d" % (method, route, status)
+            counts[key] = counts.get(key, 0) + 1
+        self.reply(counts=counts)
 
     def do_exit(self, code="0"):
         self.reply()

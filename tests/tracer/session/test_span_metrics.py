@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import collections
+import shlex
 
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from spanprobe_tracer.kernel.metrics import DEFAULT_BOUNDS_MS
+from spanprobe_tracer.kernel.metrics import DEFAULT_BOUNDS_MS, HTTP_BOUNDS_S
 from tests.support.otlp_receiver import attributes
 from tests.support.tracer_helpers import SITES, Tracer, stats_of, wait_attached
 
@@ -109,6 +110,38 @@ def test_histograms_match_the_sdks_for_the_same_durations(tracee, grpc_receiver,
     provider.shutdown()
 
 
+def test_http_server_duration_counts_every_request_by_method_route_and_status(tracee, grpc_receiver, tmp_path):
+    """http.server.request.duration from HTTP server spans, a tenth of them sampled: counts exact per method,
+    route and status, the names sent by the kernel, seconds and the semantic conventions' buckets."""
+    tracee.send("web web")
+    stats_file = tmp_path / "stats.json"
+    tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "otlp", "--otlp-endpoint",
+                    grpc_receiver.endpoint, "--stats-file", str(stats_file), "--duration", "120",
+                    "--sampler", "traceidratio", "--sampler-arg", "0.1", env={"OTEL_METRIC_EXPORT_INTERVAL": "300"})
+    try:
+        wait_attached(tracer, 2)
+        counts = tracee.send("requests web 1200")["counts"]
+        tracee.send("exit 0")
+        assert tracer.wait(60) == 0, tracer.stderr
+    finally:
+        tracer.kill()
+    stats = stats_of(stats_file)
+    assert stats["sampled_out"] > 900
+    points = metric_points(grpc_receiver.collector, "http.server.request.duration")
+    got = {}
+    for key, (metric, point, resource) in points.items():
+        attrs = dict(key)
+        assert metric.unit == "s" and resource["process.pid"] == tracee.pid
+        assert list(point.explicit_bounds) == list(HTTP_BOUNDS_S)
+        assert sum(point.bucket_counts) == point.count
+        assert 0 < point.sum < point.count * 0.01  # back-to-back probes: microseconds each, in seconds
+        got["%s %s %d" % (attrs["http.request.method"], attrs["http.route"],
+                          attrs["http.response.status_code"])] = point.count
+    assert got == counts and len(counts) == 12
+    calls = metric_points(grpc_receiver.collector, "traces.span.metrics.calls")
+    assert sum(p.as_int for _, p, _ in calls.values()) == 1200
+
+
 def test_metrics_exporter_none_and_console(tracee_factory, tmp_path):
     """OTEL_METRICS_EXPORTER=console prints each series; none compiles no metrics at all."""
     for name in ("console", "none"):
@@ -130,6 +163,12 @@ def test_metrics_exporter_none_and_console(tracee_factory, tmp_path):
         else:
             counts = collections.Counter()
             for line in lines:
-                fields = dict(f.split("=", 1) for f in line[len("metrics: "):].split(" ") if "=" in f)
-                counts[(fields["span.name"], fields["status.code"])] = int(fields["calls"])
-            assert counts[("db.query", "STATUS_CODE_ERROR")] == 5
+                metric, *fields = shlex.split(line[len("metrics: "):])
+                fields = dict(f.split("=", 1) for f in fields)
+                if metric == "traces.span.metrics.duration":
+                    counts[(fields["span.name"], fields["status.code"])] = int(fields["calls"])
+                else:  # the server span has a method and a status code, no route
+                    assert metric == "http.server.request.duration" and "http.route" not in fields
+                    counts[(fields["http.request.method"], fields["http.response.status_code"])] = int(fields["calls"])
+            assert counts == {("GET /items", "STATUS_CODE_UNSET"): 5, ("db.query", "STATUS_CODE_UNSET"): 5,
+                              ("db.query", "STATUS_CODE_ERROR"): 5, ("GET", "200"): 5}

@@ -1,6 +1,6 @@
 """Decode: ring-buffer records -> span, event and probe records, still in kernel terms.
 
-    records   SpanRecord, PointRecord, LoadRecord, ValueNotes: one object per record
+    records   SpanRecord, PointRecord, LoadRecord, NameRecord, ValueNotes: one object per record
     values    an argument's value from its word and slot (masked, sign-extended, text cut whole)
     decoders  SpanDecoder, PointDecoder for each type of a plan; DecoderCache
     bindings  Bindings: cookie -> decoder and process; ``decode(record bytes)``
@@ -11,7 +11,7 @@ _Static_asserts pin down); the assemble stage turns them into OpenTelemetry span
 
 from .bindings import Bindings
 from .decoders import DecoderCache, PointDecoder, SpanDecoder, plan_decoders
-from .records import LoadRecord, PointRecord, SpanRecord, ValueNotes
+from .records import LoadRecord, NameRecord, PointRecord, SpanRecord, ValueNotes
 
-__all__ = ["Bindings", "DecoderCache", "PointDecoder", "SpanDecoder", "plan_decoders", "LoadRecord", "PointRecord",
+__all__ = ["Bindings", "DecoderCache", "PointDecoder", "SpanDecoder", "plan_decoders", "LoadRecord", "NameRecord", "PointRecord",
            "SpanRecord", "ValueNotes"]

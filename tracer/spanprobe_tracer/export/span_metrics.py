@@ -14,6 +14,7 @@ never holds up the tracer's loop.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -25,11 +26,12 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.sdk.resources import Resource
 
 from .. import __version__
-from ..text import safe_text
+from ..kernel.metrics import HTTP_BOUNDS_S
 
 log = logging.getLogger("spanprobe.tracer")
 
 CALLS, DURATION = "traces.span.metrics.calls", "traces.span.metrics.duration"
+HTTP_DURATION = "http.server.request.duration"
 #: The exporters OTEL_METRICS_EXPORTER may name.
 METRICS_EXPORTERS = ("otlp", "console", "none")
 SCOPE = "spanprobe.spanmetrics"
@@ -37,21 +39,19 @@ SCOPE = "spanprobe.spanmetrics"
 
 @dataclass
 class SeriesPoint:
-    """One series' cumulative numbers: a span type of one process, with one status code."""
+    """One series' cumulative numbers, under its process's resource, with its data point attributes."""
 
     resource: Resource
-    span_name: str
-    span_kind: str          # SPAN_KIND_SERVER ...
-    status_code: str        # STATUS_CODE_UNSET / STATUS_CODE_ERROR
+    attributes: Tuple[Tuple[str, object], ...]
     count: int
     sum_ns: int
     buckets: List[int]
     start_ns: int           # wall-clock time the series began (cumulative temporality)
 
-    @property
-    def attributes(self) -> Tuple[Tuple[str, str], ...]:
-        return (("service.name", str(self.resource.attributes.get("service.name", "unknown_service"))),
-                ("span.name", self.span_name), ("span.kind", self.span_kind), ("status.code", self.status_code))
+    def add(self, count: int, sum_ns: int, buckets: Sequence[int]) -> None:
+        self.count += count
+        self.sum_ns += sum_ns
+        self.buckets = [a + b for a, b in zip(self.buckets, buckets)]
 
 
 def _any(value) -> AnyValue:
@@ -70,30 +70,41 @@ def _kvs(items) -> List[KeyValue]:
     return [KeyValue(key=k, value=_any(v)) for k, v in items]
 
 
-def encode_request(points: Sequence[SeriesPoint], bounds_ms: Sequence[float], now_ns: int) -> bytes:
-    """An ExportMetricsServiceRequest: per resource, one calls Sum and one duration Histogram."""
+def encode_request(points: Sequence[SeriesPoint], bounds_ms: Sequence[float], now_ns: int,
+                   http_points: Sequence[SeriesPoint] = ()) -> bytes:
+    """An ExportMetricsServiceRequest: per resource, the calls Sum and the duration Histogram, and
+    http.server.request.duration (seconds, the semantic conventions' bounds) where it has HTTP server spans."""
     request = ExportMetricsServiceRequest()
     by_resource = {}
-    for p in points:
-        by_resource.setdefault(id(p.resource), (p.resource, []))[1].append(p)
-    for resource, group in by_resource.values():
+    for which, group in ((0, points), (1, http_points)):
+        for p in group:
+            by_resource.setdefault(id(p.resource), (p.resource, [], []))[1 + which].append(p)
+    for resource, spans, http in by_resource.values():
         rm = request.resource_metrics.add()
         rm.resource.attributes.extend(_kvs(resource.attributes.items()))
         sm = rm.scope_metrics.add()
         sm.scope.CopyFrom(InstrumentationScope(name=SCOPE, version=__version__))
-        calls = sm.metrics.add(name=CALLS, unit="{call}", description="spans ended, by span name, kind and status")
-        calls.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-        calls.sum.is_monotonic = True
-        duration = sm.metrics.add(name=DURATION, unit="ms", description="span durations")
-        duration.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
-        for p in group:
-            attrs = _kvs(p.attributes)
-            calls.sum.data_points.add(attributes=attrs, start_time_unix_nano=p.start_ns, time_unix_nano=now_ns,
-                                      as_int=p.count)
-            duration.histogram.data_points.add(attributes=attrs, start_time_unix_nano=p.start_ns,
-                                               time_unix_nano=now_ns, count=p.count, sum=p.sum_ns / 1e6,
-                                               bucket_counts=p.buckets, explicit_bounds=list(bounds_ms))
+        if spans:
+            calls = sm.metrics.add(name=CALLS, unit="{call}", description="spans ended, by span name, kind and status")
+            calls.sum.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+            calls.sum.is_monotonic = True
+            for p in spans:
+                calls.sum.data_points.add(attributes=_kvs(p.attributes), start_time_unix_nano=p.start_ns,
+                                          time_unix_nano=now_ns, as_int=p.count)
+            _histogram(sm.metrics.add(name=DURATION, unit="ms", description="span durations"), spans, bounds_ms,
+                       1e6, now_ns)
+        if http:
+            _histogram(sm.metrics.add(name=HTTP_DURATION, unit="s", description="Duration of HTTP server requests."),
+                       http, HTTP_BOUNDS_S, 1e9, now_ns)
     return request.SerializeToString()
+
+
+def _histogram(metric, points: Sequence[SeriesPoint], bounds, ns_per_unit: float, now_ns: int) -> None:
+    metric.histogram.aggregation_temporality = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE
+    for p in points:
+        metric.histogram.data_points.add(attributes=_kvs(p.attributes), start_time_unix_nano=p.start_ns,
+                                         time_unix_nano=now_ns, count=p.count, sum=p.sum_ns / ns_per_unit,
+                                         bucket_counts=p.buckets, explicit_bounds=list(bounds))
 
 
 class OtlpMetricsExporter:
@@ -107,13 +118,14 @@ class OtlpMetricsExporter:
         self.bounds_ms = tuple(bounds_ms)
         self.client = make_client(settings)
 
-    def export(self, points: Sequence[SeriesPoint], now_ns: int) -> bool:
-        if not points:
+    def export(self, points: Sequence[SeriesPoint], http_points: Sequence[SeriesPoint], now_ns: int) -> bool:
+        if not points and not http_points:
             return True
-        result = self.client.export(encode_request(points, self.bounds_ms, now_ns), 2 * len(points))
+        body = encode_request(points, self.bounds_ms, now_ns, http_points)
+        result = self.client.export(body, 2 * len(points) + len(http_points))
         if not result.ok:
             log.warning("OTLP export of span metrics (%d series) to %s failed: %s %r",
-                        len(points), self.settings.endpoint, result.status, result.message)
+                        len(points) + len(http_points), self.settings.endpoint, result.status, result.message)
         return result.ok
 
     def shutdown(self) -> None:
@@ -121,17 +133,19 @@ class OtlpMetricsExporter:
 
 
 class ConsoleMetricsExporter:
-    """One line per series on ``out``: the calls and the histogram (span names are untrusted text)."""
+    """One line per series on ``out``: the calls and the histogram. Values are JSON (span names are untrusted
+    text: quoted and escaped, control characters included)."""
 
     def __init__(self, out: IO[str], bounds_ms: Sequence[float]):
         self.out = out
         self.bounds_ms = tuple(bounds_ms)
 
-    def export(self, points: Sequence[SeriesPoint], now_ns: int) -> bool:
-        for p in points:
-            attrs = " ".join("%s=%s" % (k, safe_text(v)) for k, v in p.attributes)
-            self.out.write("metrics: %s calls=%d duration_sum_ms=%.3f buckets=%s\n"
-                           % (attrs, p.count, p.sum_ns / 1e6, ",".join(map(str, p.buckets))))
+    def export(self, points: Sequence[SeriesPoint], http_points: Sequence[SeriesPoint], now_ns: int) -> bool:
+        for name, group in ((DURATION, points), (HTTP_DURATION, http_points)):
+            for p in group:
+                attrs = " ".join("%s=%s" % (k, json.dumps(v)) for k, v in p.attributes)
+                self.out.write("metrics: %s %s calls=%d sum_ms=%.3f buckets=%s\n"
+                               % (name, attrs, p.count, p.sum_ns / 1e6, ",".join(map(str, p.buckets))))
         self.out.flush()
         return True
 
@@ -147,15 +161,15 @@ class MetricsSender:
         self.exporter = exporter
         self._on_failed = on_failed
         self._cond = threading.Condition()
-        self._pending: Optional[Tuple[List[SeriesPoint], int]] = None
+        self._pending: Optional[Tuple[List[SeriesPoint], List[SeriesPoint], int]] = None
         self._busy = False
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="spanprobe-metrics", daemon=True)
         self._thread.start()
 
-    def submit(self, points: List[SeriesPoint], now_ns: int) -> None:
+    def submit(self, points: List[SeriesPoint], http_points: List[SeriesPoint], now_ns: int) -> None:
         with self._cond:
-            self._pending = (points, now_ns)
+            self._pending = (points, http_points, now_ns)
             self._cond.notify_all()
 
     def _run(self) -> None:
@@ -165,10 +179,10 @@ class MetricsSender:
                     self._cond.wait()
                 if self._pending is None:
                     return
-                (points, now_ns), self._pending = self._pending, None
+                snapshot, self._pending = self._pending, None
                 self._busy = True
             try:
-                ok = self.exporter.export(points, now_ns)
+                ok = self.exporter.export(*snapshot)
             except Exception as exc:  # an exporter bug must not end the thread silently
                 log.warning("span metrics export failed: %s: %s", type(exc).__name__, exc)
                 ok = False

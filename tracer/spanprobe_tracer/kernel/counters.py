@@ -30,6 +30,7 @@ class Counter(enum.IntEnum):
     SAMPLED_OUT = 10        # finished spans the sampler dropped (not a loss: kernel.sampling)
     METRICS_MAP_FULL = 11   # span ends missing from the span metrics: their series map was full
     POINT_SAMPLED_OUT = 12  # events the sampler dropped with their trace (not a loss)
+    NAME_RB_FULL = 13       # HTTP method/route names not sent yet: ring buffer full (sent with a later span)
 
 
 #: Slots in the array (room for more counters without changing its size).

@@ -25,8 +25,8 @@ from spanprobe.elf.arch import EM_X86_64
 from ..discover.argspec import ArgLocation
 from . import metrics, sampling
 from .counters import NCOUNTERS, Counter
-from .layout import (HDR_SIZE, KIND_LOAD, KIND_POINT, KIND_SPAN, SPAN_START_AT, ArgField, ArgShape, CaptureConfig,
-                     ModuleLayout, PointShape, SpanShape)
+from .layout import (HDR_SIZE, KIND_LOAD, KIND_NAME, KIND_POINT, KIND_SPAN, NAME_TEXT_AT, SPAN_START_AT, ArgField,
+                     ArgShape, CaptureConfig, ModuleLayout, PointShape, SpanShape)
 
 
 def bpf_source(name: str) -> str:
@@ -37,7 +37,7 @@ def bpf_source(name: str) -> str:
 def common_header() -> str:
     """bpf/common.h, after the record kinds and counter slots it uses, #defined from kernel.layout and
     kernel.counters (every module, the core included, starts with it)."""
-    kinds = {"SPAN": KIND_SPAN, "POINT": KIND_POINT, "LOAD": KIND_LOAD}
+    kinds = {"SPAN": KIND_SPAN, "POINT": KIND_POINT, "LOAD": KIND_LOAD, "NAME": KIND_NAME}
     defines = ["#define SP_KIND_%s %d" % kv for kv in kinds.items()]
     defines += ["#define SP_CNT_%s %d" % (c.name, c.value) for c in Counter]
     defines.append("#define SP_NCOUNTERS %d" % NCOUNTERS)
@@ -84,7 +84,7 @@ def render_module(layout: ModuleLayout, program_id: int) -> str:
     if config.sampler.compiled:
         decls.append(sampling.render_sampler(config.sampler))
     if config.metrics:
-        decls.append(metrics.render_record(config.histogram_bounds_ns))
+        decls.append(metrics.render_record(config.histogram_bounds_ns, NAME_TEXT_AT))
     for s in layout.spans:
         decls.append(source.span_decls(s))
         handlers.append(source.start_handler(s))
@@ -237,6 +237,8 @@ class _ModuleSource:
         if config.metrics:  # every span that ended, before anything can drop it
             status = s.end_fields[metrics.STATUS_ARG]
             lines.append(metrics.render_end(render_read(status.loc, self.machine, "status", "")))
+            if s.http is not None:
+                lines.append(self._http_end(s))
         if config.sampler.stateful:
             lines.append(sampling.render_forget(config.sampler, "st"))
         if config.sampler.compiled:
@@ -260,6 +262,17 @@ class _ModuleSource:
         lines += self._read_args(s.end_fields, "r", "ew", skip_first=True)
         lines += self._submit("end_fail", "SP_CNT_SPANS")
         return "\n".join(lines)
+
+    def _http_end(self, s: SpanShape) -> str:
+        """An HTTP server span's http.server.request.duration (kernel.metrics), its status code read as its type."""
+        http = s.http
+        read = ""
+        if http.status >= 0:
+            loc = s.end_fields[http.status].loc
+            read = "{ u64 hraw = 0; %s hstatus = (s64)(%s%d)hraw; }" % (
+                render_read(loc, self.machine, "hraw", ""), "s" if loc.signed else "u", 8 * loc.size)
+        return metrics.render_http_end(http, "st->s%d" % http.method,
+                                       "st->s%d" % http.route if http.route >= 0 else None, read)
 
     def point_handler(self, p: PointShape) -> str:
         i = p.index

@@ -190,7 +190,7 @@ def render_sampler(sampler: Sampler) -> str:
                 "    at = %d;" % SLOT_WRITTEN, "    u64 *written = sp_sampling.lookup(&at);",
                 "    if (!bound || !read || !written)", "        return 1;",
                 "    /* admission: no new trace while half the ring buffer is unread */",
-                "    if (*written - *read >= SP_RINGBUF_BYTES / 2)", "        return 0;",
+                "    if ((s64)(*written - *read) >= SP_RINGBUF_BYTES / 2)", "        return 0;",
                 "    /* all ones: keep every trace (ratio 1) */",
                 "    return *bound == ~0ULL || lo < *bound;", "}",
                 "static __always_inline void sp_ring_written(u64 n)", "{",

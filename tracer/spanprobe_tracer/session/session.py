@@ -97,8 +97,9 @@ class Session:
         self.stop_event = threading.Event()
         config = modules.config
         #: Span metrics (kernel.metrics) to ``metrics_sender`` (export.span_metrics), when the modules count them.
+        names: Dict[int, str] = {}   # HTTP method and route texts by hash: the drainer fills it
         self.span_metrics = (SpanMetrics(MetricsTable(modules.core), metrics_sender, self._resource_for,
-                                         metrics_interval) if config.metrics and metrics_sender else None)
+                                         metrics_interval, names) if config.metrics and metrics_sender else None)
         #: The adaptive sampler's control loop (session.adaptive).
         self.adaptive = (AdaptiveRatio(SamplingBound(modules.core), config.sampler.max_rate)
                          if config.sampler.name == "adaptive" else None)
@@ -107,7 +108,8 @@ class Session:
         # Records held in userspace per drain, in bytes: one ring buffer's worth.
         ring = RingBuffer(modules.core, modules.config.ringbuf_bytes)
         self.drainer = Drainer(ring, self.bindings, self.builder, pipeline, stats, drain_interval,
-                               on_read=self.adaptive.bound.read if self.adaptive is not None else None)
+                               on_read=self.adaptive.bound.read if self.adaptive is not None else None,
+                               names=names)
 
     def _flush(self) -> None:
         """Drain now, without waiting: the last records of a process or provider about to be detached."""
