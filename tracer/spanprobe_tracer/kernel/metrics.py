@@ -1,4 +1,4 @@
-"""Span metrics in the kernel: a call count and a duration histogram per (end probe site, status).
+"""Span metrics in the kernel: a call count and a duration histogram per (end probe site, status), and HTTP.
 
 Every span end that finds its start is counted here *first*, before the
 sampling decision, the duration threshold and the ring-buffer reservation, so
@@ -11,6 +11,11 @@ the core module's per-CPU hash sp_metrics, is the count, the sum of durations
 bounds are compiled in as nanoseconds (``render_record``: one comparison per
 bound, no loop). A full map drops the observation and counts it
 (Counter.METRICS_MAP_FULL); ``MetricsTable.read`` sums the CPUs.
+
+HTTP server spans (``http_fields``) are also counted in sp_http by the hashes
+of their method and route strings and their status code, in seconds with the
+semantic conventions' bounds; each string goes to userspace once, in a name
+record (``_render_http``), so the counts never wait for sampling to keep a span.
 """
 
 from __future__ import annotations

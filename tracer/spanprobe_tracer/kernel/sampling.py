@@ -86,8 +86,7 @@ class Sampler:
 
     @property
     def compiled(self) -> bool:
-        """Does the start handler decide at all? always_on and parentbased_always_on with spanprobe's own
-        traces keep everything but spans whose application said "not sampled"."""
+        """Does the start handler decide at all? (always_on keeps everything: no code is compiled.)"""
         return self.name != "always_on"
 
     @property
