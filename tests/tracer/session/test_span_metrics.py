@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import shlex
 
+import grpc
 import pytest
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -172,3 +173,23 @@ def test_metrics_exporter_none_and_console(tracee_factory, tmp_path):
                     counts[(fields["http.request.method"], fields["http.response.status_code"])] = int(fields["calls"])
             assert counts == {("GET /items", "STATUS_CODE_UNSET"): 5, ("db.query", "STATUS_CODE_UNSET"): 5,
                               ("db.query", "STATUS_CODE_ERROR"): 5, ("GET", "200"): 5}
+
+
+def test_failed_metrics_exports_are_counted(tracee, grpc_receiver, tmp_path):
+    """A collector refusing metrics: each failed export is counted and reported (spans go to a file)."""
+    grpc_receiver.collector.fail_with = grpc.StatusCode.INVALID_ARGUMENT  # not retryable
+    tracee.send("load shop")
+    stats_file = tmp_path / "stats.json"
+    tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "jsonl", "--output", str(tmp_path / "o"),
+                    "--metrics-exporter", "otlp", "--otlp-endpoint", grpc_receiver.endpoint,
+                    "--metrics-interval", "0.2", "--stats-file", str(stats_file))
+    try:
+        wait_attached(tracer, SITES)
+        tracee.send("spans shop 3")
+        tracee.send("exit 0")
+        assert tracer.wait(60) == 0, tracer.stderr
+    finally:
+        tracer.kill()
+    failed = stats_of(stats_file)["metrics_exports_failed"]
+    assert failed >= 1 and "span metrics exports failed: %d" % failed in tracer.stderr
+    assert any(a.signal == "metrics" for a in grpc_receiver.collector.arrivals)

@@ -270,8 +270,8 @@ def capture_config(args) -> CaptureConfig:
                          histogram_bounds_ns=bounds_ns(histogram_bounds_ms(args)))
 
 
-def metrics_sender(args):
-    """The span metrics exporter (in its thread) the options ask for, or None."""
+def metrics_sender(args, stats: Stats):
+    """The span metrics exporter (in its thread) the options ask for, or None; failed exports go to ``stats``."""
     from ..export.span_metrics import ConsoleMetricsExporter, MetricsSender, OtlpMetricsExporter
     name = metrics_exporter_name(args)
     if name == "none":
@@ -284,7 +284,7 @@ def metrics_sender(args):
     if not args.otlp_no_check:
         check_reachable(settings)
     log.info("exporting span metrics %s", settings.describe())
-    return MetricsSender(OtlpMetricsExporter(settings, bounds))
+    return MetricsSender(OtlpMetricsExporter(settings, bounds), on_failed=lambda: stats.add("metrics_exports_failed"))
 
 
 def load_modules(config: CaptureConfig) -> ModuleCache:
@@ -356,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
     config = capture_config(args)
     interval = metrics_interval(args)
     exporter = _make_exporter(args, stats)
-    metrics = metrics_sender(args)
+    metrics = metrics_sender(args, stats)
 
     modules = load_modules(config)
 

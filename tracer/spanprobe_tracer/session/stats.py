@@ -41,6 +41,8 @@ class Stats:
         self.kernel: Dict[Counter, int] = {c: 0 for c in Counter}
         self.processes = 0
         self.probes = 0
+        #: Span metrics exports that failed (the next one, cumulative, carries their numbers).
+        self.metrics_exports_failed = 0
         #: The adaptive sampler's current ratio (None with any other sampler).
         self.sampler_ratio: Optional[float] = None
         self._rate_mark = (self.started, 0)
@@ -94,6 +96,7 @@ class Stats:
             "decode_errors": self.decode_errors,
             "kernel": {c.name.lower(): v for c, v in self.kernel.items()},
             "sampled_out": self.kernel[Counter.SAMPLED_OUT],
+            "metrics_exports_failed": self.metrics_exports_failed,
             "sampler_ratio": self.sampler_ratio,
         }
 
@@ -118,6 +121,9 @@ class Stats:
             lines.append("sampled out (whole traces, not lost): %d spans, %d events%s" % (
                 k[Counter.SAMPLED_OUT], k[Counter.POINT_SAMPLED_OUT],
                 "; adaptive ratio now %.4g" % self.sampler_ratio if self.sampler_ratio is not None else ""))
+        if self.metrics_exports_failed:
+            lines.append("span metrics exports failed: %d (each later export is cumulative: nothing is lost "
+                         "unless the last one failed)" % self.metrics_exports_failed)
         if k[Counter.METRICS_MAP_FULL]:
             lines.append("span ends missing from the span metrics (series map full): %d" % k[Counter.METRICS_MAP_FULL])
         if k[Counter.FILTERED]:
