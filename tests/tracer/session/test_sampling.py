@@ -137,3 +137,19 @@ def test_a_bad_sampler_is_refused_before_anything_is_attached():
     assert r.returncode != 0 and "--sampler-arg='2'" in r.stderr
     r = run_spanprobe("trace", "--all", env={"OTEL_TRACES_SAMPLER": "coin"})
     assert r.returncode != 0 and "OTEL_TRACES_SAMPLER='coin'" in r.stderr
+
+
+@pytest.mark.bpf
+@pytest.mark.parametrize("sampler,remote,kept", [
+    ("always_off", False, lambda ids: set()),
+    ("always_on", False, lambda ids: set(ids)),
+    ("parentbased_always_off", False, lambda ids: set()),           # roots dropped, children follow them
+    ("parentbased_always_off", True, lambda ids: set(ids[0::2])),   # the remote parent's flag rules
+    ("parentbased_always_on", True, lambda ids: set(ids[0::2])),
+])
+def test_the_other_samplers_on_shared_traces(tracee_factory, tmp_path, sampler, remote, kept):
+    traces, stats, ids, _ = run_shared(tracee_factory, tmp_path, "--sampler", sampler, seed=3, remote=remote)
+    expected = kept(ids)
+    assert set(traces) == expected
+    assert_whole(traces)
+    assert stats["sampled_out"] == SPANS_PER_TRACE * (TRACES - len(expected))
