@@ -12,7 +12,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from spanprobe_tracer.kernel.metrics import DEFAULT_BOUNDS_MS, HTTP_BOUNDS_S
 from tests.support.otlp_receiver import attributes
-from tests.support.tracer_helpers import SITES, Tracer, stats_of, wait_attached
+from tests.support.tracer_helpers import SITES, Tracer, run_spanprobe, stats_of, wait_attached
 
 pytestmark = pytest.mark.bpf
 
@@ -193,3 +193,16 @@ def test_failed_metrics_exports_are_counted(tracee, grpc_receiver, tmp_path):
     failed = stats_of(stats_file)["metrics_exports_failed"]
     assert failed >= 1 and "span metrics exports failed: %d" % failed in tracer.stderr
     assert any(a.signal == "metrics" for a in grpc_receiver.collector.arrivals)
+
+
+@pytest.mark.parametrize("args,env,named", [
+    ((), {"OTEL_METRICS_EXPORTER": "prometheus"}, "OTEL_METRICS_EXPORTER='prometheus'"),
+    ((), {"OTEL_METRICS_EXPORTER": "console", "OTEL_METRIC_EXPORT_INTERVAL": "1.5s"},
+     "OTEL_METRIC_EXPORT_INTERVAL='1.5s'"),
+    (("--metrics-exporter", "console", "--metrics-interval", "0"), {}, "--metrics-interval"),
+    (("--histogram-buckets", "5,1"), {}, "--histogram-buckets '5,1'"),
+    (("--histogram-buckets", "1,x"), {}, "--histogram-buckets '1,x'"),
+])
+def test_bad_metrics_settings_are_refused_naming_their_source(args, env, named):
+    r = run_spanprobe("trace", "--all", *args, env=dict({"OTEL_METRICS_EXPORTER": ""}, **env))
+    assert r.returncode == 2 and named in r.stderr, r.stderr
