@@ -4,7 +4,9 @@ A provider module is bpf/spans.c with its declarations and handlers filled
 in: per span shape, the start struct, the record struct (with a
 _Static_assert of every offset kernel.layout computed), the open-span map,
 and the start and end handlers; per point shape, its record struct and
-handler. Each argument is read where its SDT note says it is
+handler. The capture config adds the sampler's decision at span start (and for
+events) and the span metrics at span end, before anything can drop the span
+(kernel.sampling, kernel.metrics). Each argument is read where its SDT note says it is
 (``render_read``). The core module is bpf/core.c after bpf/common.h, with the
 dlopen() path matcher rendered from the SDK's protocol constants (the paths
 the SDK dlopen()s a provider from), so the two cannot drift apart. Both start
@@ -256,9 +258,7 @@ class _ModuleSource:
         if config.sampler.compiled:  # the kernel's own bits are not argument read failures
             lines.append("    r->st.fail &= ~(SP_ST_DROP | SP_ST_OWNER);")
             lines.append(sampling.render_written(config.sampler, "r"))
-        lines += [
-                  "    sp_starts_%d.delete(&k);" % i,
-                  "    r->ew[0] = span_id;"]
+        lines += ["    sp_starts_%d.delete(&k);" % i, "    r->ew[0] = span_id;"]
         lines += self._read_args(s.end_fields, "r", "ew", skip_first=True)
         lines += self._submit("end_fail", "SP_CNT_SPANS")
         return "\n".join(lines)
