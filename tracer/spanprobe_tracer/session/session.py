@@ -12,7 +12,9 @@ The loop (one thread; compiles and exports run beside it):
    thread) and attach them; detach from providers that went away and from
    processes that exited, after draining their last records;
 4. housekeeping: re-anchor the clock, release events whose span never came,
-   reap open spans past their timeout, refresh counters, print status.
+   reap open spans past their timeout, refresh counters, move the adaptive
+   sampler's ratio (session.adaptive), hand the span metrics to their
+   exporter every interval (session.span_metrics), print status.
 
 Targets are a fixed set of pids (``--pid``), every process (``--all``), or a
 launched command and its descendants (``-- COMMAND``): session.targets.
