@@ -1,5 +1,5 @@
-"""The adaptive sampler at about five times the rate the tracer can export: fewer traces, every one whole,
-span metrics still exact."""
+"""The adaptive sampler at several times the rate the tracer can export (at least four times: the test checks;
+~15x here): fewer traces, every one whole, span metrics still exact."""
 
 from __future__ import annotations
 
