@@ -1,0 +1,87 @@
+"""demo_apps.otel_services run as a user would: each service under `opentelemetry-instrument`.
+
+Shared by tests/otel (the SDK and spanprobe exports compared) and
+bench/bench_flask.py. A service prints ``listening on http://127.0.0.1:PORT``
+(demo_apps.otel_services.serve), is stopped with SIGINT so that an in-process
+SDK flushes at exit, and its stderr is kept for failure messages.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from typing import Dict, List, Optional
+
+from tests.support import child_env
+
+BIN = os.path.dirname(sys.executable)
+INSTRUMENT = os.path.join(BIN, "opentelemetry-instrument")
+#: What every instrumented run sets: no metrics or logs exporters, the SDK's batches sent quickly.
+QUIET = {"OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "OTEL_BSP_SCHEDULE_DELAY": "50"}
+#: The requests of one scenario, in order: a sqlite3 query, a call to back, a route that raises.
+SCENARIO = ("/items/1", "/proxy/5", "/boom")
+
+
+def sdk_env(endpoint: str) -> Dict[str, str]:
+    """The official SDK in process, exporting OTLP/HTTP to ``endpoint`` (a receiver's base URL)."""
+    return dict(QUIET, OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
+                OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=endpoint + "/v1/traces")
+
+
+class Service:
+    """``python -m demo_apps.otel_services.MODULE --port 0``, under opentelemetry-instrument unless
+    ``instrument`` is false; ``env`` is added to the environment (OTEL_SERVICE_NAME=MODULE unless set)."""
+
+    def __init__(self, module: str, env: Optional[Dict[str, str]] = None, instrument: bool = True):
+        full_env = child_env()
+        full_env["OTEL_SERVICE_NAME"] = module
+        full_env.update(env or {})
+        argv = [sys.executable, "-m", "demo_apps.otel_services." + module, "--port", "0"]
+        self.name = module
+        self.stderr_file = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(([INSTRUMENT] if instrument else []) + argv, stdout=subprocess.PIPE,
+                                     stderr=self.stderr_file, text=True, env=full_env)
+        line = self.proc.stdout.readline()
+        if not line.startswith("listening on "):
+            self.stop()
+            raise RuntimeError("%s did not start (exit status %s): %r\n%s"
+                               % (module, self.proc.poll(), line, self.stderr()))
+        self.url = line.split()[-1]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        self.pid = self.proc.pid
+
+    def stderr(self) -> str:
+        self.stderr_file.seek(0)
+        return self.stderr_file.read()
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT (an in-process SDK exports what it holds at exit), then wait; killed if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("%s did not exit on SIGINT; stderr:\n%s" % (self.name, self.stderr()))
+
+
+def start_pair(front: str, env: Dict[str, str], instrument: bool = True) -> List[Service]:
+    """``back`` and then ``front`` (a module calling back at BACK_URL), both with ``env``."""
+    back = Service("back", env, instrument)
+    try:
+        return [back, Service(front, dict(env, BACK_URL=back.url), instrument)]
+    except BaseException:
+        back.stop()
+        raise
+
+
+def run_scenario(url: str, paths=SCENARIO) -> List[int]:
+    """GET each path in turn from an uninstrumented client; the status codes."""
+    import requests  # the dev extra's; this module is imported where it is installed
+
+    with requests.Session() as session:
+        return [session.get(url + path, timeout=30).status_code for path in paths]
