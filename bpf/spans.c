@@ -22,7 +22,8 @@
  * slot of SP_STR_MAX + 2 bytes, so that userspace can tell a string of exactly
  * SP_STR_MAX bytes (kept whole) from a longer one (marked truncated). A bytes
  * argument's word is its [u32 length | bit31 SDK-truncated] header and its slot
- * holds up to SP_STR_MAX bytes of data. A bit set in a record's fail mask says
+ * holds up to SP_STR_MAX bytes of data (an otel_span payload's: up to the SDK's
+ * 4096, kernel.layout.ROLE_CAPTURE). A bit set in a record's fail mask says
  * that argument could not be read from the process's memory.
  *
  * Every record is submitted with BPF_RB_NO_WAKEUP: the tracer drains the ring

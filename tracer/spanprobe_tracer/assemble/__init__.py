@@ -1,12 +1,14 @@
 """Assemble: decoded records -> OpenTelemetry spans, on the wall clock, with each process's resource.
 
     spans     SpanBuilder: span records, events joined to their spans, plain probes as spans
+    otel      otel_span payloads (OTLP ScopeSpans) -> the application's OpenTelemetry API spans
     resource  process_resource(pid): service.name and process.* from /proc, as an in-process SDK would
     clock     WallClock: kernel CLOCK_BOOTTIME stamps -> epoch nanoseconds, re-anchored
 """
 
 from .clock import WallClock
+from .otel import BadPayload
 from .resource import process_resource
 from .spans import SpanBuilder
 
-__all__ = ["WallClock", "process_resource", "SpanBuilder"]
+__all__ = ["BadPayload", "WallClock", "process_resource", "SpanBuilder"]

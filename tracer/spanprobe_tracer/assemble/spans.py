@@ -16,6 +16,8 @@ How each kind of record becomes telemetry (docs/tracer.md has the full list):
   the span id it named, so it is never dropped silently.
 * plain probe              a zero-length span ``<provider>.<probe>`` (kind
   internal, a fresh trace) with the arguments as attributes.
+* otel_span probe          the OpenTelemetry API span its payload carries
+  (assemble.otel), with the process's resource.
 
 Values the probe could not deliver are surfaced, never invented: an attribute
 the application failed to convert, or the tracer failed to read, is omitted
@@ -35,12 +37,15 @@ from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from spanprobe.abi.protocol import ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
+from spanprobe.abi.protocol import (ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
+                                    STATUS_SET_ERROR, STATUS_SET_OK)
 
-from ..decode import PointRecord, SpanRecord, ValueNotes
+from ..decode import OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
+from .otel import OtelSpanReader
 
 KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
 _UNSET = Status(StatusCode.UNSET)
+_OK = Status(StatusCode.OK)
 _FLAGS = [TraceFlags(i) for i in range(256)]
 _rng = random.SystemRandom()
 
@@ -70,6 +75,7 @@ class SpanBuilder:
         self._resource_for = resource_for
         self._to_wall = to_wall
         self._scopes: Dict[str, InstrumentationScope] = {}
+        self._otel = OtelSpanReader(resource_for)
         #: (pid, span id) -> (monotonic arrival, [(PointRecord, Event)])
         self._pending: "OrderedDict[Tuple[int, int], Tuple[float, list]]" = OrderedDict()
         self._pending_count = 0
@@ -123,6 +129,10 @@ class SpanBuilder:
             events.append(Event("exception", exc_attrs, end))
         elif rec.status == STATUS_CANCELLED:
             attrs["spanprobe.cancelled"] = True
+        elif rec.status == STATUS_SET_ERROR:
+            status = Status(StatusCode.ERROR, rec.error_message or None)
+        elif rec.status == STATUS_SET_OK:
+            status = _OK
         elif rec.status != STATUS_OK:
             status = Status(StatusCode.ERROR, "unknown span status %d reported by the probe" % rec.status)
         return ReadableSpan(
@@ -130,6 +140,10 @@ class SpanBuilder:
             attributes=attrs, events=events, kind=KINDS.get(d.kind, SpanKind.INTERNAL), status=status,
             start_time=self._to_wall(rec.start_ns), end_time=end,
             instrumentation_scope=self._scope(d.provider))
+
+    def otel_span(self, rec: OtelSpanRecord) -> ReadableSpan:
+        """The OpenTelemetry API span an otel_span record carries; raises otel.BadPayload."""
+        return self._otel.span(rec)
 
     # --- events and plain probes ----------------------------------------------------
 

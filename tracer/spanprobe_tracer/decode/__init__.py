@@ -2,7 +2,7 @@
 
     records   SpanRecord, PointRecord, LoadRecord, ValueNotes: one object per record
     values    an argument's value from its word and slot (masked, sign-extended, text cut whole)
-    decoders  SpanDecoder, PointDecoder for each type of a plan; DecoderCache
+    decoders  SpanDecoder, PointDecoder, OtelSpanDecoder for each type of a plan; DecoderCache
     bindings  Bindings: cookie -> decoder and process; ``decode(record bytes)``
 
 Records are read at the offsets kernel.layout computes (the same ones the C's
@@ -10,8 +10,8 @@ _Static_asserts pin down); the assemble stage turns them into OpenTelemetry span
 """
 
 from .bindings import Bindings
-from .decoders import DecoderCache, PointDecoder, SpanDecoder, plan_decoders
-from .records import LoadRecord, PointRecord, SpanRecord, ValueNotes
+from .decoders import DecoderCache, OtelSpanDecoder, PointDecoder, SpanDecoder, plan_decoders
+from .records import LoadRecord, OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
 
-__all__ = ["Bindings", "DecoderCache", "PointDecoder", "SpanDecoder", "plan_decoders", "LoadRecord", "PointRecord",
-           "SpanRecord", "ValueNotes"]
+__all__ = ["Bindings", "DecoderCache", "OtelSpanDecoder", "PointDecoder", "SpanDecoder", "plan_decoders",
+           "LoadRecord", "OtelSpanRecord", "PointRecord", "SpanRecord", "ValueNotes"]

@@ -15,7 +15,7 @@ from typing import Dict, Iterable, Optional, Union
 
 from ..kernel.layout import HDR, KIND_LOAD
 from .decoders import Decoder
-from .records import LoadRecord, PointRecord, SpanRecord
+from .records import LoadRecord, OtelSpanRecord, PointRecord, SpanRecord
 
 
 @dataclass
@@ -44,8 +44,8 @@ class Bindings:
         for c in cookies:
             self._by_cookie.pop(c, None)
 
-    def decode(self, rec: bytes) -> Optional[Union[SpanRecord, PointRecord, LoadRecord]]:
-        """A SpanRecord, PointRecord or LoadRecord from one ring-buffer record (None if unknown)."""
+    def decode(self, rec: bytes) -> Optional[Union[SpanRecord, PointRecord, OtelSpanRecord, LoadRecord]]:
+        """A SpanRecord, PointRecord, OtelSpanRecord or LoadRecord from one ring-buffer record (None if unknown)."""
         kind, _shape, _program, pid, tid, cookie = HDR.unpack_from(rec, 0)
         if kind == KIND_LOAD:
             return LoadRecord(pid, tid)

@@ -22,13 +22,15 @@ def _json_value(value):
         return {"bytes_base64": base64.b64encode(value).decode()}
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
+    if isinstance(value, dict):  # an OpenTelemetry API span's map value
+        return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return repr(value)  # NaN/inf are not JSON
     return value
 
 
 def span_to_dict(span: ReadableSpan) -> dict:
-    return {
+    out = {
         "name": span.name,
         "trace_id": "%032x" % span.context.trace_id,
         "span_id": "%016x" % span.context.span_id,
@@ -46,6 +48,11 @@ def span_to_dict(span: ReadableSpan) -> dict:
         "scope": span.instrumentation_scope.name if span.instrumentation_scope else None,
         "resource": {k: _json_value(v) for k, v in (span.resource.attributes if span.resource else {}).items()},
     }
+    if span.links:  # OpenTelemetry API spans may have links; probe spans never do
+        out["links"] = [{"trace_id": "%032x" % link.context.trace_id, "span_id": "%016x" % link.context.span_id,
+                         "attributes": {k: _json_value(v) for k, v in (link.attributes or {}).items()}}
+                        for link in span.links]
+    return out
 
 
 class JsonLinesExporter(SpanExporter):

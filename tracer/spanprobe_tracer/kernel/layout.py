@@ -23,6 +23,8 @@ import struct
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
+from spanprobe.abi.protocol import MAX_BYTES, ROLE_OTEL_SPAN
+
 from ..discover import ProbeInfo
 from ..discover.argspec import ArgLocation
 
@@ -30,6 +32,9 @@ from ..discover.argspec import ArgLocation
 KIND_SPAN, KIND_POINT, KIND_LOAD = 1, 2, 3
 #: The longest string or bytes capture a module can be built with.
 MAX_STRING = 4096
+#: Bytes captured of a bytes argument of these roles, whatever the capture config says: an
+#: otel_span payload is only useful whole, and the SDK never sends more than MAX_BYTES.
+ROLE_CAPTURE = {ROLE_OTEL_SPAN: MAX_BYTES}
 #: struct sp_hdr: kind, shape, program, pid, tid, cookie. Every record starts with it.
 HDR = struct.Struct("<HHIIIQ")
 HDR_SIZE = HDR.size
@@ -91,15 +96,17 @@ class ArgField:
     slot_size: int = 0
 
 
-def _place(shape: Sequence[ArgShape], words_at: int, string_max: int) -> Tuple[List[ArgField], int]:
-    """Lay out arguments: all words first, then the slots. Returns (fields, end offset)."""
+def _place(shape: Sequence[ArgShape], words_at: int, string_max: int,
+           bytes_max: int = 0) -> Tuple[List[ArgField], int]:
+    """Lay out arguments: all words first, then the slots (bytes ones of ``bytes_max``, else
+    ``string_max``, bytes). Returns (fields, end offset)."""
     fields = []
     pos = words_at + 8 * len(shape)
     for i, (typ, loc) in enumerate(shape):
         f = ArgField(i, typ, loc, words_at + 8 * i)
         if typ in ("str", "bytes"):
             f.slot = pos
-            f.slot_size = string_max + 2 if typ == "str" else string_max
+            f.slot_size = string_max + 2 if typ == "str" else bytes_max or string_max
             pos += f.slot_size
         fields.append(f)
     return fields, pos
@@ -128,7 +135,7 @@ class PointShape:
         self.index = index
         self.role = role
         self.shape = shape
-        self.fields, end_at = _place(shape, POINT_WORDS_AT, string_max)
+        self.fields, end_at = _place(shape, POINT_WORDS_AT, string_max, ROLE_CAPTURE.get(role, 0))
         self.record_size = _align8(end_at)
         self.fn = "sp_point%d" % index
 

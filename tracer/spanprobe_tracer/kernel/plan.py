@@ -19,7 +19,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from spanprobe.abi.protocol import DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_PLAIN, ROLE_SPAN_END, ROLE_SPAN_START
+from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_PLAIN, ROLE_SPAN_END,
+                                    ROLE_SPAN_START)
 
 from ..discover import ProbeInfo, ProviderImage
 from .layout import CaptureConfig, ModuleLayout, PointShape, SpanShape, probe_shape
@@ -64,9 +65,9 @@ class SpanType:
 
 @dataclass(eq=False)
 class PointType:
-    """An event probe (role "event") or a plain probe (role "plain") of one provider."""
+    """An event probe (role "event"), a plain probe (role "plain") or an otel_span probe of one provider."""
 
-    name: str            # event name, or "<provider>.<probe>" for plain probes
+    name: str            # event name, or "<provider>.<probe>" for plain and otel_span probes
     role: str
     provider: str
     probe: ProbeInfo
@@ -140,6 +141,12 @@ class ProviderPlan:
                     continue
                 name = event_names.get(probe.name, probe.name)
             elif probe.role == ROLE_PLAIN:
+                name = "%s.%s" % (self.provider, probe.name)
+            elif probe.role == ROLE_OTEL_SPAN:
+                if _types(probe) != FIXED_TYPES[ROLE_OTEL_SPAN]:
+                    warn("provider %s otel_span probe %s: its argument is not one bytes value; skipped"
+                         % (self.provider, probe.name))
+                    continue
                 name = "%s.%s" % (self.provider, probe.name)
             else:
                 continue  # a span_start/span_end probe no span uses: nothing to pair it with

@@ -167,7 +167,8 @@ class _ModuleSource:
                 slot = "%s->s%d" % (base, f.index)
                 out.append("    { u64 _p = 0; u32 _h = 0; %s" % render_read(f.loc, self.machine, "_p", bit))
                 out.append("      if (bpf_probe_read_user(&_h, 4, (void *)_p) != 0) { %s } else {" % bit)
-                out.append("        u32 _n = _h & %#x; if (_n > SP_STR_MAX) _n = SP_STR_MAX;" % (BYTES_TRUNCATED - 1))
+                out.append("        u32 _n = _h & %#x; if (_n > %d) _n = %d;"
+                           % (BYTES_TRUNCATED - 1, f.slot_size, f.slot_size))
                 out.append("        if (bpf_probe_read_user(%s, _n, (void *)(_p + 4)) != 0) { %s } }" % (slot, bit))
                 out.append("      %s = _h; }" % word)
             else:

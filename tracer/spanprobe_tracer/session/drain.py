@@ -18,8 +18,8 @@ import logging
 import time
 from typing import List
 
-from ..assemble import SpanBuilder
-from ..decode import Bindings, LoadRecord, PointRecord, SpanRecord
+from ..assemble import BadPayload, SpanBuilder
+from ..decode import Bindings, LoadRecord, OtelSpanRecord, PointRecord, SpanRecord
 from ..export import ExportPipeline
 from ..kernel import RingBuffer
 from ..kernel.layout import KIND_LOAD
@@ -63,7 +63,7 @@ class Drainer:
         builder = self.builder
         out = []
         loads = []
-        spans_received = points_received = errors = shed = 0
+        spans_received = points_received = errors = shed = bad_payloads = 0
         room = self.pipeline.max_queue - self.pipeline.queued
         for rec in raw:
             if len(out) >= room and rec[0] != KIND_LOAD:  # rec[0]: the record's kind (a u16, little-endian)
@@ -83,6 +83,13 @@ class Drainer:
                 span = builder.point(item)
                 if span is not None:
                     out.append(span)
+            elif isinstance(item, OtelSpanRecord):
+                spans_received += 1
+                try:
+                    out.append(builder.otel_span(item))
+                except BadPayload as exc:
+                    bad_payloads += 1
+                    log.debug("otel_span payload of pid %d dropped: %s", item.pid, exc)
             elif isinstance(item, LoadRecord):
                 loads.append(item)
             else:
@@ -92,5 +99,7 @@ class Drainer:
         self.stats.decode_errors += errors
         if shed:
             self.stats.drop("queue_full", shed)
+        if bad_payloads:
+            self.stats.drop("bad_payload", bad_payloads)
         self.pipeline.submit(out)
         return loads

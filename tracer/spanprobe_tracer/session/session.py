@@ -156,7 +156,8 @@ class Session:
                 continue
             if proc.resource is None:
                 try:
-                    proc.resource = process_resource(pid, inst.image.schema.get("runtime"))
+                    proc.resource = process_resource(pid, inst.image.schema.get("runtime"),
+                                                     inst.image.schema.get("environment"))
                 except procfs.ProcessGone:
                     return
             plan = self.planner.plan_for(inst.image)

@@ -24,6 +24,7 @@ class Stats:
         "export_failed": "export failed",
         "shutdown": "still queued at shutdown",
         "rejected": "rejected by the collector",
+        "bad_payload": "OpenTelemetry span payload cut or undecodable",
     }
 
     def __init__(self):

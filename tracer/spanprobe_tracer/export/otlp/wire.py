@@ -221,7 +221,10 @@ def _repeated(parts: list, items, encode, dropped_tag: bytes, dropped) -> None:
 
 
 def encode_span(span) -> bytes:
-    """One Span message body."""
+    """One Span message body (a span that carries its own, ``otlp_span``, as it is: assemble.otel)."""
+    encoded = getattr(span, "otlp_span", None)
+    if encoded is not None:
+        return encoded
     ctx = span.context
     parent = span.parent
     parts = [_S_TRACE_ID, ctx.trace_id.to_bytes(16, "big"), _S_SPAN_ID, ctx.span_id.to_bytes(8, "big")]
