@@ -85,3 +85,20 @@ def run_scenario(url: str, paths=SCENARIO) -> List[int]:
 
     with requests.Session() as session:
         return [session.get(url + path, timeout=30).status_code for path in paths]
+
+
+#: spanprobe's provider under opentelemetry-instrument, opentelemetry-distro installed or not
+#: (with it, the distro's configurator would install the SDK's provider over
+#: OTEL_PYTHON_TRACER_PROVIDER; naming spanprobe's configurator replaces it).
+SPANPROBE_ENV = dict(QUIET, OTEL_PYTHON_TRACER_PROVIDER="spanprobe", OTEL_PYTHON_CONFIGURATOR="spanprobe")
+#: Probe sites of one process using spanprobe's provider: its otel_span probe.
+SITES_PER_SERVICE = 1
+
+
+def otlp_tracer_args(endpoint: str, *pids: int) -> List[str]:
+    """`spanprobe trace` arguments: ``pids``, exporting OTLP/HTTP to ``endpoint`` (a receiver's base URL)."""
+    args = ["trace", "--exporter", "otlp", "--otlp-protocol", "http/protobuf",
+            "--otlp-endpoint", endpoint + "/v1/traces"]
+    for pid in pids:
+        args += ["--pid", str(pid)]
+    return args
