@@ -5,7 +5,10 @@ with port 0 the system picks a free port and that line tells it.
 """
 
 import argparse
+import logging
+import signal
 import socket
+import threading
 
 BANNER = "listening on http://127.0.0.1:%d"
 
@@ -24,15 +27,22 @@ def announce(port: int) -> None:
 
 
 def serve_wsgi(app, port: int) -> None:
-    """Werkzeug's threaded server: HTTP/1.1 keep-alive, one thread a connection."""
+    """Werkzeug's threaded server: HTTP/1.1 keep-alive, one thread a connection, no line logged per
+    request. SIGINT or SIGTERM stops it and the process exits normally (atexit hooks run, so an
+    in-process SDK exports what it holds)."""
     from werkzeug.serving import make_server
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server("127.0.0.1", port, app, threaded=True)
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     announce(server.server_port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    server.serve_forever()
+    server.server_close()
 
 
 def serve_asgi(app, port: int) -> None:
