@@ -28,6 +28,12 @@ warm-up, then ``--seconds`` measured. Per mode: median requests/s, its ratio
 to bare, the service's CPU time per request (user + system, /proc/PID/stat),
 and for spanprobe-traced the tracer's; spans received by the receiver.
 Targets (issue 12): spanprobe >= 0.95x bare; spanprobe-traced >= 1.2x sdk.
+
+    sudo .venv/bin/python -m bench.bench_flask --in-process 3000        # no server: Flask's test client
+
+measures instead the CPU per request of bare, noop and spanprobe with no
+server, sockets or threads in the way (the noise of the loaded runs is
+mostly theirs).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from tests.support.load import start_tracer, stop_tracer
 from tests.support.otlp_receiver import Collector, HttpReceiver
 
 MODES = ("bare", "noop", "spanprobe", "spanprobe-traced", "sdk")
+UNTRACED = ("bare", "noop", "spanprobe")
 WARMUP_S = 1.0
 PATH = "/items/1"
 NOOP_ENV = dict(otel_services.QUIET, OTEL_PYTHON_CONFIGURATOR="none",
@@ -89,6 +96,30 @@ def client(port: int, threads: int, seconds: float) -> None:
     for w in workers:
         w.join()
     print(json.dumps({"requests": sum(done), "errors": sum(errors), "total": sum(total)}))
+
+
+def test_client(requests: int) -> None:
+    """In this process (run under a mode's environment): CPU µs per request of /items/1 through
+    Flask's test client, no server and no sockets; prints {"us_per_request"}."""
+    from demo_apps.otel_services.front import app
+
+    client_ = app.test_client()
+    for _ in range(requests // 10):  # warm-up
+        client_.get(PATH)
+    start = time.process_time()
+    for _ in range(requests):
+        client_.get(PATH)
+    print(json.dumps({"us_per_request": 1e6 * (time.process_time() - start) / requests}))
+
+
+def in_process(mode: str, requests: int) -> float:
+    env, instrumented = service_env(mode, "http://127.0.0.1:9")  # never exports: nothing is sampled
+    full_env = child_env()
+    full_env.update(dict(env, OTEL_SERVICE_NAME="front"))
+    argv = [sys.executable, "-m", "bench.bench_flask", "--test-client", str(requests)]
+    out = subprocess.run(([otel_services.INSTRUMENT] if instrumented else []) + argv, env=full_env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])["us_per_request"]
 
 
 def load(port: int, clients: int, threads: int, seconds: float) -> dict:
@@ -187,9 +218,29 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=1, help="load generator processes")
     parser.add_argument("--threads", type=int, default=4, help="keep-alive connections per load process")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--in-process", type=int, metavar="N", default=0,
+                        help="instead: CPU µs a request through Flask's test client, N requests a run, in "
+                             "bare, noop and spanprobe (untraced), no server (what the instrumentations and "
+                             "the provider cost without sockets and threads)")
+    parser.add_argument("--test-client", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         client(int(args.client[0]), int(args.client[1]), args.client[2])
+        return 0
+    if args.test_client:
+        test_client(args.test_client)
+        return 0
+    if args.in_process:
+        runs = {mode: [] for mode in UNTRACED}
+        for _ in range(args.rounds):
+            for mode in UNTRACED:
+                runs[mode].append(in_process(mode, args.in_process))
+        summary = {mode: {"us_per_request": statistics.median(r), "runs": r} for mode, r in runs.items()}
+        print(json.dumps(summary, indent=2) if args.json else "\n".join(
+            "%-10s %5.0f µs a request (%.2fx bare; runs %s)" % (mode, s["us_per_request"],
+                                                             s["us_per_request"] / summary["bare"]["us_per_request"],
+                                                             ", ".join("%.0f" % x for x in s["runs"]))
+            for mode, s in summary.items()))
         return 0
     rounds = []
     for n in range(args.rounds):

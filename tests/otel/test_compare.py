@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.otel.conftest import sdk_export
+from tests.support import otel_services
 from tests.support.otlp_receiver import ReceivedSpan
 from tests.support.span_compare import assert_same_spans, differences, tree
 
@@ -53,7 +53,7 @@ def test_the_scenario_makes_one_trace_per_request_across_both_services(sdk_expor
 
 @pytest.mark.parametrize("front", sorted(FRONTS))
 def test_two_sdk_runs_are_the_same_spans(sdk_exports, front):
-    assert_same_spans(sdk_exports[front], sdk_export(front), "sdk run 1", "sdk run 2")
+    assert_same_spans(sdk_exports[front], otel_services.sdk_export(front), "sdk run 1", "sdk run 2")
 
 
 def test_every_kind_of_difference_is_reported_at_its_place(sdk_exports):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.otel.conftest import settled
 from tests.support import otel_services
 from tests.support.otlp_receiver import HttpReceiver
 from tests.support.span_compare import assert_same_spans
@@ -32,7 +31,7 @@ def spanprobe_export(front: str, expected: int):
         wait_attached(tracer, otel_services.SITES_PER_SERVICE * len(services))
         assert otel_services.run_scenario(services[1].url) == [200, 200, 500]
         receiver.collector.wait_for(lambda c: c.count >= expected, timeout=30)
-        spans = settled(receiver)
+        spans = otel_services.settled(receiver)
         assert tracer.stop() == 0, tracer.stderr
         return spans
     finally:

@@ -13,9 +13,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from typing import Dict, List, Optional
 
 from tests.support import child_env
+from tests.support.otlp_receiver import HttpReceiver, ReceivedSpan
 
 BIN = os.path.dirname(sys.executable)
 INSTRUMENT = os.path.join(BIN, "opentelemetry-instrument")
@@ -102,3 +104,31 @@ def otlp_tracer_args(endpoint: str, *pids: int) -> List[str]:
     for pid in pids:
         args += ["--pid", str(pid)]
     return args
+
+
+def settled(receiver: HttpReceiver, quiet: float = 0.5, timeout: float = 20.0) -> List[ReceivedSpan]:
+    """The receiver's spans once no new one has arrived for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    seen = -1
+    while time.monotonic() < deadline:
+        count = receiver.collector.count
+        if count == seen:
+            break
+        seen = count
+        time.sleep(quiet)
+    return list(receiver.collector.spans)
+
+
+def sdk_export(front: str) -> List[ReceivedSpan]:
+    """The scenario against ``front`` (and back), the official SDK exporting OTLP/HTTP from both."""
+    receiver = HttpReceiver()
+    try:
+        services = start_pair(front, sdk_env(receiver.endpoint))
+        try:
+            assert run_scenario(services[1].url) == [200, 200, 500]
+        finally:
+            for service in reversed(services):
+                service.stop()
+        return settled(receiver)
+    finally:
+        receiver.stop()
