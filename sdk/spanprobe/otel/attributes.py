@@ -83,6 +83,9 @@ class Attributes:
 
     def update(self, mapping):
         """set_attributes() and attributes given at creation."""
+        if not isinstance(mapping, Mapping):
+            log.warning("Invalid attributes `%s`: not a mapping; dropped", type(mapping))
+            return
         if self.max_count == 0:
             self.dropped += len(mapping)
             return

@@ -33,8 +33,9 @@ log = logging.getLogger("spanprobe.otel")
 
 #: The spanprobe provider and probe every TracerProvider fires.
 PROVIDER_NAME, PROBE_NAME = "otel", "span"
-#: W3C trace-context level 2 "random trace id" flag, which the SDK sets on the traces it starts.
-TRACE_FLAG_RANDOM = 0x02
+#: W3C trace-context level 2 "random trace id" flag, which the SDK sets on the traces it starts
+#: since opentelemetry 1.45 (older APIs have no such flag, and their SDKs leave it clear).
+TRACE_FLAG_RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
 _FLAGS = [TraceFlags(i) for i in range(256)]
 _probe = None

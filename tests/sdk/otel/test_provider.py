@@ -155,3 +155,17 @@ def test_opentelemetry_instrument_with_the_distro_installed():
     assert sdk.stdout.strip() == "opentelemetry.sdk.trace.TracerProvider", sdk.stderr
     ours = _run([instrument, sys.executable, "-c", CHECK], OTEL_PYTHON_CONFIGURATOR="spanprobe")
     assert ours.stdout.strip() == "spanprobe.otel.tracer.TracerProvider", ours.stderr
+
+
+def test_nonsense_never_raises_into_the_application(pair, caplog):
+    p = pair()
+    tracer, _ = p.tracers("t")
+    span = tracer.start_span("s", attributes=["not", "a", "mapping"], links=[None])
+    span.set_attributes(42)
+    span.add_event("e", attributes="nope")
+    span.set_status("bogus")
+    span.update_name(None)
+    span.end()
+    span.end()
+    assert len(p.payloads()) == 1
+    assert "not a mapping" in caplog.text
