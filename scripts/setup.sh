@@ -245,7 +245,8 @@ for minor in "${SDK_MINORS[@]}"; do
     fi
     newest="$(printf '%s\n' "${found[@]}" | sort -V | tail -n 1)"
     ensure_venv "$MATRIX_DIR/py$minor" "$PYENV_VERSIONS/$newest/bin/python$minor" no \
-        -e . pytest hypothesis opentelemetry-api opentelemetry-sdk
+        -e . pytest hypothesis opentelemetry-api opentelemetry-sdk \
+        opentelemetry-proto opentelemetry-exporter-otlp-proto-common opentelemetry-distro  # tests/sdk/otel
 done
 
 if ((${#missing_minors[@]})); then

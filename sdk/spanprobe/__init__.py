@@ -11,10 +11,13 @@ from .errors import (DeclarationError, ProbeArgumentError, ProviderStateError, S
                      SpanprobeError)
 from .probes.probe import Probe
 from .provider import Provider
+from .spans.propagation import continue_trace, inject
+from .spans.status import record_exception, set_status
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Arg", "ArgType", "DeclarationError", "Probe", "ProbeArgumentError", "Provider",
-    "ProviderStateError", "SchemaError", "SpanprobeError", "__version__",
+    "ProviderStateError", "SchemaError", "SpanprobeError", "__version__", "continue_trace", "inject",
+    "record_exception", "set_status",
 ]

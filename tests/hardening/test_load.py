@@ -10,12 +10,16 @@ from types import SimpleNamespace
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from spanprobe_tracer.decode import LoadRecord, SpanRecord
+from spanprobe import Provider
+from spanprobe.abi.protocol import OTEL_SPAN_ARGS, ROLE_OTEL_SPAN
+from spanprobe_tracer.decode import Bindings, LoadRecord, SpanRecord, plan_decoders
 from spanprobe_tracer.export import ExportPipeline
 from spanprobe_tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader
+from spanprobe_tracer.kernel import CaptureConfig, ProviderPlan
 from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_POINT, KIND_SPAN
 from spanprobe_tracer.session import Stats
 from spanprobe_tracer.session.drain import Drainer
+from tests.support.fake_records import image_of
 from tests.support.hardening_helpers import jsonl_tracer, spans_of, stats_of
 from tests.support.load import balanced, describe, soak
 from tests.support.tracer_helpers import SITES, wait_attached, wait_until
@@ -120,21 +124,37 @@ def _records(rec: bytes):
     return SpanRecord(None, 100, 100, 100, 0, 0, 1, 1, 0, 1, 0, "", "", {}, None)
 
 
+def _bindings() -> Bindings:
+    """Cookie 1: a plain probe; cookie 2: an otel_span probe (its point records carry spans), in pid 100."""
+    p = Provider("shed")
+    p.add_probe("plain", x="i32")
+    p.declare("span", OTEL_SPAN_ARGS, ROLE_OTEL_SPAN)
+    plan = ProviderPlan(image_of(p), CaptureConfig())
+    decoders = plan_decoders(plan)
+    bindings = Bindings()
+    plain, = [decoders[point] for point in plan.points if point.role != ROLE_OTEL_SPAN]
+    otel, = [decoders[point] for point in plan.points if point.role == ROLE_OTEL_SPAN]
+    assert (bindings.bind(plain, 100), bindings.bind(otel, 100)) == (1, 2)
+    return bindings
+
+
 def test_records_beyond_the_queues_room_are_counted_not_built():
     stats = Stats()
     exporter = _Blocked()
     pipeline = ExportPipeline(exporter, stats, max_queue=10, batch_size=100, linger_s=60)
     built = []
     builder = SimpleNamespace(span=lambda item: built.append(item) or item, take_events=lambda: [])
-    drainer = Drainer(None, SimpleNamespace(decode=_records), builder, pipeline, stats, interval=0.1)
+    drainer = Drainer(None, SimpleNamespace(decode=_records, is_otel_span=_bindings().is_otel_span), builder,
+                      pipeline, stats, interval=0.1)
     pipeline.submit(["queued"] * 8)
     span = HDR.pack(KIND_SPAN, 0, 1, 100, 100, 1)
     load = HDR.pack(KIND_LOAD, 0, 0, 100, 100, 0)
     point = HDR.pack(KIND_POINT, 0, 1, 100, 100, 1)
+    otel_span = HDR.pack(KIND_POINT, 0, 1, 100, 100, 2)
     try:
-        loads = drainer.process([span] * 5 + [point] * 2 + [load])
+        loads = drainer.process([span] * 5 + [point] * 2 + [otel_span] + [load])
         assert len(built) == 2 and pipeline.queued == 10
-        assert stats.dropped["queue_full"] == 3
+        assert stats.dropped["queue_full"] == 4   # otel_span records carry spans: counted as spans
         assert stats.events_dropped["queue_full"] == 2  # plain hits and events, counted as events
         assert stats.spans_received == 2 and len(loads) == 1  # never shed: it resumes a process
         assert exporter.exported == []

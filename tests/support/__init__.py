@@ -152,8 +152,9 @@ def trace(r):
 
 def semaphores(pid, provider):
     """``provider``'s semaphores in process ``pid``, {probe: count}, read from outside as a tracer
-    would: the SDT notes of the mapped object, then /proc/PID/mem."""
-    from spanprobe.abi.protocol import MAPS_MEMFD_PREFIX
+    would: the SDT notes of the mapped object, then /proc/PID/mem. Views share their probe's
+    semaphore and are left out."""
+    from spanprobe.abi.protocol import MAPS_MEMFD_PREFIX, view_of
     from spanprobe.elf.reader import read_elf
 
     for line in open(f"/proc/{pid}/maps"):
@@ -165,6 +166,8 @@ def semaphores(pid, provider):
             with open(f"/proc/{pid}/mem", "rb") as mem:
                 values = {}
                 for note in notes:
+                    if view_of(note.name):
+                        continue
                     mem.seek(start + note.semaphore)
                     values[note.name] = int.from_bytes(mem.read(2), "little")
                 return values

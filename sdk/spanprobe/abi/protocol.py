@@ -11,7 +11,10 @@ from .types import Arg, ArgType
 # --- probes and their fixed arguments ----------------------------------------------
 
 ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT = "plain", "span_start", "span_end", "event"
-PROBE_ROLES = (ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT)
+#: One probe per finished OpenTelemetry API span (spanprobe.otel): its one argument is the
+#: span, an OTLP ``ScopeSpans`` message with that one span (spanprobe.abi.otlp writes it).
+ROLE_OTEL_SPAN = "otel_span"
+PROBE_ROLES = (ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT, ROLE_OTEL_SPAN)
 
 #: The fixed leading arguments of span and event probes, (name, type) in order
 #: ("Span protocol"). Attributes follow them.
@@ -21,13 +24,44 @@ FIXED_ARGS = {
     ROLE_SPAN_END: (("span_id", "u64"), ("status", "u8"), ("error_type", "str"),
                     ("error_message", "str"), ("flags", "u32")),
     ROLE_EVENT: (("span_id", "u64"), ("trace_id_high", "u64"), ("trace_id_low", "u64"), ("flags", "u32")),
+    ROLE_OTEL_SPAN: (("span", "bytes"),),
 }
+#: Roles whose probes carry their fixed arguments and nothing else.
+FIXED_ONLY_ROLES = (ROLE_OTEL_SPAN,)
 #: The same, as the Args a probe is declared with.
-START_ARGS, END_ARGS, EVENT_ARGS = (tuple(Arg(n, ArgType(t)) for n, t in FIXED_ARGS[role])
-                                    for role in (ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT))
+START_ARGS, END_ARGS, EVENT_ARGS, OTEL_SPAN_ARGS = (
+    tuple(Arg(n, ArgType(t)) for n, t in FIXED_ARGS[role])
+    for role in (ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT, ROLE_OTEL_SPAN))
 
 #: A span's probes are named <base> + these (the base is the span name made a C identifier).
 START_SUFFIX, END_SUFFIX = "__start", "__end"
+
+#: The application's environment variables a provider's schema carries (``environment``), as they
+#: are when it loads: the tracer makes the resource of every span of the process from them.
+RESOURCE_ENV = ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES")
+
+# --- views: every argument within the stock tools' reach ----------------------------------
+
+#: bpftrace 0.17 (Debian 12) reads USDT arguments arg0-arg5 only on x86_64, and
+#: trace-bpfcc arg1-arg6: six. A probe with more arguments gets a view for each
+#: further six: an extra SDT note at the same sites, with the same semaphore, named
+#: ``<probe>__a<first>``, whose arguments are the probe's arguments first..first+5.
+#: The tracer attaches only the probes its schema names; views are for other tools.
+VIEW_WIDTH = 6
+VIEW_INFIX = "__a"
+
+
+def views(probe, nargs):
+    """The views of ``probe`` with ``nargs`` arguments: (view name, first argument) pairs."""
+    return [(f"{probe}{VIEW_INFIX}{first}", first) for first in range(VIEW_WIDTH, nargs, VIEW_WIDTH)]
+
+
+def view_of(name):
+    """(probe, first argument) if ``name`` is a view's, else None. Such names are reserved:
+    no probe may be declared with one."""
+    base, sep, first = name.rpartition(VIEW_INFIX)
+    return (base, int(first)) if base and sep and first.isdigit() else None
+
 
 # --- spans -----------------------------------------------------------------------------
 
@@ -37,6 +71,9 @@ DEFAULT_KIND = "internal"
 
 #: span_end's ``status``: ok (OpenTelemetry's UNSET), the call raised, or it was cancelled.
 STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
+#: span_end's ``status`` the application set (spanprobe.set_status) on a span that did not raise:
+#: ERROR, its description in ``error_message`` (``error_type`` empty); OK.
+STATUS_SET_ERROR, STATUS_SET_OK = 3, 4
 #: span_end's ``error_message`` is ``str(exception)`` cut to this many characters.
 MAX_ERROR_MESSAGE = 256
 

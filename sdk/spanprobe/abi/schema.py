@@ -15,8 +15,8 @@ import json
 import re
 
 from ..errors import SchemaError
-from .protocol import (DEFAULT_KIND, FIXED_ARGS, PROBE_ROLES, ROLE_EVENT, ROLE_PLAIN, ROLE_SPAN_END,
-                       ROLE_SPAN_START, SPAN_KINDS)
+from .protocol import (DEFAULT_KIND, FIXED_ARGS, FIXED_ONLY_ROLES, PROBE_ROLES, RESOURCE_ENV, ROLE_EVENT,
+                       ROLE_PLAIN, ROLE_SPAN_END, ROLE_SPAN_START, SPAN_KINDS)
 from .types import MAX_ARGS, ArgType
 
 SCHEMA_FORMAT = "spanprobe.schema"
@@ -32,14 +32,15 @@ def is_identifier(name):
     return isinstance(name, str) and bool(_IDENT.match(name))
 
 
-def build(provider, probes, spans=(), events=()):
+def build(provider, probes, spans=(), events=(), environment=None):
     """The schema of a provider as a dict.
 
     ``probes`` yields objects with ``name``, ``role`` and ``args`` (a sequence
     of objects with ``name`` and ``type``); ``spans`` and ``events`` are
-    already schema dicts.
+    already schema dicts; ``environment`` the application's RESOURCE_ENV
+    variables that are set.
     """
-    return {
+    schema = {
         "format": SCHEMA_FORMAT,
         "version": SCHEMA_VERSION,
         "provider": provider,
@@ -54,6 +55,9 @@ def build(provider, probes, spans=(), events=()):
         "spans": list(spans),
         "events": list(events),
     }
+    if environment:
+        schema["environment"] = dict(environment)
+    return schema
 
 
 def encode(schema):
@@ -120,6 +124,12 @@ def validate(schema):
                  f"probe {name!r}: a {role} probe must start with "
                  f"{', '.join(f'{n}:{t}' for n, t in fixed)}; it starts with "
                  f"{', '.join(f'{n}:{t}' for n, t in layout) or 'nothing'}")
+        _require(role not in FIXED_ONLY_ROLES or len(args) == len(fixed),
+                 f"probe {name!r}: a {role} probe has no arguments after {', '.join(n for n, _ in fixed)}")
+    environment = schema.get("environment", {})
+    _require(isinstance(environment, dict) and all(k in RESOURCE_ENV and isinstance(v, str)
+                                                   for k, v in environment.items()),
+             f"schema 'environment' must map some of {RESOURCE_ENV} to strings")
     for key in ("spans", "events"):
         _require(isinstance(schema.get(key, []), list), f"schema {key!r} is not a list")
     used = {}
@@ -147,5 +157,5 @@ def validate(schema):
                  f"event {event['name']!r}: probe {event['probe']!r} has role {roles[event['probe']]!r}, not 'event'")
         _require(event["probe"] not in used, f"event {event['name']!r}: probe {event['probe']!r} is used twice")
         used[event["probe"]] = f"event {event['name']!r}"
-    orphans = sorted(n for n, r in roles.items() if r != ROLE_PLAIN and n not in used)
+    orphans = sorted(n for n, r in roles.items() if r not in (ROLE_PLAIN,) + FIXED_ONLY_ROLES and n not in used)
     _require(not orphans, f"probes {orphans} have a span or event role but no span or event entry")

@@ -10,7 +10,9 @@ understands (docs/abi.md is the specification):
   reference counters (``ref_ctr_offset``) require;
 * PT_DYNAMIC, and PT_GNU_STACK so that loading never makes the stack
   executable;
-* non-allocated ``.note.stapsdt`` (SDT notes, version 3) and
+* non-allocated ``.note.stapsdt`` (SDT notes, version 3: one per probe, and
+  one per view of a probe with more than six arguments, at the probe's site
+  with its semaphore: see spanprobe.abi.protocol.views) and
   ``.note.spanprobe`` (the schema), found through the section headers.
 
 No relocations are needed: the code is position independent and nothing in
@@ -21,6 +23,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Sequence
 
+from ..abi.protocol import VIEW_WIDTH, views
 from .arch import Arch
 from .format import (DT_HASH, DT_NULL, DT_SONAME, DT_STRSZ, DT_STRTAB, DT_SYMENT, DT_SYMTAB, EHDR_SIZE, ET_DYN,
                      NT_SPANPROBE_SCHEMA, NT_STAPSDT, PF_R, PF_W, PF_X, PHDR_SIZE, PT_DYNAMIC, PT_GNU_STACK,
@@ -161,9 +164,11 @@ def write_provider(provider: str, probes: Sequence[ProbeSite], schema: bytes,
     sdt_notes = b"".join(
         note(STAPSDT_NOTE_NAME, NT_STAPSDT,
              struct.pack("<QQQ", site_addrs[i], base_off, sem_addrs[i])
-             + provider.encode() + b"\0" + p.name.encode() + b"\0"
-             + " ".join(p.arg_specs).encode() + b"\0")
-        for i, p in enumerate(probes))
+             + provider.encode() + b"\0" + name.encode() + b"\0"
+             + " ".join(specs).encode() + b"\0")
+        for i, p in enumerate(probes)
+        for name, specs in [(p.name, p.arg_specs)] + [
+            (view, p.arg_specs[first:first + VIEW_WIDTH]) for view, first in views(p.name, len(p.arg_specs))])
     sdt_off = _align(rw_end, 4)
     schema_notes = note(SCHEMA_NOTE_NAME, NT_SPANPROBE_SCHEMA, schema)
     schema_off = _align(sdt_off + len(sdt_notes), 4)

@@ -13,7 +13,7 @@ import threading
 import warnings
 
 from ..abi import schema as schema_mod
-from ..abi.protocol import ROLE_PLAIN
+from ..abi.protocol import RESOURCE_ENV, ROLE_PLAIN, VIEW_INFIX, view_of
 from ..abi.types import MAX_ARGS, Arg, ArgType
 from ..elf.arch import host_arch
 from ..elf.writer import ProbeSite, write_provider
@@ -36,6 +36,10 @@ def _check_name(kind, name):
             "(ASCII letters, digits and '_', not starting with a digit)")
     if len(name) > MAX_NAME_LENGTH:
         raise DeclarationError(f"{kind} name {name!r} is {len(name)} characters; the limit is {MAX_NAME_LENGTH}")
+    if kind == "probe" and view_of(name):
+        raise DeclarationError(
+            f"probe name {name!r} ends like a view's (<probe>{VIEW_INFIX}<N>, docs/abi.md \"Views\"); "
+            "choose another name")
 
 
 def _parse_args(positional, named):
@@ -156,8 +160,10 @@ class ProbeProvider:
         return list(self._schema_events)
 
     def schema(self):
-        """The schema embedded in this provider's object (docs/abi.md)."""
-        return schema_mod.build(self.name, self.probes.values(), self._schema_spans, self._schema_events)
+        """The schema embedded in this provider's object (docs/abi.md), with the resource variables of now."""
+        environment = {k: os.environ[k] for k in RESOURCE_ENV if k in os.environ}
+        return schema_mod.build(self.name, self.probes.values(), self._schema_spans, self._schema_events,
+                                environment)
 
     def _check_not_loaded(self, what):
         if self._loaded:

@@ -17,10 +17,14 @@ cheaper than ``uuid4``/``os.urandom`` per id and good enough for ids that
 must be unique, not secret. A forked child re-seeds, or parent and child
 would hand out the same ids.
 
-When the application uses opentelemetry-api and has a valid current
-OpenTelemetry span, a spanprobe span with no spanprobe parent joins that
-trace as its child. That span is read through opentelemetry-api's public
-API only.
+One context with OpenTelemetry: once the application has imported
+opentelemetry-api, a traced spanprobe span is also made OpenTelemetry's
+current span while it runs (a non-recording span with its ids:
+``otel_enter``/``otel_leave``), so ``trace.get_current_span()`` returns it,
+propagators inject it and OpenTelemetry spans started inside are its
+children; and a new span or event hangs from OpenTelemetry's current span
+first (the innermost of both kinds), spanprobe's own otherwise. Only traced
+spans pay for this, and only through opentelemetry-api's public API.
 """
 
 import contextvars
@@ -66,12 +70,25 @@ def current_span():
 
 
 def parent_context():
-    """What a new span or event hangs from: spanprobe's current span, else OpenTelemetry's, else None.
+    """What a new span or event hangs from: OpenTelemetry's current span (spanprobe's own spans are
+    that too), else spanprobe's current span, else None.
 
     ``(trace_id_high, trace_id_low, span_id, flags, ...)``, the ids as probe
     arguments (``id_arg``), then as ints.
     """
-    return _current.get() or otel_parent()
+    return (OTEL_TRACE_MODULE in sys.modules and otel_parent()) or _current.get()
+
+
+#: Status set by the application (spanprobe.set_status) on a traced span still running:
+#: span id (int) -> (span_end status, description bytes or None). Empty almost always, so
+#: ending a span tests it and moves on.
+statuses = {}
+
+
+def end_with_status(span_int, end, span_id, results):
+    """Fire a span's end probe with the status the application set, if it set one."""
+    status, description = statuses.pop(span_int, (0, None))
+    end(span_id, status, None, description, 0, *results)
 
 
 #: Primitives for the generated span code (definition.py), bound once.
@@ -111,8 +128,45 @@ def otel_parent():
     return otel_parent()
 
 
-def _no_otel():
+def _no_otel(*args):
     return None
+
+
+def otel_enter(trace_id_high, trace_id_low, span_id, flags):
+    """Make a traced spanprobe span OpenTelemetry's current span; the token for otel_leave(), or None.
+
+    Called only once opentelemetry.trace is imported; rebinds itself to the
+    real one on first use, as otel_parent() does.
+    """
+    global otel_enter, otel_leave
+    try:
+        from opentelemetry import context as otel_context, trace
+    except Exception:
+        otel_enter = otel_leave = _no_otel
+        return None
+    attach, detach = otel_context.attach, otel_context.detach
+    SpanContext, TraceFlags, NonRecordingSpan = trace.SpanContext, trace.TraceFlags, trace.NonRecordingSpan
+    in_context = trace.set_span_in_context
+
+    def enter(trace_id_high, trace_id_low, span_id, flags):
+        try:
+            ctx = SpanContext(trace_id_high << 64 | trace_id_low, span_id, False, TraceFlags(flags))
+            return attach(in_context(NonRecordingSpan(ctx)))
+        except Exception:
+            return None
+
+    def leave(token):
+        try:
+            detach(token)
+        except Exception:
+            pass
+
+    otel_enter, otel_leave = enter, leave
+    return enter(trace_id_high, trace_id_low, span_id, flags)
+
+
+def otel_leave(token):
+    """Restore OpenTelemetry's context that otel_enter() replaced (rebound by otel_enter())."""
 
 
 def _make_otel_reader():

@@ -164,10 +164,12 @@ def _c_string(text):
 # spanprobe.instrument. {values} and {result}: the start and end attribute values,
 # each followed by ", ". A parent is (trace_id_high, trace_id_low, span_id,
 # flags, then the ids as ints; context.py): its span id, index 2, is
-# the new span's parent id. OpenTelemetry is asked for a parent only once
-# the application has imported it (one dict lookup until then).
+# the new span's parent id. OpenTelemetry is asked for a parent, and told of
+# the new span (one context), only once the application has imported it (one
+# dict lookup until then).
 _BEGIN = """\
-_sp_p = _sp_get() or (_sp_OTEL in _sp_modules and _sp_ctx.otel_parent())
+_sp_o = _sp_OTEL in _sp_modules
+_sp_p = (_sp_o and _sp_ctx.otel_parent()) or _sp_get()
 _sp_x = _sp_bits(64) or 1
 _sp_id = _sp_arg(_sp_x)
 if not _sp_p:  # a root span: a new trace, parent span id 0
@@ -175,6 +177,7 @@ if not _sp_p:  # a root span: a new trace, parent span id 0
     _sp_p = (_sp_arg(_sp_hx), _sp_arg(_sp_lx), 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
 _sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
 _sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
+_sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_hx, _sp_lx, _sp_x, _sp_fl)
 _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 """
 # _sp_end is the end probe's emitter, or its site itself when the end probe
@@ -186,12 +189,18 @@ try:
     _sp_reset(_sp_t)
 except ValueError:  # a coroutine driven from two contexts: the span is over anyway
     pass
-{end}(_sp_id, 0, None, None, 0, {result})
+if _sp_ot:
+    _sp_ctx.otel_leave(_sp_ot)
+if _sp_statuses:
+    _sp_ctx.end_with_status(_sp_x, {end}, _sp_id, ({result}))
+else:
+    {end}(_sp_id, 0, None, None, 0, {result})
 """
 _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_arg": context.id_arg,
                  "_sp_bits": context.random_bits, "_sp_SAMPLED": TRACE_FLAG_SAMPLED,
-                 "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules}
+                 "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules,
+                 "_sp_statuses": context.statuses}
 
 
 class SpanDef:
@@ -231,9 +240,9 @@ class SpanDef:
         source = ("def _sp_factory():\n"
                   f"    def begin({comma_each(values)}):\n"
                   + indent(_BEGIN.format(values=comma_each(values)), 8)
-                  + "        return _sp_t, _sp_id\n"
+                  + "        return _sp_t, _sp_ot, _sp_id, _sp_x\n"
                   f"    def finish_ok(_sp_s, {comma_each(results)}):\n"
-                  "        _sp_t, _sp_id = _sp_s\n"
+                  "        _sp_t, _sp_ot, _sp_id, _sp_x = _sp_s\n"
                   + indent(self._end_ok(results), 8)
                   + "    return begin, finish_ok\n")
         self._begin, self._finish_ok = compile_factory(name, source, dict(self.names))()
@@ -251,7 +260,7 @@ class SpanDef:
         """The traced branch of a wrapper: begin, ``_sp_r = call``, end (needs self.names)."""
         return (_BEGIN.format(values=comma_each(values))
                 + f"try:\n    _sp_r = {call}\n"
-                + "except BaseException as _sp_e:\n    _sp_fail(_sp_t, _sp_id, _sp_e)\n    raise\n"
+                + "except BaseException as _sp_e:\n    _sp_fail(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_e)\n    raise\n"
                 + self._end_ok(result)
                 + "return _sp_r\n")
 
@@ -270,8 +279,11 @@ class SpanDef:
         else:
             self._fail(*state, exc)
 
-    def _fail(self, token, span_id, exc):
+    def _fail(self, token, otel_token, span_id, span_int, exc):
         context.leave(token)
+        if otel_token:
+            context.otel_leave(otel_token)
+        context.statuses.pop(span_int, None)  # the exception decides
         try:
             status, error_type, message = describe_exception(exc)
         except Exception:

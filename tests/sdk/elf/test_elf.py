@@ -8,6 +8,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from spanprobe import Provider
+from spanprobe.abi.types import ArgType
+from spanprobe.errors import DeclarationError
 from spanprobe.elf.arch import ARCHES
 from spanprobe.elf.reader import ElfError, read_elf
 from spanprobe.abi.schema import decode
@@ -29,6 +31,28 @@ def test_x86_64_specs_registers_then_stack():
     assert twelve.args == ("1@%dil -2@%si -4@%edx -8@%rcx 8@%r8 8@%r9 -1@8(%rsp) 2@16(%rsp) "
                            "4@24(%rsp) 8@32(%rsp) 8@40(%rsp) 1@48(%rsp)")
     assert {n.name: n for n in info.notes}["none"].args == ""
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHES))
+def test_views_carry_every_argument_past_the_sixth(arch):
+    """A probe of more than six arguments gets a view per further six: the same site and
+    semaphore, the probe's later argument specs (what stock tools read as arg0..)."""
+    p = provider()
+    p.add_probe("seven", *[(f"a{i}", "u64") for i in range(7)])
+    p.add_probe("six", *[(f"a{i}", "u64") for i in range(6)])
+    notes = {n.name: n for n in read_elf(p.build_image(ARCHES[arch]).data).notes}
+    spec = ARCHES[arch].arg_spec
+    for probe, view, nargs in (("twelve", "twelve__a6", 12), ("seven", "seven__a6", 7)):
+        types = [ArgType(t) for t in TYPES] if probe == "twelve" else [ArgType("u64")] * 7
+        assert notes[view].args == " ".join(spec(i, types[i].size, types[i].signed) for i in range(6, nargs))
+        assert (notes[view].pc, notes[view].semaphore) == (notes[probe].pc, notes[probe].semaphore)
+    assert sorted(notes) == ["none", "seven", "seven__a6", "six", "twelve", "twelve__a6"]
+
+
+@pytest.mark.parametrize("name", ["x__a6", "work__start__a12"])
+def test_view_names_are_reserved(name):
+    with pytest.raises(DeclarationError, match="view"):
+        Provider("elftest").add_probe(name, a="u64")
 
 
 def test_aarch64_object_is_well_formed(tmp_path):

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.support import capture, go, hits, python_child, ready_info, semaphores
+from tests.support import Lines, capture, go, hits, python_child, ready_info, semaphores
 
 pytestmark = pytest.mark.bpf
 
@@ -137,6 +137,67 @@ def test_bpftrace_reads_the_same_values(probed):
         bt.kill()
     lines = [line for line in out.splitlines() if line[:2] in ("I ", "T ")]
     assert lines == [f"T 200 -300 -70000 {-(2**40)} seventh?"], out + err
+
+
+SEVEN = '''
+import select, spanprobe
+p = spanprobe.Provider("sptools")
+@p.span(attributes={"method": ("m", str), "status": ("s", "u16"), "size": ("z", "i64"),
+                    "cached": ("c", bool), "route": ("r", str), "retries": ("t", "i8"), "shard": ("h", "u32")})
+def work(method, status, size, cached, route, retries, shard):
+    return None
+p.load()
+ready(fd=p.backing.fd)
+while not select.select([sys.stdin], [], [], 0.02)[0]:
+    work("GET", 404, -(2**40), True, "/items/<id>", -3, 4000000000)
+'''
+#: What each tool should print for SEVEN's seven attributes, in order.
+SEVEN_VALUES = "GET 404 -1099511627776 1 /items/<id> -3 4000000000"
+
+
+@pytest.fixture
+def seven():
+    proc = python_child(SEVEN)
+    info = ready_info(proc)
+    yield info
+    proc.stop()
+
+
+def first_lines(argv, tags, timeout=60.0):
+    """Run a tracing tool until it has printed a line containing each of ``tags``
+    (" A ", " B "): the text after each tag."""
+    tool = Lines(argv)
+    found = {}
+    try:
+        while len(found) < len(tags):
+            line = " " + tool.next(timeout=timeout)
+            for tag in tags:
+                if tag in line and tag not in found:
+                    found[tag] = line.split(tag, 1)[1]
+    finally:
+        tool.stop()
+    return [found[tag] for tag in tags]
+
+
+def test_debian_bpftrace_prints_every_attribute_of_a_seven_attribute_span(seven):
+    """bpftrace 0.17 refuses arg6 on x86_64: the first attribute is the start probe's arg5,
+    the other six are the __a6 view's arg0-arg5 (docs/sdk-spans.md "Stock tools")."""
+    script = ('usdt:*:sptools:work__start { printf("A %s\\n", str(arg5)); } '
+              'usdt:*:sptools:work__start__a6 { '
+              'printf("B %d %ld %d %s %d %u\\n", arg0, arg1, arg2, str(arg3), arg4, arg5); }')
+    first, rest = first_lines(["bpftrace", "-p", str(seven["pid"]), "-e", script], [" A ", " B "])
+    assert f"{first} {rest}" == SEVEN_VALUES
+
+
+def test_debian_trace_bpfcc_prints_every_attribute_of_a_seven_attribute_span(seven):
+    """trace-bpfcc reads arg1-arg6: the start probe's arg6, then the view's arg1-arg6. It
+    reads strings from user memory only when the probe names its library (u:LIB:probe)."""
+    lib = f"/proc/{seven['pid']}/fd/{seven['fd']}"
+    first, rest = first_lines(["trace-bpfcc", "-p", str(seven["pid"]),
+                               f'u:{lib}:work__start "A %s", arg6',
+                               f'u:{lib}:work__start__a6 "B %d %lld %d %s %d %u", arg1, arg2, arg3, arg4, arg5, arg6'],
+                              [" A ", " B "])
+    assert f"{first.strip()} {rest.strip()}" == SEVEN_VALUES
 
 
 def test_forked_child_is_traced_by_its_own_pid():

@@ -7,6 +7,7 @@ that), so they need root only to look at other processes, not a BPF toolchain.
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -143,6 +144,9 @@ def test_list_shows_schema_and_json(tracee):
     assert "attributes: http.request.method: str, url.path: str" in r.stdout
     assert "event cache.miss  (probe note)" in r.stdout
     assert "probe tick(n: u32, label: str)" in r.stdout
+    # req_start: 5 fixed arguments and 7 attributes; the last 6 are in reach of bpftrace 0.17 through a view
+    assert "view req_start__a6: req_start's arguments 6-11, for tools that read six" in r.stdout
+    assert re.search(r"object for USDT tools: /proc/%d/map_files/[0-9a-f]+-[0-9a-f]+\n" % tracee.pid, r.stdout)
     r = run_spanprobe("list", "--pid", str(tracee.pid), "--json")
     (info,) = json.loads(r.stdout)
     assert info["pid"] == tracee.pid

@@ -3,8 +3,9 @@
 The application did not make these spans in-process, so the resource must say
 who it was on the application's behalf. ``service.name`` comes, as an
 in-process SDK would take it, from the target's own ``OTEL_SERVICE_NAME`` or
-``OTEL_RESOURCE_ATTRIBUTES`` (read from /proc/PID/environ: the environment the
-process was started with); otherwise it is derived from the program: the
+``OTEL_RESOURCE_ATTRIBUTES`` (as its provider's schema carries them, from its
+environment when it loaded the provider; else /proc/PID/environ, the
+environment it was started with); otherwise it is derived from the program: the
 script or ``-m`` module of a Python process, else the executable's name.
 Attribute names follow the current semantic conventions (process.*, host.*).
 """
@@ -113,9 +114,16 @@ def _python_runtime(pid: int, exe_name: str, schema_runtime: Optional[dict]) -> 
     return out
 
 
-def process_resource(pid: int, schema_runtime: Optional[dict] = None) -> Resource:
-    """The resource for spans of ``pid``. Raises procfs.ProcessGone."""
-    env = procfs.environ(pid)
+def process_resource(pid: int, schema_runtime: Optional[dict] = None,
+                     schema_environment: Optional[dict] = None) -> Resource:
+    """The resource for spans of ``pid``. Raises procfs.ProcessGone.
+
+    ``schema_environment``: the OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES a
+    provider's schema carries (the application's when it loaded the provider,
+    so also values it set in code), which win over /proc/PID/environ.
+    """
+    env = dict(procfs.environ(pid))
+    env.update(schema_environment or {})
     argv = procfs.cmdline(pid)
     exe_path = procfs.exe(pid) or ""
     if exe_path.endswith(" (deleted)"):

@@ -19,6 +19,8 @@ How each kind of record becomes telemetry (docs/tracer.md has the full list):
   arguments as attributes, carrying the ids of the span it fired in: the
   innermost span of the same thread open at that moment, found when that span
   ends (the hit waits for it, bounded, like events).
+* otel_span probe          the OpenTelemetry API span its payload carries, still
+  encoded (assemble.otel: an EncodedSpan), with the process's resource.
 
 Values the probe could not deliver are surfaced, never invented: an attribute
 the application failed to convert, or the tracer failed to read, is omitted
@@ -37,12 +39,15 @@ from opentelemetry.sdk.trace import Event
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from spanprobe.abi.protocol import ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK
+from spanprobe.abi.protocol import (ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK,
+                                    STATUS_SET_ERROR, STATUS_SET_OK)
 
-from ..decode import PointRecord, SpanRecord, ValueNotes
-from .telemetry import UNSET, LogEvent, Span
+from ..decode import OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
+from .otel import OtelSpanReader
+from .telemetry import UNSET, EncodedSpan, LogEvent, Span
 
 KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
+_OK = Status(StatusCode.OK)
 #: Seconds a plain hit waits before the kernel's open spans are asked whether one can still claim it:
 #: a span that ended after the hit may still be in the ring buffer until the next drains.
 PLAIN_GRACE_S = 0.5
@@ -75,6 +80,7 @@ class SpanBuilder:
         self._scopes: Dict[str, InstrumentationScope] = {}
         #: span type -> (SpanKind, scope), made once per type (bounded: emptied past 4,096 types)
         self._kind_scope: Dict[object, tuple] = {}
+        self._otel = OtelSpanReader(resource_for)
         #: (pid, span id) -> (monotonic arrival, [(PointRecord, Event)])
         self._pending: "OrderedDict[Tuple[int, int], Tuple[float, list]]" = OrderedDict()
         self._pending_count = 0
@@ -147,7 +153,15 @@ class SpanBuilder:
         if rec.status == STATUS_CANCELLED:
             attrs["spanprobe.cancelled"] = True
             return UNSET
+        if rec.status == STATUS_SET_ERROR:
+            return Status(StatusCode.ERROR, rec.error_message or None)
+        if rec.status == STATUS_SET_OK:
+            return _OK
         return Status(StatusCode.ERROR, "unknown span status %d reported by the probe" % rec.status)
+
+    def otel_span(self, rec: OtelSpanRecord) -> EncodedSpan:
+        """The OpenTelemetry API span an otel_span record carries, still encoded; raises otel.BadPayload."""
+        return self._otel.span(rec)
 
     # --- events and plain probes ----------------------------------------------------
 

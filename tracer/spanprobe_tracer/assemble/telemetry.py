@@ -18,6 +18,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from spanprobe.abi.otlp import FLAG_IS_REMOTE, KIND_OFFSET
+
 UNSET = Status(StatusCode.UNSET)
 
 
@@ -88,39 +90,55 @@ class LogEvent:
 
 
 class EncodedSpan:
-    """A span that arrives already encoded as an OTLP ``Span`` message (for example one an application's
-    own OpenTelemetry SDK made), with the resource and scope it belongs to. The OTLP encoder passes
-    ``body`` through as it is; ``decoded()`` makes a Span of it for the console and JSON lines."""
+    """A span that arrives already encoded as an OTLP ``Span`` message (the otel_span role's: an
+    application's OpenTelemetry API span, assemble.otel), with the resource and scope it belongs to.
+    The OTLP encoder passes ``body`` through as it is; ``decoded()`` makes a Span of it for the console
+    and JSON lines. ``trace_flags``: the W3C flags, which the official encoder leaves out of Span.flags."""
 
-    __slots__ = ("body", "resource", "instrumentation_scope")
+    __slots__ = ("body", "resource", "instrumentation_scope", "trace_flags")
 
-    def __init__(self, body: bytes, resource: Resource, instrumentation_scope: InstrumentationScope):
+    def __init__(self, body: bytes, resource: Resource, instrumentation_scope: InstrumentationScope,
+                 trace_flags: int = 0):
         self.body = body
         self.resource = resource
         self.instrumentation_scope = instrumentation_scope
+        self.trace_flags = trace_flags
 
     def decoded(self) -> Span:
         from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
         from opentelemetry.sdk.trace import Event
 
         m = SpanMessage.FromString(self.body)
-        status = UNSET if not m.status.code and not m.status.message else Status(
-            StatusCode(m.status.code), m.status.message or None)
+        code = StatusCode(m.status.code)
+        status = UNSET if code is StatusCode.UNSET else Status(
+            code, m.status.message if code is StatusCode.ERROR and m.status.message else None)
+        links = [Link(SpanContext(int.from_bytes(k.trace_id, "big"), int.from_bytes(k.span_id, "big"),
+                                  bool(k.flags & FLAG_IS_REMOTE), TraceFlags(0), trace_state(k.trace_state)),
+                      attributes(k.attributes))
+                 for k in m.links]
         return Span(m.name, int.from_bytes(m.trace_id, "big"), int.from_bytes(m.span_id, "big"),
-                    int.from_bytes(m.parent_span_id, "big"), m.flags & 0xFF, SpanKind(max(m.kind - 1, 0)),
-                    m.start_time_unix_nano, m.end_time_unix_nano, _attributes(m.attributes),
-                    [Event(e.name, _attributes(e.attributes), e.time_unix_nano) for e in m.events], status,
-                    self.resource, self.instrumentation_scope, parent_is_remote=bool(m.flags & 0x200))
+                    int.from_bytes(m.parent_span_id, "big"), self.trace_flags, SpanKind(m.kind - KIND_OFFSET),
+                    m.start_time_unix_nano, m.end_time_unix_nano, attributes(m.attributes),
+                    [Event(e.name, attributes(e.attributes), e.time_unix_nano) for e in m.events], status,
+                    self.resource, self.instrumentation_scope, links, trace_state(m.trace_state),
+                    bool(m.flags & FLAG_IS_REMOTE))
 
 
-def _attributes(key_values) -> Dict[str, Any]:
-    return {kv.key: _value(kv.value) for kv in key_values}
+def trace_state(header: str) -> Optional[TraceState]:
+    """A W3C tracestate header as a TraceState (None when empty)."""
+    return TraceState.from_header([header]) if header else None
 
 
-def _value(v):
+def attributes(key_values) -> Dict[str, Any]:
+    """OTLP KeyValues as OpenTelemetry attributes."""
+    return {kv.key: any_value(kv.value) for kv in key_values}
+
+
+def any_value(v):
+    """An OTLP AnyValue as the OpenTelemetry attribute value it encodes (a map value as a dict)."""
     which = v.WhichOneof("value")
     if which == "array_value":
-        return [_value(x) for x in v.array_value.values]
+        return tuple(any_value(x) for x in v.array_value.values)
     if which == "kvlist_value":
-        return _attributes(v.kvlist_value.values)
+        return attributes(v.kvlist_value.values)
     return getattr(v, which) if which else None

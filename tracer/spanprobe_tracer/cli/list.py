@@ -13,7 +13,8 @@ import os
 import sys
 from typing import List, Tuple
 
-from spanprobe.abi.protocol import DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_PLAIN, ROLE_SPAN_END, ROLE_SPAN_START
+from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_PLAIN, ROLE_SPAN_END,
+                                    ROLE_SPAN_START, VIEW_WIDTH, views)
 
 from ..discover import ProcessScan, Scanner, procfs
 from ..errors import NoProviders, NoSuchProcess, NotPermitted
@@ -49,11 +50,14 @@ def describe(scan: ProcessScan) -> dict:
         providers.append({
             "provider": image.provider,
             "path": inst.display_path,
+            # the object as other USDT tools open it (bpftrace, trace-bpfcc: docs/sdk-spans.md)
+            "object": inst.attach_path,
             "spans": [dict(s) for s in schema.get("spans", [])],
             "events": [dict(e) for e in schema.get("events", [])],
             "probes": [{"name": p["name"], "role": p["role"],
                         "args": [{"name": a["name"], "type": a["type"]} for a in p["args"]],
                         "traceable": p["name"] in image.probes,
+                        "views": [view for view, _ in views(p["name"], len(p["args"]))],
                         **({"problem": image.broken[p["name"]]} if p["name"] in image.broken else {})}
                        for p in by_name.values()],
         })
@@ -73,6 +77,7 @@ def render(info: dict) -> List[str]:
         lines.append("  no spanprobe providers")
     for prov in info["providers"]:
         lines.append("  provider %s  (%s)" % (prov["provider"], safe_text(prov["path"])))
+        lines.append("    object for USDT tools: %s" % safe_text(prov["object"]))
         probes = {p["name"]: p for p in prov["probes"]}
         shown = set()
         for span in prov["spans"]:
@@ -103,6 +108,12 @@ def render(info: dict) -> List[str]:
             role = "probe" if probe["role"] == ROLE_PLAIN else "%s probe" % probe["role"]
             lines.append("    %s %s(%s)" % (role, probe["name"],
                                             _args_text((a["name"], a["type"]) for a in probe["args"])))
+        for probe in prov["probes"]:
+            for i, view in enumerate(probe["views"]):
+                first = VIEW_WIDTH * (i + 1)
+                last = min(first + VIEW_WIDTH, len(probe["args"])) - 1
+                which = "argument %d" % first if first == last else "arguments %d-%d" % (first, last)
+                lines.append("    view %s: %s's %s, for tools that read six" % (view, probe["name"], which))
         for probe in prov["probes"]:
             if not probe["traceable"]:
                 lines.append("    ! %s cannot be traced: %s" % (probe["name"], safe_text(probe.get("problem", "?"))))

@@ -23,13 +23,12 @@ import struct
 import weakref
 from typing import Dict, Optional, Union
 
-from spanprobe.abi.protocol import (FIXED_ARGS, FLAG_CONVERSION_FAILED, ROLE_EVENT, ROLE_SPAN_END,
+from spanprobe.abi.protocol import (FIXED_ARGS, FLAG_CONVERSION_FAILED, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_SPAN_END,
                                     ROLE_SPAN_START, TRACE_FLAGS_MASK)
 
 from ..kernel import PointType, ProviderPlan, SpanType
 from ..kernel.layout import HDR_SIZE, POINT_FIXED, POINT_WORDS_AT, SPAN_FIXED, SPAN_START_AT, ArgField
-from .records import PointRecord, SpanRecord
-from .records import ValueNotes
+from .records import OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
 from .values import INT64_MAX, INT_TYPES, AttrDecoder, value_decoder
 
 
@@ -185,14 +184,31 @@ class PointDecoder:
         return PointRecord(self.point, pid, tid, ts, 0, 0, 0, attrs, notes)
 
 
-Decoder = Union[SpanDecoder, PointDecoder]
+class OtelSpanDecoder:
+    """Decodes records of an otel_span probe: the payload bytes, and whether they arrived whole."""
+
+    def __init__(self, point: PointType, string_max: int):
+        self.point = point
+        (self._field,) = point.shape.fields
+        self._payload = value_decoder(self._field, string_max)
+
+    def decode(self, rec: bytes, pid: int, tid: int) -> OtelSpanRecord:
+        ts, fail = POINT_FIXED.unpack_from(rec, HDR_SIZE)
+        word = struct.unpack_from("<Q", rec, self._field.word)[0]
+        if fail:
+            return OtelSpanRecord(self.point, pid, tid, ts, b"", False)
+        payload, cut = self._payload(rec, word)
+        return OtelSpanRecord(self.point, pid, tid, ts, payload, not cut)
+
+
+Decoder = Union[SpanDecoder, PointDecoder, OtelSpanDecoder]
 
 
 def plan_decoders(plan: ProviderPlan) -> Dict[Union[SpanType, PointType], Decoder]:
     """A decoder for each span type and point type of ``plan``."""
     sm = plan.config.string_max
     out: Dict[Union[SpanType, PointType], Decoder] = {s: SpanDecoder(s, sm) for s in plan.spans}
-    out.update({p: PointDecoder(p, sm) for p in plan.points})
+    out.update({p: (OtelSpanDecoder if p.role == ROLE_OTEL_SPAN else PointDecoder)(p, sm) for p in plan.points})
     return out
 
 

@@ -59,12 +59,38 @@ class PointRecord:
     notes: Optional["ValueNotes"]
 
 
+@dataclass(eq=False, repr=False)
+class OtelSpanRecord:
+    """One otel_span probe hit: a whole OpenTelemetry span, as the SDK encoded it (an OTLP ScopeSpans).
+
+    ``complete`` is False when the payload did not arrive whole (cut, or unreadable): it cannot
+    be decoded then, and is counted instead.
+    """
+
+    __slots__ = ("point_def", "pid", "tid", "ts_ns", "payload", "complete")
+
+    point_def: Any
+    pid: int
+    tid: int
+    ts_ns: int
+    payload: bytes
+    complete: bool
+
+
 @dataclass
 class LoadRecord:
     """A traced process returned from dlopen() of a provider-looking path and is stopped."""
 
     pid: int
     tid: int
+
+
+@dataclass
+class NameRecord:
+    """The text of a string (an HTTP method or route) whose hash keys the kernel's HTTP metrics."""
+
+    hash: int
+    text: str
 
 
 @dataclass

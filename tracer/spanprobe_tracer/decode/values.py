@@ -72,13 +72,13 @@ def value_decoder(f: ArgField, string_max: int):
             return _text(rec[start:nul if nul >= 0 else end], string_max)
         return text
     if f.type == "bytes":
-        start = f.slot
+        start, limit = f.slot, f.slot_size  # the capture bound of its role, or string_max
 
         def data(rec, w):
             length = w & (BYTES_TRUNCATED - 1)
             sdk_cut = bool(w & BYTES_TRUNCATED)
-            n = min(length, string_max)
-            return bytes(rec[start:start + n]), sdk_cut or length > string_max
+            n = min(length, limit)
+            return bytes(rec[start:start + n]), sdk_cut or length > limit
         return data
     raise ValueError("unknown argument type %r" % f.type)
 

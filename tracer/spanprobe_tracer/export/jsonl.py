@@ -1,7 +1,8 @@
 """The JSON-lines exporter: one JSON object per span or event per line, to a file or standard output.
 
 Event lines (plain probe hits, events outside a span: OpenTelemetry events)
-carry ``"signal": "log"``; span lines are as they always were.
+carry ``"signal": "log"``; span lines are as they always were, an
+OpenTelemetry API span's (otel_span) with its ``links`` last when it has any.
 
 Values JSON cannot carry as they are become something it can: bytes as
 ``{"bytes_base64": ...}``, NaN and infinities as their repr().
@@ -29,6 +30,8 @@ def _json_value(value):
         return {"bytes_base64": base64.b64encode(value).decode()}
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
+    if isinstance(value, dict):  # an OpenTelemetry API span's map value
+        return {str(k): _json_value(v) for k, v in value.items()}
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return repr(value)  # NaN/inf are not JSON
     return value
@@ -72,7 +75,7 @@ _UNSET_JSON = _encode({"code": UNSET.status_code.name, "description": UNSET.desc
 
 _LINE = ('{"name": %s, "trace_id": "%032x", "span_id": "%016x", "parent_span_id": %s, "trace_flags": %d, '
          '"kind": "%s", "start_time_unix_nano": %d, "end_time_unix_nano": %d, "duration_ns": %d, "status": %s, '
-         '"attributes": %s, "events": %s, %s}\n')
+         '"attributes": %s, "events": %s, %s%s}\n')
 
 
 class SpanLines:
@@ -108,7 +111,16 @@ class SpanLines:
             _encode([{"name": e.name, "time_unix_nano": e.timestamp,
                       "attributes": {k: _json_value(v) for k, v in (e.attributes or {}).items()}}
                      for e in span.events]) if span.events else "[]",
-            self._tail(span.instrumentation_scope, span.resource))
+            self._tail(span.instrumentation_scope, span.resource),
+            _links(span.links) if span.links else "")
+
+
+def _links(links) -> str:
+    """The line's last field: an OpenTelemetry API span's links (probe spans never have any)."""
+    return ', "links": ' + _encode([{"trace_id": "%032x" % link.context.trace_id,
+                                    "span_id": "%016x" % link.context.span_id,
+                                    "attributes": {k: _json_value(v) for k, v in (link.attributes or {}).items()}}
+                                   for link in links])
 
 
 _EVENT_LINE = ('{"signal": "log", "event_name": %s, "time_unix_nano": %d, "trace_id": %s, "span_id": %s, '

@@ -19,10 +19,12 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from spanprobe.abi.protocol import DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_PLAIN, ROLE_SPAN_END, ROLE_SPAN_START
+from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_PLAIN, ROLE_SPAN_END,
+                                    ROLE_SPAN_START)
 
 from ..discover import ProbeInfo, ProviderImage
 from .layout import CaptureConfig, ModuleLayout, PointShape, SpanShape, probe_shape
+from .metrics import http_fields
 
 log = logging.getLogger("spanprobe.tracer")
 
@@ -64,9 +66,9 @@ class SpanType:
 
 @dataclass(eq=False)
 class PointType:
-    """An event probe (role "event") or a plain probe (role "plain") of one provider."""
+    """An event probe (role "event"), a plain probe (role "plain") or an otel_span probe of one provider."""
 
-    name: str            # event name, or "<provider>.<probe>" for plain probes
+    name: str            # event name, or "<provider>.<probe>" for plain and otel_span probes
     role: str
     provider: str
     probe: ProbeInfo
@@ -94,17 +96,18 @@ class ProviderPlan:
         self._pair(image, warn)
         span_shapes: List[tuple] = []
         point_shapes: List[tuple] = []
+        keys = {s: (probe_shape(s.start), probe_shape(s.end),
+                    http_fields(s.kind, s.start.args, s.end.args) if config.metrics else None) for s in self.spans}
         for s in self.spans:
-            key = (probe_shape(s.start), probe_shape(s.end))
-            if key not in span_shapes:
-                span_shapes.append(key)
+            if keys[s] not in span_shapes:
+                span_shapes.append(keys[s])
         for p in self.points:
             key = (p.role, probe_shape(p.probe))
             if key not in point_shapes:
                 point_shapes.append(key)
         self.layout = ModuleLayout(image.machine, config, span_shapes, point_shapes)
         for s in self.spans:
-            s.shape = self.layout.spans[span_shapes.index((probe_shape(s.start), probe_shape(s.end)))]
+            s.shape = self.layout.spans[span_shapes.index(keys[s])]
         for p in self.points:
             p.shape = self.layout.points[point_shapes.index((p.role, probe_shape(p.probe)))]
 
@@ -140,6 +143,12 @@ class ProviderPlan:
                     continue
                 name = event_names.get(probe.name, probe.name)
             elif probe.role == ROLE_PLAIN:
+                name = "%s.%s" % (self.provider, probe.name)
+            elif probe.role == ROLE_OTEL_SPAN:
+                if _types(probe) != FIXED_TYPES[ROLE_OTEL_SPAN]:
+                    warn("provider %s otel_span probe %s: its argument is not one bytes value; skipped"
+                         % (self.provider, probe.name))
+                    continue
                 name = "%s.%s" % (self.provider, probe.name)
             else:
                 continue  # a span_start/span_end probe no span uses: nothing to pair it with

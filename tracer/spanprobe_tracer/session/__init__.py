@@ -6,6 +6,8 @@
     targets      Targets: --pid, --all, or a launched command and its descendants
     launcher     Launched: `-- COMMAND` started behind a gate; watch_dlopen(); resume()
     stats        Stats: every span exported or counted lost, by reason
+    span_metrics SpanMetrics: the kernel's span metrics named and handed to the metrics exporter
+    adaptive     AdaptiveRatio: the adaptive sampler's control law
 """
 
 from .attachments import Attachment, attach_provider

@@ -1,0 +1,133 @@
+"""A finished span as the otel_span probe's argument: OTLP ScopeSpans bytes within MAX_BYTES.
+
+A span that does not fit the probe's bound (spanprobe.abi.protocol.MAX_BYTES)
+is cut, each cut counted where OTLP counts it, in this order until it fits:
+
+1. ``exception.stacktrace`` values keep their end (the innermost frames and
+   the exception line) behind a marker saying how many characters were cut;
+2. events, oldest first (``dropped_events_count``);
+3. span attributes, oldest first (``dropped_attributes_count``);
+4. links, oldest first (``dropped_links_count``);
+5. the span name and the scope's name and version, cut to NAME_CAP characters.
+
+Never raises: a value OTLP cannot carry (an int beyond int64) is left out
+with a warning, as the official encoder does.
+"""
+
+import logging
+
+from opentelemetry.trace import SpanKind
+
+from ..abi import otlp
+from ..abi.protocol import MAX_BYTES
+
+log = logging.getLogger("spanprobe.otel")
+
+STACKTRACE = "exception.stacktrace"
+#: What replaces the cut head of a stack trace ({} is the number of characters cut).
+CUT_MARKER = "[spanprobe: {} characters of this stack trace cut to fit the probe]\n"
+NAME_CAP = 256
+
+
+def _left_out(key, exc):
+    log.warning("spanprobe: attribute %r left out of the span: %s", key, exc)
+
+
+def key_values(attributes):
+    """Encoded KeyValues of a mapping, skipping (with a warning) values OTLP cannot carry."""
+    return otlp.key_values(attributes, _left_out)
+
+
+def _event(ev, stack_cut=None):
+    name, attrs, dropped, ts = ev
+    if stack_cut is not None:
+        attrs = dict(attrs)
+        attrs[STACKTRACE] = stack_cut
+    return otlp.event(ts, name, key_values(attrs), dropped)
+
+
+def scope_message(scope):
+    """The encoded InstrumentationScope of a tracer's ``(name, version, schema_url, attributes)``."""
+    name, version, _, attrs = scope
+    return otlp.scope(name, version, key_values(attrs) if attrs else ())
+
+
+_KIND = {kind: kind.value + otlp.KIND_OFFSET for kind in SpanKind}
+_NO_STATUS = otlp.status(0)
+
+
+def _link(context, attrs):
+    return otlp.link(context.trace_id, context.span_id, context.trace_state.to_header(), key_values(attrs.items),
+                     attrs.dropped, otlp.FLAG_HAS_IS_REMOTE | (otlp.FLAG_IS_REMOTE if context.is_remote else 0))
+
+
+def encode(span):
+    """The probe argument for ``span`` (a spanprobe.otel.span.Span that has ended)."""
+    attrs = key_values(span.attributes.items)
+    events = [_event(ev) for ev in span.events] if span.events else ()
+    links = [_link(*link) for link in span.links] if span.links else ()
+    data = _encode(span, span.name, attrs, span.attributes.dropped, events, span.dropped_events, links,
+                   span.dropped_links, span.tracer.scope_message)
+    if len(data) > MAX_BYTES:
+        data = Cut(span, attrs, list(events), list(links)).shrink(len(data) - MAX_BYTES)
+    return data
+
+
+def _encode(span, name, attrs, dropped_attrs, events, dropped_events, links, dropped_links, scope):
+    ctx = span.context
+    parent = span.parent
+    flags = ctx.trace_flags | otlp.FLAG_HAS_IS_REMOTE
+    if parent is not None and parent.is_remote:
+        flags |= otlp.FLAG_IS_REMOTE
+    code = span.status_code
+    body = otlp.span(  # positional: keyword calls cost more, and this runs for every span
+        ctx.trace_id, ctx.span_id, ctx.trace_state.to_header() if ctx.trace_state else "",
+        parent.span_id if parent is not None else 0, name, _KIND[span.kind], span.start_time, span.end_time,
+        attrs, dropped_attrs, events, dropped_events, links, dropped_links,
+        otlp.status(code, span.status_description) if code else _NO_STATUS, flags)
+    return otlp.scope_spans(scope, (body,), span.scope[2])
+
+
+class Cut:
+    """One span's encoded pieces, and what was cut from them to fit."""
+
+    def __init__(self, span, attrs, events, links):
+        self.span = span
+        self.attrs, self.events, self.links = attrs, events, links
+        self.dropped_attrs = span.attributes.dropped
+        self.dropped_events = span.dropped_events
+        self.dropped_links = span.dropped_links
+        self.name = span.name
+        self.scope = span.tracer.scope_message
+
+    def encode(self):
+        return _encode(self.span, self.name, self.attrs, self.dropped_attrs, self.events, self.dropped_events,
+                       self.links, self.dropped_links, self.scope)
+
+    def shrink(self, excess):
+        """Cut in the documented order until the encoding fits; returns it."""
+        data = self._cut_stacktraces(excess)
+        for pieces, counter in ((self.events, "dropped_events"), (self.attrs, "dropped_attrs"),
+                                (self.links, "dropped_links")):
+            while len(data) > MAX_BYTES and pieces:
+                del pieces[0]
+                setattr(self, counter, getattr(self, counter) + 1)
+                data = self.encode()
+        if len(data) > MAX_BYTES:
+            name, version, _, _ = self.span.scope
+            self.name = self.name[:NAME_CAP]
+            self.scope = otlp.scope(name[:NAME_CAP], version and version[:NAME_CAP])
+            data = self.encode()
+        return data
+    def _cut_stacktraces(self, excess):
+        for i, ev in enumerate(self.span.events):
+            text = ev[1].get(STACKTRACE)
+            if not isinstance(text, str) or excess <= 0:
+                continue
+            # Characters, not bytes: cut enough for any UTF-8 width, plus room for the marker.
+            remove = min(len(text), excess + len(CUT_MARKER) + 24)
+            kept = CUT_MARKER.format(remove) + text[remove:]
+            before = len(self.events[i])
+            self.events[i] = _event(ev, kept)
+            excess -= before - len(self.events[i])
+        return self.encode()

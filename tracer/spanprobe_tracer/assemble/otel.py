@@ -1,0 +1,72 @@
+"""otel_span payloads -> EncodedSpans: the application's OpenTelemetry API spans, as it made them.
+
+The payload is an OTLP ``ScopeSpans`` holding one span (spanprobe.abi.otlp
+wrote it in the application; docs/otel-mapping.md). It is split, not
+rebuilt: the scope (and schema_url) becomes the span's InstrumentationScope,
+for grouping with the tracer's other spans, and the Span message goes on as
+bytes (an assemble.telemetry.EncodedSpan), which export.otlp.wire sends as it
+is. Everything in it is kept: ids, parent and its is-remote bit, trace
+state, name, kind, the application's own start and end times (wall clock),
+attributes of every type, events, links, status, dropped counts. Only the
+resource is the tracer's: the traced process's (assemble.resource). Span.flags
+is rewritten to what the official exporter writes (the is-remote bits); the
+W3C trace flags it carried in bits 0-7 are kept beside the bytes.
+
+What cannot be one well-formed span raises BadPayload, for the caller to count.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanKind, StatusCode
+
+from spanprobe.abi.otlp import FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE, KIND_OFFSET
+
+from ..decode import OtelSpanRecord
+from .telemetry import EncodedSpan, attributes
+
+
+class BadPayload(ValueError):
+    """An otel_span payload that is not one OTLP span."""
+
+
+class OtelSpanReader:
+    """Builds EncodedSpans from otel_span records, with ``resource_for(pid)`` as their resource."""
+
+    def __init__(self, resource_for: Callable[[int], Resource]):
+        self._resource_for = resource_for
+        self._scopes: Dict[Tuple, InstrumentationScope] = {}
+
+    def _scope(self, s, schema_url: str) -> InstrumentationScope:
+        key = (s.SerializeToString(), schema_url)  # one InstrumentationScope per distinct scope
+        scope = self._scopes.get(key)
+        if scope is None:
+            scope = self._scopes[key] = InstrumentationScope(s.name, s.version or None, schema_url or None,
+                                                             attributes(s.attributes) or None)
+        return scope
+
+    def span(self, rec: OtelSpanRecord) -> EncodedSpan:
+        """The span a record carries. Raises BadPayload when it is cut or is not one OTLP span."""
+        if not rec.complete:
+            raise BadPayload("the payload did not arrive whole")
+        try:
+            message = ScopeSpans.FromString(rec.payload)
+        except DecodeError as exc:
+            raise BadPayload("not an OTLP ScopeSpans: %s" % exc) from None
+        if len(message.spans) != 1:
+            raise BadPayload("%d spans in one payload" % len(message.spans))
+        s = message.spans[0]
+        try:  # what the console and JSON lines will need to read it (EncodedSpan.decoded)
+            SpanKind(s.kind - KIND_OFFSET)
+            StatusCode(s.status.code)
+        except ValueError as exc:
+            raise BadPayload(str(exc)) from None
+        trace_flags = s.flags & 0xFF
+        s.flags = FLAG_HAS_IS_REMOTE | (s.flags & FLAG_IS_REMOTE)  # what the official exporter writes
+        return EncodedSpan(s.SerializeToString(), self._resource_for(rec.pid),
+                           self._scope(message.scope, message.schema_url), trace_flags)
