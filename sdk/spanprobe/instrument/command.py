@@ -16,25 +16,43 @@ from ..errors import DeclarationError
 from .config import load_config
 
 USAGE = "usage: python -m spanprobe.instrument --config FILE (-m MODULE | SCRIPT) [ARGS...]"
+#: What a tracer sees as the program of a launcher run (the console script, the ``-m`` module):
+#: it names the service after the program parse_command() finds behind it instead.
+LAUNCHERS = ("spanprobe-instrument", "spanprobe.instrument")
 
 
-def main(argv=None):
-    """Run a Python program with the probes a config declares."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config = None
+def parse_command(argv):
+    """(config, program) from the launcher's arguments; (None, None) for --help.
+
+    ``program`` is the program's own command line as Python would take it:
+    ``["-m", MODULE, ARGS...]`` or ``[SCRIPT, ARGS...]``. ValueError (the
+    message to print) if the arguments are wrong.
+    """
+    argv, config = list(argv), None
     while argv and argv[0].startswith("-") and argv[0] != "-m":
         opt = argv.pop(0)
         if opt in ("-h", "--help"):
-            print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
-            return 0
+            return None, None
         if opt == "--config" and argv:
             config = argv.pop(0)
         elif opt.startswith("--config="):
             config = opt.partition("=")[2]
         else:
-            sys.exit(f"spanprobe-instrument: unknown option {opt!r}\n{USAGE}")
+            raise ValueError(f"spanprobe-instrument: unknown option {opt!r}\n{USAGE}")
     if config is None or not argv or (argv[0] == "-m" and len(argv) < 2):
-        sys.exit(USAGE)
+        raise ValueError(USAGE)
+    return config, argv
+
+
+def main(argv=None):
+    """Run a Python program with the probes a config declares."""
+    try:
+        config, argv = parse_command(sys.argv[1:] if argv is None else argv)
+    except ValueError as exc:
+        sys.exit(str(exc))
+    if config is None:
+        print(USAGE + "\n\n" + __doc__.split("\n\n")[1])
+        return 0
     try:
         inst = load_config(config)
     except (OSError, DeclarationError) as exc:
