@@ -323,6 +323,7 @@ def _say_nothing_traced(args, launched) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     command = _command(args)
     _check_targets(args, command)
     problem = privileges.problem()
@@ -390,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
             return False
 
         next_report = time.monotonic() + 10.0
-        started, ready = time.monotonic(), False
+        ready = False
         while not session.stop_event.is_set() and not finished():
             if not ready and session.settled and (launched is None or session.attached_ever):
                 ready = True
