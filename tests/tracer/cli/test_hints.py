@@ -53,7 +53,8 @@ def test_a_command_that_loads_one_gets_no_hint_and_a_ready_line():
     r = run_spanprobe("trace", "--", sys.executable, "-c", code, timeout=120, env=child_env())
     assert r.returncode == 0, r.stderr
     assert HINT not in r.stderr
-    assert "spanprobe: ready: tracing the command: 1 providers attached in 1 processes" in r.stderr
+    assert "spanprobe: ready: tracing the command: 1 providers attached in 1 processes (1 probe sites)" \
+        in r.stderr
 
 
 @pytest.fixture(params=[False, True], ids=["workers-load", "preload"])
@@ -107,7 +108,8 @@ def test_pid_of_a_prefork_master_names_its_workers(gunicorn):
         lines = stderr_until(tracer, "spanprobe: warning: child processes")
     finally:
         tracer.stop()
-    assert "spanprobe: ready: tracing pid %d: 1 providers attached in 1 processes" % master in lines
+    assert "spanprobe: ready: tracing pid %d: 1 providers attached in 1 processes (1 probe sites)" % master \
+        in lines
     assert ("child processes %s of pid %d hold spanprobe providers too and are not traced" % (named, master)
             in lines)
     assert "add %s, or trace every process with --all" % suggestion in lines

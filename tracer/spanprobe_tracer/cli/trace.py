@@ -289,12 +289,16 @@ def print_ebpf(args, command: List[str], out=None) -> int:
     return 0
 
 
-def _say_ready(args, session: Session, stats: Stats, elapsed: float) -> None:
+def _say_ready(args, session: Session, elapsed: float) -> None:
     """The ready line, once the first scan's providers are attached; for --pid, the children left out."""
     what = ("every process" if args.all else "pid %s" % ", ".join(map(str, args.pid)) if args.pid
             else "the command")
+    # Counted here: stats.processes and stats.probes are refreshed by the next scan only.
+    attached = [att for proc in session.processes.values() for att in proc.attachments.values()]
+    processes = sum(1 for proc in session.processes.values() if proc.attachments)
     print("spanprobe: ready: tracing %s: %d providers attached in %d processes (%d probe sites), %.1f s after start"
-          % (what, session.attached_ever, stats.processes, stats.probes, elapsed), file=sys.stderr, flush=True)
+          % (what, len(attached), processes, sum(att.sites for att in attached), elapsed),
+          file=sys.stderr, flush=True)
     if args.pid:
         children = children_with_providers(args.pid, session.scanner)
         if children:
@@ -395,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         while not session.stop_event.is_set() and not finished():
             if not ready and session.settled and (launched is None or session.attached_ever):
                 ready = True
-                _say_ready(args, session, stats, time.monotonic() - started)
+                _say_ready(args, session, time.monotonic() - started)
             if deadline is not None and time.monotonic() >= deadline:
                 break
             session.step()
