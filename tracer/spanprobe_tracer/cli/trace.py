@@ -300,7 +300,8 @@ def _say_ready(args, session: Session, elapsed: float) -> None:
           % (what, len(attached), processes, sum(att.sites for att in attached), elapsed),
           file=sys.stderr, flush=True)
     if args.pid:
-        children = children_with_providers(args.pid, session.scanner)
+        # A scanner of its own: the session's keeps the state of the processes it traces.
+        children = children_with_providers(args.pid, Scanner(warn=lambda _msg: None))
         if children:
             print("spanprobe: warning: child processes %s of pid %s hold spanprobe providers too and are not "
                   "traced (--pid traces only the pids given; a pre-fork server's workers, for example): add %s, "
