@@ -7,6 +7,11 @@ anything attached. SIGINT and SIGTERM stop the session and flush: what the
 ring buffer and the export queue hold is exported (within --flush-timeout)
 and the loss accounting is printed.
 
+A person watching gets told what is happening: a ready line on stderr once
+the first scan's providers are attached (--all takes seconds), a warning
+when --pid leaves out child processes that hold providers (a pre-fork
+server's workers), and a hint at the end when nothing was ever traced.
+
 With --ebpf nothing is compiled or attached: the C of the core module and of
 each module the providers found would need is printed, as bcc's tools do.
 """
@@ -30,7 +35,7 @@ from ..export import ConsoleExporter, ExportPipeline, JsonLinesExporter
 from ..kernel import CaptureConfig, ModuleCache, ModuleError, Planner, privileges, render_core, render_module
 from ..kernel.metrics import DEFAULT_BOUNDS_MS, bounds_ns, parse_bounds
 from ..kernel.sampling import SAMPLERS, resolve_sampler
-from ..session import LaunchError, Launched, Session, Stats, Targets, watch_dlopen
+from ..session import LaunchError, Launched, Session, Stats, Targets, descendants, watch_dlopen
 
 log = logging.getLogger("spanprobe.tracer")
 
@@ -165,6 +170,25 @@ def _refusal(pid: int) -> str:
             "namespace, or Yama's ptrace_scope forbids it (/proc/sys/kernel/yama/ptrace_scope)" % pid)
 
 
+def children_with_providers(pids: List[int], scanner: Scanner) -> List[int]:
+    """Descendants of ``pids`` (not themselves in ``pids``) that hold a spanprobe provider now."""
+    found = []
+    for pid in pids:
+        for child in descendants(pid)[1:]:
+            if child in pids or child in found:
+                continue
+            try:
+                if scanner.scan(child).providers:
+                    found.append(child)
+            except (procfs.ProcessGone, OSError):
+                continue
+    return sorted(found)
+
+
+def _pid_options(pids: List[int]) -> str:
+    return " ".join("--pid %d" % pid for pid in pids)
+
+
 def _wait_for_providers(pids: List[int], wait_s: float) -> None:
     """Fail with NoSuchProcess / NotPermitted / NoProviders before anything is loaded."""
     scanner = Scanner(warn=lambda msg: print("spanprobe: warning: " + msg, file=sys.stderr))
@@ -182,6 +206,12 @@ def _wait_for_providers(pids: List[int], wait_s: float) -> None:
         if found:
             return
         if time.monotonic() >= deadline:
+            children = children_with_providers(pids, scanner)
+            if children:
+                raise NoProviders(
+                    "no spanprobe providers in pid %s, but its child processes %s have them (a pre-fork "
+                    "server's workers, for example): trace them with %s, or every process with --all"
+                    % (", ".join(map(str, pids)), ", ".join(map(str, children)), _pid_options(children)))
             raise NoProviders(
                 "no spanprobe providers in pid %s. A provider appears once the application has called "
                 "Provider.load(); use --wait SECONDS to wait for one, and `spanprobe list --pid PID` to check"
@@ -348,7 +378,46 @@ def print_ebpf(args, command: List[str], out=None) -> int:
     return 0
 
 
+def _say_ready(args, session: Session, elapsed: float) -> None:
+    """The ready line, once the first scan's providers are attached; for --pid, the children left out."""
+    what = ("every process" if args.all else "pid %s" % ", ".join(map(str, args.pid)) if args.pid
+            else "the command")
+    # Counted here: stats.processes and stats.probes are refreshed by the next scan only.
+    attached = [att for proc in session.processes.values() for att in proc.attachments.values()]
+    processes = sum(1 for proc in session.processes.values() if proc.attachments)
+    print("spanprobe: ready: tracing %s: %d providers attached in %d processes (%d probe sites), %.1f s after start"
+          % (what, len(attached), processes, sum(att.sites for att in attached), elapsed),
+          file=sys.stderr, flush=True)
+    if args.pid:
+        # A scanner of its own: the session's keeps the state of the processes it traces.
+        children = children_with_providers(args.pid, Scanner(warn=lambda _msg: None))
+        if children:
+            print("spanprobe: warning: child processes %s of pid %s hold spanprobe providers too and are not "
+                  "traced (--pid traces only the pids given; a pre-fork server's workers, for example): add %s, "
+                  "or trace every process with --all" % (", ".join(map(str, children)),
+                                                          ", ".join(map(str, args.pid)), _pid_options(children)),
+                  file=sys.stderr, flush=True)
+
+
+def _say_nothing_traced(args, launched) -> None:
+    """Why a session ended with no span: no provider was ever loaded where it looked.
+
+    (A provider found but not attached has had its own warning already.)
+    """
+    if launched is not None:
+        where = "the command (pid %d) and its child processes never loaded" % launched.pid
+    elif args.all:
+        where = "no process loaded"
+    else:
+        return  # --pid found a provider before starting (else it failed with status 4)
+    print("spanprobe: hint: nothing was traced: %s a spanprobe provider. The application must call "
+          "Provider.load() after declaring its probes (docs/sdk.md), or run under spanprobe-instrument "
+          "--config FILE (docs/sdk-spans.md); `spanprobe list` shows the providers of running processes"
+          % where, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     command = _command(args)
     _check_targets(args, command)
     problem = privileges.problem()
@@ -420,7 +489,11 @@ def run(args: argparse.Namespace) -> int:
             return False
 
         next_report = time.monotonic() + 10.0
+        ready = False
         while not session.stop_event.is_set() and not finished():
+            if not ready and session.settled and (launched is None or session.attached_ever):
+                ready = True
+                _say_ready(args, session, time.monotonic() - started)
             if deadline is not None and time.monotonic() >= deadline:
                 break
             session.step()
@@ -437,6 +510,8 @@ def run(args: argparse.Namespace) -> int:
             metrics.shutdown(args.flush_timeout)
         for line in stats.summary():
             print("spanprobe: " + line, file=sys.stderr)
+        if not session.providers_seen:
+            _say_nothing_traced(args, launched)
         if args.stats_file:
             with open(args.stats_file, "w") as f:
                 json.dump(stats.as_dict(), f, indent=2)

@@ -88,6 +88,9 @@ class Session:
         self.status_out = status_out or sys.stderr
         self.ticker = ticker
         self.processes: Dict[int, TracedProcess] = {}
+        #: providers attached to since the start, and whether any process was ever seen holding one
+        self.attached_ever = 0
+        self.providers_seen = False
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spanprobe-compile")
         self._failed_layouts: Dict[str, str] = {}
         #: dlopen() notifications drains found, acted on once the drain is over (_resume_loaded)
@@ -169,6 +172,8 @@ class Session:
         if proc is not None and proc.started != result.started:
             self._forget(pid)  # pid reused by a new process
             proc = None
+        if result.providers:
+            self.providers_seen = True
         if proc is None:
             if not result.providers:
                 return
@@ -207,6 +212,11 @@ class Session:
                 continue
             proc.pending[key] = self._compiler.submit(self._compile, plan, inst)
 
+    @property
+    def settled(self) -> bool:
+        """No compile in flight: what the scans found so far is attached (or failed)."""
+        return not any(proc.pending for proc in self.processes.values())
+
     def _compile(self, plan: ProviderPlan, inst: ProviderInstance):
         """Runs in the compile thread; never raises (the result says what failed)."""
         try:
@@ -243,6 +253,7 @@ class Session:
         proc.attachments[key] = att
         if self.span_metrics is not None:
             self.span_metrics.watch(att.span_ends, proc.pid)
+        self.attached_ever += 1
         log.info("pid %d: attached to provider %s (%d probe sites)", proc.pid, inst.image.provider, att.sites)
 
     def _release(self, att: Attachment) -> None:
