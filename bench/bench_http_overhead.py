@@ -12,9 +12,10 @@ them alike; each starts a fresh server:
   baseline   python -m demo_apps.simplehttp, nothing attached: its probes
              cost one semaphore test each
   spanprobe  the same server, `spanprobe trace --pid SERVER --exporter jsonl
-             --output /dev/null` attached: three spans a request (the request
-             span, its file.copy child, the seed's file_transfer probe as a
-             zero-length span), built and serialized by the tracer
+             --output /dev/null` attached: two spans and an event a request
+             (the request span, its file.copy child, the seed's file_transfer
+             probe as an OpenTelemetry event), built and serialized by the
+             tracer
   otel-sdk   the same server with its three probes replaced by the same
              spans and attributes made in-process by the OpenTelemetry SDK
              (TracerProvider, BatchSpanProcessor, an exporter that drops them)
@@ -184,7 +185,9 @@ def run_mode(mode: str, directory: str, clients: int, threads: int, seconds: flo
             if tracer is not None:
                 result["tracer_us_per_request"] = 1e6 * (cpu_seconds(tracer.pid) - tracer_cpu) / result["total"]
                 _, stats = stop_tracer(tracer, stats_file)
-                result.update(spans_exported=stats["exported"], spans_lost=stats["lost"])
+                result.update(spans_exported=stats["exported"], spans_lost=stats["lost"],
+                              events_exported=stats["events_exported"],
+                              events_lost=sum(stats["events_dropped"].values()))
         finally:
             if tracer is not None and tracer.poll() is None:
                 tracer.send_signal(signal.SIGINT)
@@ -209,6 +212,8 @@ def summarize(rounds: list) -> dict:
             out[mode].update(tracer_us_per_request=statistics.median(r["tracer_us_per_request"] for r in runs),
                              spans_exported=sum(r["spans_exported"] for r in runs),
                              spans_lost=sum(r["spans_lost"] for r in runs),
+                             events_exported=sum(r["events_exported"] for r in runs),
+                             events_lost=sum(r["events_lost"] for r in runs),
                              requests=sum(r["requests"] for r in runs))
     for mode in MODES:
         out[mode]["vs_baseline"] = out[mode]["rps"] / out["baseline"]["rps"]
@@ -224,10 +229,10 @@ def table(summary: dict) -> str:
             mode, s["rps"], s["vs_baseline"], s["p50_ms"], s["p99_ms"], s["server_us_per_request"],
             ", ".join("%.0f" % x for x in s["rps_runs"])))
     sp = summary["spanprobe"]
-    lines.append("\nspanprobe: %d spans exported, %d lost, for %d measured requests (+ warm-up); tracer CPU "
-                 "%.0f µs a request; errors: %s"
-                 % (sp["spans_exported"], sp["spans_lost"], sp["requests"], sp["tracer_us_per_request"],
-                    {m: summary[m]["errors"] for m in MODES}))
+    lines.append("\nspanprobe: %d spans exported, %d lost, %d events exported, %d lost, for %d measured requests "
+                 "(+ warm-up); tracer CPU %.0f µs a request; errors: %s"
+                 % (sp["spans_exported"], sp["spans_lost"], sp["events_exported"], sp["events_lost"], sp["requests"],
+                    sp["tracer_us_per_request"], {m: summary[m]["errors"] for m in MODES}))
     return "\n".join(lines)
 
 

@@ -6,7 +6,8 @@
 
 (from the repository root).
 
-Each row exports the same batches of ReadableSpans (the tracer's shape: a
+Each row exports the same batches of spans (ReadableSpans to the official exporter, the same as the
+tracer's own Spans to ours; the tracer's shape: a
 server span with three attributes, one resource, one scope; ``--batch``
 spans per export, the tracer's batch size by default) to real receivers
 (tests/support/otlp_receiver.py) running in a child process, so that their
@@ -49,7 +50,8 @@ sys.stdin.read()
 
 
 def make_spans(n: int):
-    """n ReadableSpans shaped like the tracer's (spans.SpanBuilder): one resource and scope for all."""
+    """n ReadableSpans shaped like the tracer's (spans.SpanBuilder): one resource and scope for all (the
+    official exporter's input; ours gets the same as the tracer's own Spans, tests.support.spans.as_span)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -115,15 +117,18 @@ def main() -> None:
                                  text=True, env=child_env())
     try:
         grpc_endpoint, http_endpoint = receivers.stdout.readline().split()
-        batches = [make_spans(args.batch) for _ in range(args.batches)]
+        from tests.support.spans import as_span
+        official = [make_spans(args.batch) for _ in range(args.batches)]
+        ours = [[as_span(s) for s in batch] for batch in official]
         table = rows(grpc_endpoint, http_endpoint, args.compression)
-        for export, _ in table.values():   # warm up: connections, caches
-            measure(export, batches[:2])
+        inputs = {name: official if "official" in name else ours for name in table}
+        for name, (export, _) in table.items():   # warm up: connections, caches
+            measure(export, inputs[name][:2])
         print("load average before: %.2f %.2f %.2f" % os.getloadavg())
         samples = {name: [] for name in table}
         for _ in range(args.rounds):
             for name, (export, _) in table.items():
-                samples[name].append(measure(export, batches))
+                samples[name].append(measure(export, inputs[name]))
         print("load average after:  %.2f %.2f %.2f" % os.getloadavg())
         for _, shutdown in table.values():
             shutdown()

@@ -49,20 +49,25 @@ def test_each_download_reaches_the_collector_as_a_request_span_with_its_file_cop
     # The terminal: one tree per download, the copy under its request.
     assert run.stdout.count("└─ http.server.request [server]") == n
     assert run.stdout.count("   └─ file.copy [internal]") == ok
-    # ... and the seed's probe, one line a file sent: client, path, size.
-    hits = re.findall(r'^  simplehttp\.file_transfer \[internal\] 0 ns  client="127\.0\.0\.1" path="(\S+)" size=(\d+)$',
-                      run.stdout, re.M)
+    # ... and the seed's probe, one line a file sent, an event in the span it fired in: client, path, size.
+    hits = re.findall(r'^  event simplehttp\.file_transfer  demo_apps\.simplehttp pid \d+  in span [0-9a-f]{16} of trace '
+                      r'[0-9a-f]{32}  client="127\.0\.0\.1" path="(\S+)" size=(\d+)$', run.stdout, re.M)
     assert sorted(os.path.basename(path.rstrip("/")) for path, _ in hits) == sorted(
         os.path.basename(p.rstrip("/")) for p in paths if p != "/missing.txt"), run.stdout
-    assert re.search(r"traced as %d request spans with %d file-copy children, plus %d hits .* 0 lost"
-                     % (n, ok, ok), run.stdout), run.stdout[-500:]
+    assert re.search(r"traced as %d request spans with %d file-copy children, plus %d hits of the seed's "
+                     r"file_transfer probe \(events, %d inside their request's trace\); .* 0 lost"
+                     % (n, ok, ok, ok), run.stdout), run.stdout[-500:]
     assert_nothing_left(run.stderr)
 
     spans = receiver.collector.spans
     requests = [s for s in spans if s.name == "http.server.request"]
     copies = {s.parent_span_id: s for s in spans if s.name == "file.copy"}
     assert sorted(r.attributes["url.path"] for r in requests) == sorted(paths)
-    assert len(copies) == ok == len(spans) - n - ok, "one copy per body sent, plus the seed's probe per copy"
+    assert len(copies) == ok == len(spans) - n, "one copy per body sent, and no other span"
+    # The seed's plain probe: an OpenTelemetry event (OTLP log record) per body sent, with the ids of the
+    # span it fired in (the file copy) and its arguments as attributes.
+    transfers = {t.span_id: t for t in receiver.collector.logs}
+    assert len(transfers) == len(receiver.collector.logs) == ok
     for request in requests:
         a, span = request.attributes, request.span
         assert span.kind == trace_pb2.Span.SPAN_KIND_SERVER and request.parent_span_id == ""
@@ -82,7 +87,18 @@ def test_each_download_reaches_the_collector_as_a_request_span_with_its_file_cop
         # A file's size is what was generated; a listing's is what was sent.
         assert copy.attributes["file.size"] == FILES.get(path[1:], a["http.response.body.size"])
         assert a["http.response.body.size"] == copy.attributes["file.size"]
+        transfer = transfers.pop(copy.span_id)
+        assert transfer.trace_id == request.trace_id and transfer.record.flags == 1
+        assert transfer.event_name == "simplehttp.file_transfer"
+        assert copy.span.start_time_unix_nano <= transfer.record.time_unix_nano <= copy.span.end_time_unix_nano
+        assert transfer.record.observed_time_unix_nano == transfer.record.time_unix_nano
+        t = transfer.attributes
+        assert (t["event.name"], t["client"], t["size"]) == ("simplehttp.file_transfer", "127.0.0.1",
+                                                             copy.attributes["file.size"])
+        assert copy.attributes["file.path"].endswith(t["path"])
+        assert transfer.resource == request.resource and transfer.scope == "simplehttp"
     assert not copies, "every file copy is the child of a request span"
+    assert not transfers, "every hit of the seed's probe is inside a file copy"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -4,17 +4,22 @@ and back), whose books must balance exactly, and the overload rule that keeps me
 from __future__ import annotations
 
 import resource
+import struct
 from types import SimpleNamespace
 
 import pytest
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from spanprobe_tracer.decode import LoadRecord, SpanRecord
+from spanprobe import Provider
+from spanprobe.abi.protocol import OTEL_SPAN_ARGS, ROLE_OTEL_SPAN
+from spanprobe_tracer.decode import Bindings, LoadRecord, SpanRecord, plan_decoders
 from spanprobe_tracer.export import ExportPipeline
-from spanprobe_tracer.kernel import RingBuffer
-from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_SPAN
+from spanprobe_tracer.kernel.ringbuf import BUSY_BIT, DISCARD_BIT, RingReader
+from spanprobe_tracer.kernel import CaptureConfig, ProviderPlan
+from spanprobe_tracer.kernel.layout import HDR, KIND_LOAD, KIND_POINT, KIND_SPAN
 from spanprobe_tracer.session import Stats
 from spanprobe_tracer.session.drain import Drainer
+from tests.support.fake_records import image_of
 from tests.support.hardening_helpers import jsonl_tracer, spans_of, stats_of
 from tests.support.load import balanced, describe, soak
 from tests.support.tracer_helpers import SITES, wait_attached, wait_until
@@ -119,20 +124,38 @@ def _records(rec: bytes):
     return SpanRecord(None, 100, 100, 100, 0, 0, 1, 1, 0, 1, 0, "", "", {}, None)
 
 
+def _bindings() -> Bindings:
+    """Cookie 1: a plain probe; cookie 2: an otel_span probe (its point records carry spans), in pid 100."""
+    p = Provider("shed")
+    p.add_probe("plain", x="i32")
+    p.declare("span", OTEL_SPAN_ARGS, ROLE_OTEL_SPAN)
+    plan = ProviderPlan(image_of(p), CaptureConfig())
+    decoders = plan_decoders(plan)
+    bindings = Bindings()
+    plain, = [decoders[point] for point in plan.points if point.role != ROLE_OTEL_SPAN]
+    otel, = [decoders[point] for point in plan.points if point.role == ROLE_OTEL_SPAN]
+    assert (bindings.bind(plain, 100), bindings.bind(otel, 100)) == (1, 2)
+    return bindings
+
+
 def test_records_beyond_the_queues_room_are_counted_not_built():
     stats = Stats()
     exporter = _Blocked()
     pipeline = ExportPipeline(exporter, stats, max_queue=10, batch_size=100, linger_s=60)
     built = []
-    builder = SimpleNamespace(span=lambda item: built.append(item) or item)
-    drainer = Drainer(None, SimpleNamespace(decode=_records), builder, pipeline, stats, interval=0.1)
+    builder = SimpleNamespace(span=lambda item: built.append(item) or item, take_events=lambda: [])
+    drainer = Drainer(None, SimpleNamespace(decode=_records, is_otel_span=_bindings().is_otel_span), builder,
+                      pipeline, stats, interval=0.1)
     pipeline.submit(["queued"] * 8)
     span = HDR.pack(KIND_SPAN, 0, 1, 100, 100, 1)
     load = HDR.pack(KIND_LOAD, 0, 0, 100, 100, 0)
+    point = HDR.pack(KIND_POINT, 0, 1, 100, 100, 1)
+    otel_span = HDR.pack(KIND_POINT, 0, 1, 100, 100, 2)
     try:
-        loads = drainer.process([span] * 5 + [load])
+        loads = drainer.process([span] * 5 + [point] * 2 + [otel_span] + [load])
         assert len(built) == 2 and pipeline.queued == 10
-        assert stats.dropped["queue_full"] == 3
+        assert stats.dropped["queue_full"] == 4   # otel_span records carry spans: counted as spans
+        assert stats.events_dropped["queue_full"] == 2  # plain hits and events, counted as events
         assert stats.spans_received == 2 and len(loads) == 1  # never shed: it resumes a process
         assert exporter.exported == []
     finally:
@@ -140,14 +163,33 @@ def test_records_beyond_the_queues_room_are_counted_not_built():
 
 
 def test_one_drain_holds_at_most_a_ring_buffer_of_records():
-    """Against producers faster than the tracer, libbpf's consume would run for ever: the record
-    callback stops it (negative return) once a ring buffer's worth is held, keeping that record."""
-    import ctypes
+    """Against producers faster than the tracer, one read would never end: it stops once a ring
+    buffer's worth is held, and the next read goes on from there. Busy records stop a read,
+    discarded ones are skipped, a record that wraps is read whole (the data is mapped twice)."""
+    page, size = 64, 128
+    consumer, producer = bytearray(8), bytearray(page + 2 * size + 64)  # slack for the copy past the end
 
-    table = SimpleNamespace(open_ring_buffer=lambda callback: None)
-    core = SimpleNamespace(get_table=lambda name: table, ring_buffer_consume=lambda: None)
-    ring = RingBuffer(core, cap_bytes=100)
-    record = ctypes.create_string_buffer(b"r" * 40, 40)
-    assert [ring.on_record(None, ctypes.addressof(record), 40) for _ in range(3)] == [0, 0, -1]
-    assert ring.read() == [b"r" * 40] * 3
-    assert ring.on_record(None, ctypes.addressof(record), 40) == 0
+    def put(pos, payload, flags=0):
+        for base in (page, page + size):  # the kernel maps the data pages twice
+            at = base + pos % size
+            struct.pack_into("<II", producer, at, len(payload) | flags, 0)
+            producer[at + 8:at + 8 + len(payload)] = payload
+        return pos + (len(payload) + 8 + 7) // 8 * 8
+
+    pos = 0
+    for i in range(3):
+        pos = put(pos, bytes([65 + i]) * 20)          # 28 bytes, padded to 32
+    struct.pack_into("<Q", producer, 0, pos)
+    ring = RingReader(consumer, producer, size, page, cap_bytes=60)
+    assert ring.read() == [b"A" * 20, b"B" * 20]       # the cap is reached after two
+    assert ring.read() == [b"C" * 20]
+    assert ring.read() == []
+    pos = put(pos, b"gone", DISCARD_BIT)
+    pos = put(pos, b"w" * 40)                           # wraps past the end of the ring
+    busy_at = pos
+    pos = put(pos, b"not yet", BUSY_BIT)
+    struct.pack_into("<Q", producer, 0, pos)
+    assert ring.read() == [b"w" * 40]
+    assert struct.unpack_from("<Q", consumer)[0] == busy_at
+    put(busy_at, b"not yet")
+    assert ring.read() == [b"not yet"]

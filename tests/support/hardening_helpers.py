@@ -59,8 +59,9 @@ def jsonl_tracer(tmp_path, *args, **kw) -> Tracer:
 
 
 def spans_of(tmp_path, pid=None):
-    """The spans written so far to tmp_path/spans.jsonl (of process ``pid``)."""
-    return [s for s in read_jsonl(tmp_path / "spans.jsonl") if pid is None or s["resource"]["process.pid"] == pid]
+    """The spans written so far to tmp_path/spans.jsonl (of process ``pid``); event lines left out."""
+    return [s for s in read_jsonl(tmp_path / "spans.jsonl")
+            if "signal" not in s and (pid is None or s["resource"]["process.pid"] == pid)]
 
 
 def stats_of(tmp_path) -> dict:

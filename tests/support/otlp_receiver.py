@@ -1,7 +1,7 @@
 """Real OTLP receivers for the tests: gRPC and HTTP/protobuf, on opentelemetry-proto.
 
 They decode what the tracer sends with the official protobuf definitions and
-keep every span with its resource and scope, so tests check the wire format
+keep every span and log record with its resource and scope, so tests check the wire format
 a collector would see, not the tracer's own objects. Also used by
 bench/bench_tracer.py (counting only, to keep up with high rates).
 
@@ -82,6 +82,29 @@ class ReceivedSpan:
 
 
 @dataclass
+class ReceivedLog:
+    record: object               # opentelemetry.proto.logs.v1.logs_pb2.LogRecord
+    resource: Dict[str, object]
+    scope: str
+
+    @property
+    def event_name(self) -> str:
+        return self.record.event_name
+
+    @property
+    def attributes(self) -> Dict[str, object]:
+        return attributes(self.record.attributes)
+
+    @property
+    def trace_id(self) -> str:
+        return self.record.trace_id.hex()
+
+    @property
+    def span_id(self) -> str:
+        return self.record.span_id.hex()
+
+
+@dataclass
 class Reply:
     """A scripted answer: fail with ``status`` (a grpc.StatusCode or an HTTP status; None: accept),
     asking for ``retry_after`` seconds (gRPC RetryInfo, HTTP Retry-After); or accept with
@@ -131,6 +154,8 @@ class Collector:
         self.count_only = count_only
         self.spans: List[ReceivedSpan] = []
         self.count = 0
+        self.logs: List[ReceivedLog] = []
+        self.log_count = 0
         self.requests = 0
         self.headers: List[Dict[str, str]] = []
         self.cond = threading.Condition()
@@ -169,6 +194,20 @@ class Collector:
                 self.headers.append(headers)
             self.cond.notify_all()
 
+    def add_logs(self, request: logs_service_pb2.ExportLogsServiceRequest) -> None:
+        batch = []
+        n = 0
+        for rl in request.resource_logs:
+            res = None if self.count_only else attributes(rl.resource.attributes)
+            for sl in rl.scope_logs:
+                n += len(sl.log_records)
+                if not self.count_only:
+                    batch.extend(ReceivedLog(r, res, sl.scope.name) for r in sl.log_records)
+        with self.cond:
+            self.log_count += n
+            self.logs.extend(batch)
+            self.cond.notify_all()
+
     def wait_for(self, predicate: Callable[["Collector"], bool], timeout: float = 20.0) -> bool:
         deadline = time.monotonic() + timeout
         with self.cond:
@@ -203,6 +242,8 @@ class _Servicer:
             context.abort(reply.status, reply.message)
         if signal == "traces":
             self.collector.add(request, headers)
+        elif signal == "logs":
+            self.collector.add_logs(request)
         return reply.response(signal)
 
 
@@ -289,6 +330,8 @@ class HttpReceiver:
                 else:
                     if signal == "traces":
                         collector.add(request, headers)
+                    elif signal == "logs":
+                        collector.add_logs(request)
                     self.answer(200, reply.response(signal).SerializeToString(), protobuf)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

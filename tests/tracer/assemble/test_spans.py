@@ -1,4 +1,4 @@
-"""Records -> OpenTelemetry ReadableSpans: ids, times, status, events, resources (no BPF)."""
+"""Records -> the tracer's Spans: ids, times, status, events, resources (no BPF)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spanprobe_tracer.assemble import SpanBuilder
+from spanprobe_tracer.assemble import spans as spans_module
+from spanprobe_tracer.assemble.telemetry import LogEvent
 from spanprobe_tracer.assemble.resource import derive_service_name, parse_resource_attributes, python_entry
 from spanprobe_tracer.decode import PointRecord, SpanRecord, ValueNotes
 from spanprobe_tracer.kernel import PointType, SpanType
@@ -92,17 +94,19 @@ def test_events_join_their_span():
 def test_events_of_another_process_do_not_join():
     b = builder()
     b.point(event_rec(span_id=2, pid=999))
-    assert b.span(span_rec(span_id=2, pid=100)).events == ()
+    assert list(b.span(span_rec(span_id=2, pid=100)).events) == []
     assert b.pending_events == 1
 
 
-def test_orphan_events_become_zero_length_children():
+def test_orphan_events_become_opentelemetry_events_with_the_ids_they_named():
     b = builder(event_wait_s=0.0)
     b.point(event_rec(span_id=42))
-    (s,) = b.expire_events()
-    assert s.name == "cache.miss" and s.start_time == s.end_time == OFFSET + 2_000
-    assert s.parent.span_id == 42 and s.context.trace_id == 0xABC
-    assert s.attributes["spanprobe.event"] is True and s.attributes["k"] == "v"
+    (e,) = b.expire_events()
+    assert isinstance(e, LogEvent)
+    assert e.event_name == "cache.miss" and e.time == OFFSET + 2_000
+    assert (e.trace_id, e.span_id, e.trace_flags) == (0xABC, 42, 1)
+    assert e.attributes == {"event.name": "cache.miss", "k": "v", "thread.id": 7}
+    assert e.resource is RES and e.instrumentation_scope.name == "shop"
     assert b.orphan_events == 1
 
 
@@ -118,24 +122,65 @@ def test_event_buffer_is_bounded():
         b.point(event_rec(span_id=sid))
     released = b.expire_events()
     assert len(released) == 2 and b.pending_events == 3
-    assert sorted(s.parent.span_id for s in released) == [1, 2]  # oldest first
+    assert sorted(e.span_id for e in released) == [1, 2]  # oldest first
 
 
 def test_events_released_when_their_process_exits():
     b = builder()
     b.point(event_rec(span_id=5, pid=100))
     b.point(event_rec(span_id=6, pid=200))
-    assert [s.parent.span_id for s in b.expire_events(pid=100)] == [5]
+    assert [e.span_id for e in b.expire_events(pid=100)] == [5]
     assert b.pending_events == 1
 
 
-def test_event_outside_any_span_and_plain_probe():
+def plain_rec(ts, tid=7, pid=100, n=1):
+    return PointRecord(PLAIN, pid, tid, ts, 0, 0, 0, {"n": n}, None)
+
+
+def test_event_outside_any_span_is_an_event_at_once():
     b = builder()
-    s = b.point(event_rec(span_id=0, trace_id=0))
-    assert s is not None and s.parent is None and s.context.trace_id != 0
-    p = b.point(PointRecord(PLAIN, 100, 7, 9, 0, 0, 0, {"n": 1}, None))
-    assert p.name == "shop.tick" and p.kind == SpanKind.INTERNAL and p.attributes["n"] == 1
-    assert p.start_time == p.end_time == OFFSET + 9 and p.parent is None
+    assert b.point(event_rec(span_id=0, trace_id=0)) is None
+    (e,) = b.take_events()
+    assert e.event_name == "cache.miss" and (e.trace_id, e.span_id, e.trace_flags) == (0, 0, 0)
+    assert e.time == OFFSET + 2_000 and e.attributes["k"] == "v"
+    assert b.take_events() == []
+
+
+def test_plain_probe_hit_gets_the_ids_of_the_innermost_span_of_its_thread():
+    """Spans arrive innermost first (they are reported as they end), so the first span started on the
+    hit's thread that was open at the hit claims it."""
+    b = builder()
+    b.point(plain_rec(2_000))             # inside the child (1,500-3,000) and the parent (1,000-5,000)
+    b.point(plain_rec(4_000))             # inside the parent only
+    b.point(plain_rec(2_000, tid=8))      # another thread: neither
+    b.point(plain_rec(2_000, pid=200))    # another process: neither
+    assert b.pending_events == 4 and b.take_events() == []
+    child = SpanRecord(SPAN, 100, 6, 7, 1_500, 3_000, 0xABC, 3, 2, 1, 0, "", "", {}, None)
+    b.span(child)
+    (first,) = b.take_events()
+    assert (first.trace_id, first.span_id, first.time) == (0xABC, 3, OFFSET + 2_000)
+    assert first.event_name == "shop.tick" and first.attributes == {"event.name": "shop.tick", "n": 1, "thread.id": 7}
+    b.span(span_rec(span_id=9))           # 1,000-5,000 ns, but started on thread 6: not theirs
+    assert b.take_events() == []
+    b.span(SpanRecord(SPAN, 100, 6, 7, 1_000, 5_000, 0xABC, 2, 0, 1, 0, "", "", {}, None))  # the parent
+    (second,) = b.take_events()
+    assert (second.span_id, second.time) == (2, OFFSET + 4_000)
+    assert b.pending_events == 2
+
+
+def test_plain_probe_hit_outside_any_span_is_released_without_ids(monkeypatch):
+    b = builder()
+    b.point(plain_rec(2_000))
+    b.point(plain_rec(9_000, tid=8))
+    assert b.expire_events(open_starts=lambda: {}) == []       # too fresh: a span may still be in flight
+    monkeypatch.setattr(spans_module, "PLAIN_GRACE_S", -1.0)  # as if the grace had passed
+    # Thread 7 has a span open since before its hit: it waits; thread 8's only open span began after.
+    (e,) = b.expire_events(open_starts=lambda: {(100, 7): 1_000, (100, 8): 9_500})
+    assert (e.trace_id, e.span_id, e.time, e.attributes["thread.id"]) == (0, 0, OFFSET + 9_000, 8)
+    assert b.pending_events == 1
+    (e,) = b.expire_events(everything=True)
+    assert e.time == OFFSET + 2_000 and e.span_id == 0
+
 
 
 # --- resources ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from spanprobe.abi.protocol import BYTES_TRUNCATED
-from spanprobe_tracer.decode import plan_decoders
+from spanprobe_tracer.decode import SpanRecord, plan_decoders
 from spanprobe_tracer.kernel import CaptureConfig, ProviderPlan
 from tests.support.fake_records import image_of, point_record, span_record, typed_provider
 
@@ -74,3 +74,41 @@ def test_event_and_plain_records(typed):
     assert rec.attributes == {"what": "x"} and rec.notes.conversion_failed == ["n"]
     rec = decoders[plain].decode(point_record(plain, sm, [-5, "y"]), 5, 6)
     assert rec.attributes == {"x": -5, "y": "y"} and rec.span_id == 0
+
+
+def test_the_fast_path_decodes_as_the_careful_one(typed):
+    """SpanDecoder.decode is Python written per span shape for the common record; every record, common
+    or not (failed reads and conversions, errors, cut text, values of every width and sign), must come
+    out as the careful path, which reads any record, makes it."""
+    import random
+
+    plan, decoders, sm = typed
+    span = plan.spans[0]
+    decoder = decoders[span]
+    rng = random.Random(13)
+    words = [0, 1, 0x7F, 0x80, 0xFF, 0x8000, 0xFFFF_FFFF, 2**63 - 1, 2**63, 2**64 - 1, 0xDEAD_BEEF_0000_0080]
+    texts = ["", "a", "é✓", "x" * sm, "x" * (sm + 1), "é" * 9, "\x00 inside"]
+    fast = 0
+    for _ in range(400):
+        start = [rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64), rng.getrandbits(64),
+                 1 | (rng.random() < 0.1) << (8 + rng.randrange(5))] + [rng.choice(words) for _ in range(4)] + \
+                [rng.choice(texts)]
+        raw = rng.choice([b"", b"\x00\x01", b"y" * (sm + 3), (b"z" * 5, BYTES_TRUNCATED)])
+        end = [start[0], rng.choice([0, 0, 0, 1, 2, 7]), rng.choice(texts), rng.choice(texts),
+               1 | (rng.random() < 0.1) << (8 + rng.randrange(5)), rng.choice([0.0, -0.0, 1.5, math.inf]),
+               rng.choice(words), raw, rng.choice(words), rng.choice(words)]
+        fails = [0, 0, 0, 1 << rng.randrange(12)]
+        rec = span_record(span, sm, start, end, start_fail=rng.choice(fails), end_fail=rng.choice(fails))
+        got, want = decoder.decode(rec, 100, 101), decoder.decode_careful(rec, 100, 101)
+        for name in SpanRecord.__slots__:
+            a, b = getattr(got, name), getattr(want, name)
+            if name == "notes":
+                a, b = a and (a.truncated, a.conversion_failed, a.read_failed), b and (
+                    b.truncated, b.conversion_failed, b.read_failed)
+            if name == "attributes":
+                assert list(a) == list(b)  # the same order: the exported order
+                a = {k: repr(v) for k, v in a.items()}  # -0.0 and nan compared as written
+                b = {k: repr(v) for k, v in b.items()}
+            assert a == b, name
+        fast += not (want.status or want.notes and (want.notes.read_failed or want.notes.conversion_failed))
+    assert fast > 100  # a good share took the fast path

@@ -30,9 +30,10 @@ def trace_and_collect(tracee, receiver, protocol, extra=()):
         wait_attached(tracer, SITES)
         fired = tracee.send("spans shop %d" % N_TRACES)
         tracee.send("plain shop %d" % N_PLAIN)
-        expected = N_TRACES * 3 + N_PLAIN
-        assert receiver.collector.wait_for(lambda c: c.count >= expected, timeout=60), \
-            "received %d of %d spans" % (receiver.collector.count, expected)
+        expected = N_TRACES * 3
+        assert receiver.collector.wait_for(lambda c: c.count >= expected and c.log_count >= N_PLAIN, timeout=60), \
+            "received %d of %d spans, %d of %d events" % (receiver.collector.count, expected,
+                                                          receiver.collector.log_count, N_PLAIN)
         status = tracer.stop()
     finally:
         tracer.kill()
@@ -43,7 +44,7 @@ def trace_and_collect(tracee, receiver, protocol, extra=()):
 
 def check_spans(fired, collector, tracee_pid, service_name):
     spans = collector.spans
-    assert len(spans) == N_TRACES * 3 + N_PLAIN
+    assert len(spans) == N_TRACES * 3
     by_id = {s.span_id: s for s in spans}
     for i, ids in enumerate(fired["traces"]):
         root, ok_child, bad_child = by_id[ids["root"]], by_id[ids["ok_child"]], by_id[ids["bad_child"]]
@@ -96,11 +97,16 @@ def check_spans(fired, collector, tracee_pid, service_name):
         ev = attributes(events[0].attributes)
         assert ev == {"note.text": "miss \x1b[31m", "note.n": -7}
         assert ok_child.span.start_time_unix_nano <= events[0].time_unix_nano <= ok_child.span.end_time_unix_nano
-    ticks = [s for s in spans if s.name == "shop.tick"]
-    assert sorted(s.attributes["n"] for s in ticks) == list(range(N_PLAIN))
-    assert all(s.span.start_time_unix_nano == s.span.end_time_unix_nano for s in ticks)
-    # One resource per process, from /proc.
-    for s in spans:
+    # The plain probe's hits, fired outside any span: OpenTelemetry events (log records), no span ids.
+    ticks = collector.logs
+    assert sorted(t.attributes["n"] for t in ticks) == list(range(N_PLAIN))
+    for t in ticks:
+        assert t.event_name == "shop.tick" and t.attributes["event.name"] == "shop.tick"
+        assert isinstance(t.attributes["thread.id"], int) and t.scope == "shop"
+        assert (t.trace_id, t.span_id, t.record.flags) == ("", "", 0)
+        assert fired["t0"] <= t.record.time_unix_nano == t.record.observed_time_unix_nano
+    # One resource per process, from /proc, for spans and events alike.
+    for s in spans + ticks:
         r = s.resource
         assert r["service.name"] == service_name
         assert r["process.pid"] == tracee_pid

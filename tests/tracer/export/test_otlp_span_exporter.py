@@ -27,6 +27,7 @@ from spanprobe_tracer.export.otlp.settings import Flags, resolve
 from spanprobe_tracer.export.otlp.span_exporter import OtlpSpanExporter
 from spanprobe_tracer.session import Stats
 from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver, Reply
+from tests.support.spans import as_span
 
 #: HTTP headers the requests library (under the official HTTP exporter) adds by habit, which
 #: HTTP/1.1 implies or which only concern the response: keep-alive is the default, any type is accepted.
@@ -56,6 +57,11 @@ def make_spans():
     return memory.get_finished_spans()
 
 
+def our_spans():
+    """make_spans() as the tracer's own Spans, which our exporter takes."""
+    return [as_span(s) for s in make_spans()]
+
+
 def official_exporter(protocol):
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -76,7 +82,7 @@ def test_same_request_path_and_headers_as_the_official_exporter(monkeypatch, pro
                 monkeypatch.setenv(name, value)
         spans = make_spans()
         official, ours = official_exporter(protocol), OtlpSpanExporter(resolve("traces"))
-        assert official.export(spans) == ours.export(spans) == SpanExportResult.SUCCESS
+        assert official.export(spans) == ours.export([as_span(s) for s in spans]) == SpanExportResult.SUCCESS
         official.shutdown()
         ours.shutdown()
         theirs, mine = receiver.collector.arrivals
@@ -108,7 +114,7 @@ def test_a_failed_export_is_a_failure_with_its_reason_logged(grpc_receiver, capl
     grpc_receiver.collector.script.append(Reply(grpc.StatusCode.INVALID_ARGUMENT, "span 2 has no name\x1b[2J"))
     exporter = exporter_for(grpc_receiver)
     with caplog.at_level(logging.WARNING, "spanprobe.tracer"):
-        assert exporter.export(make_spans()) == SpanExportResult.FAILURE
+        assert exporter.export(our_spans()) == SpanExportResult.FAILURE
     exporter.shutdown()
     assert "OTLP export of 3 spans to %s failed after 1 attempt(s): INVALID_ARGUMENT 'span 2 has no name" \
         % grpc_receiver.endpoint in caplog.text
@@ -120,7 +126,7 @@ def test_repeated_failures_are_logged_once_in_a_while(grpc_receiver, caplog):
     exporter = exporter_for(grpc_receiver)
     with caplog.at_level(logging.WARNING, "spanprobe.tracer"):
         for _ in range(5):
-            assert exporter.export(make_spans()) == SpanExportResult.FAILURE
+            assert exporter.export(our_spans()) == SpanExportResult.FAILURE
     exporter.shutdown()
     assert caplog.text.count("PERMISSION_DENIED") == 1
     assert len(grpc_receiver.collector.arrivals) == 5
@@ -131,7 +137,7 @@ def test_rejected_spans_are_handed_over_and_the_batch_counts_as_exported(grpc_re
     rejected = []
     exporter = exporter_for(grpc_receiver, on_rejected=lambda n, message: rejected.append((n, message)))
     with caplog.at_level(logging.WARNING, "spanprobe.tracer"):
-        assert exporter.export(make_spans()) == SpanExportResult.SUCCESS
+        assert exporter.export(our_spans()) == SpanExportResult.SUCCESS
     exporter.shutdown()
     assert rejected == [(2, "rejected by the script")]
     assert "the OTLP server rejected 2 of 3 spans: 'rejected by the script'" in caplog.text
@@ -142,7 +148,7 @@ def test_nothing_to_export_sends_nothing_and_shutdown_ends_exporting(grpc_receiv
     assert exporter.export([]) == SpanExportResult.SUCCESS
     assert exporter.force_flush() is True
     exporter.shutdown()
-    assert exporter.export(make_spans()) == SpanExportResult.FAILURE
+    assert exporter.export(our_spans()) == SpanExportResult.FAILURE
     assert grpc_receiver.collector.arrivals == []
 
 
@@ -163,7 +169,7 @@ def test_the_export_thread_stops_promptly_when_the_collector_is_down(protocol):
                                                             timeout=600.0), {}))
         stats = Stats()
         pipeline = ExportPipeline(exporter, stats, batch_size=3, linger_s=0.01)
-        pipeline.submit(list(make_spans()) * 3)
+        pipeline.submit(our_spans() * 3)
         assert receiver.collector.wait_for(lambda c: len(c.arrivals) == 1, timeout=10)
         t = time.monotonic()
         pipeline.shutdown(timeout=1.0)
@@ -173,3 +179,43 @@ def test_the_export_thread_stops_promptly_when_the_collector_is_down(protocol):
         assert len(receiver.collector.arrivals) == 1
     finally:
         receiver.stop()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_events_go_to_the_logs_endpoint_and_rejections_are_handed_over(protocol):
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from spanprobe_tracer.assemble.telemetry import LogEvent
+
+    receiver = GrpcReceiver() if protocol == "grpc" else HttpReceiver()
+    try:
+        flags = Flags(endpoint=receiver.endpoint, protocol=protocol)
+        rejected = []
+        exporter = OtlpSpanExporter(resolve("traces", flags, {}), events_settings=resolve("logs", flags, {}),
+                                    on_events_rejected=lambda n, message: rejected.append(n))
+        events = [LogEvent("shop.tick", 1_700_000_000_000_000_000 + i, 0xAB, 5, 1, {"event.name": "shop.tick", "n": i},
+                           Resource({"service.name": "shop"}), InstrumentationScope("shop")) for i in range(3)]
+        receiver.collector.script.append(Reply(rejected=1))
+        assert exporter.export_events(events) == SpanExportResult.SUCCESS
+        assert exporter.export_events(events[:1]) == SpanExportResult.SUCCESS
+        exporter.shutdown()
+        first = receiver.collector.arrivals[0]
+        assert first.signal == "logs" and first.path == (
+            "/opentelemetry.proto.collector.logs.v1.LogsService/Export" if protocol == "grpc" else "/v1/logs")
+        assert rejected == [1]
+        assert [r.attributes["n"] for r in receiver.collector.logs] == [0, 1, 2, 0]
+        assert receiver.collector.logs[0].event_name == "shop.tick" and receiver.collector.logs[0].span_id == "%016x" % 5
+    finally:
+        receiver.stop()
+
+
+def test_events_without_logs_settings_fail_and_say_why(grpc_receiver, caplog):
+    from spanprobe_tracer.assemble.telemetry import LogEvent
+
+    exporter = exporter_for(grpc_receiver)
+    event = LogEvent("shop.tick", 1, 0, 0, 0, {"event.name": "shop.tick"}, Resource({}), None)
+    with caplog.at_level(logging.WARNING, "spanprobe.tracer"):
+        assert exporter.export_events([event]) == SpanExportResult.FAILURE
+    exporter.shutdown()
+    assert "1 events not exported: this exporter has no OTLP logs settings" in caplog.text
+    assert grpc_receiver.collector.arrivals == []

@@ -146,9 +146,14 @@ def test_command_traced_from_first_probe_and_exit_status(tmp_path, out, stats_fi
     r = run_spanprobe("trace", "--exporter", "jsonl", "--output", out, "--stats-file", stats_file,
                       "--", sys.executable, str(script), timeout=120, env=env)
     assert r.returncode == 7, r.stderr
-    names = sorted(s["name"] for s in read_jsonl(out))
-    assert names == ["GET /items", "db.query", "db.query", "early.tick"], r.stderr
-    assert stats_of(stats_file)["lost"] == 0
+    lines = read_jsonl(out)
+    assert sorted(s["name"] for s in lines if "signal" not in s) == ["GET /items", "db.query", "db.query"], r.stderr
+    # The plain probe's hit, outside any span: an event (a log line) without span ids.
+    (tick,) = [e for e in lines if e.get("signal") == "log"]
+    assert (tick["event_name"], tick["trace_id"], tick["span_id"]) == ("early.tick", None, None)
+    assert tick["attributes"]["event.name"] == "early.tick"
+    stats = stats_of(stats_file)
+    assert stats["lost"] == 0 and stats["events_exported"] == 1 and sum(stats["events_dropped"].values()) == 0
 
 
 def test_command_not_found(out):

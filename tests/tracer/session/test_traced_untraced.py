@@ -96,8 +96,17 @@ def runs(tmp_path_factory):
     traced = run_spanprobe("trace", "--exporter", "jsonl", "--output", str(out), "--", sys.executable,
                            str(script), timeout=120)
     assert traced.returncode == 0, traced.stderr
-    spans = [json.loads(line) for line in out.read_text().splitlines()]
-    return untraced, traced, spans
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    return untraced, traced, lines
+
+
+def spans_in(lines):
+    return [s for s in lines if "signal" not in s]
+
+
+def events_in(lines):
+    """Plain probe hits and events outside a span: OpenTelemetry events (log lines)."""
+    return [e for e in lines if e.get("signal") == "log"]
 
 
 def report(proc):
@@ -116,13 +125,14 @@ def test_the_same_wrong_values_behave_the_same_traced_and_untraced(runs):
 
 
 def test_what_did_not_convert_is_left_out_and_named(runs):
-    _, _, spans = runs
-    plain = [s for s in spans if s["name"] == "same.plain"]
-    assert [s["attributes"]["label"] for s in plain] == ["good"], "bad plain hits are skipped, never zeroed"
+    _, _, lines = runs
+    spans, events = spans_in(lines), events_in(lines)
+    plain = [e for e in events if e["event_name"] == "same.plain"]
+    assert [e["attributes"]["label"] for e in plain] == ["good"], "bad plain hits are skipped, never zeroed"
     (handle,) = [s for s in spans if s["name"].endswith("handle")]
     assert "path" not in handle["attributes"]
     assert handle["attributes"]["spanprobe.conversion_failed"] == ["path"]
-    (note,) = [s for s in spans if s["name"] == "note"]
+    (note,) = [e for e in events if e["event_name"] == "note"]
     assert "text" not in note["attributes"] and note["attributes"]["spanprobe.conversion_failed"] == ["text"]
     (bad,) = [s for s in spans if s["name"] == "blk" and "size" in s["attributes"]]
     assert bad["attributes"]["size"] == 1
@@ -130,7 +140,7 @@ def test_what_did_not_convert_is_left_out_and_named(runs):
 
 
 def test_a_span_that_raised_exports_no_invented_end_attributes(runs):
-    _, _, spans = runs
+    spans = spans_in(runs[2])
     (function,) = [s for s in spans if s["name"] == "fails"]
     assert function["status"]["code"] == "ERROR"
     assert "http.response.status_code" not in function["attributes"], "no return value: nothing to report"

@@ -224,23 +224,29 @@ def _make_exporter(args, stats: Stats):
         return ConsoleExporter()
     if args.exporter == "jsonl":
         return JsonLinesExporter(args.output)
-    return otlp_exporter(args, on_rejected=lambda n, _message: stats.reject(n))
+    return otlp_exporter(args, on_rejected=lambda n, _message: stats.reject(n),
+                         on_events_rejected=lambda n, _message: stats.reject_events(n))
 
 
-def otlp_exporter(args, on_rejected=None):
-    """The OTLP exporter the --otlp-* flags (add_otlp_options) describe, once its endpoint answers.
+def otlp_exporter(args, on_rejected=None, on_events_rejected=None):
+    """The OTLP exporter the --otlp-* flags (add_otlp_options) describe, once its endpoint answers:
+    spans with the traces signal's settings, events with the logs signal's.
 
-    ``on_rejected(count, message)`` hears of spans the collector refused (an OTLP partial success).
+    ``on_rejected(count, message)`` hears of spans the collector refused (an OTLP partial success),
+    ``on_events_rejected`` of events.
     """
     # Here, not at the top: grpcio and the protobuf descriptors load only when OTLP is used.
     from ..export.otlp.client import check_reachable
     from ..export.otlp.span_exporter import OtlpSpanExporter
 
-    settings = otlp_settings("traces", args)
+    settings, events_settings = otlp_settings("traces", args), otlp_settings("logs", args)
     if not args.otlp_no_check:
         check_reachable(settings)
-    exporter = OtlpSpanExporter(settings, on_rejected=on_rejected)
-    log.info("exporting %s", settings.describe())
+        if (events_settings.host, events_settings.port) != (settings.host, settings.port):
+            check_reachable(events_settings)
+    exporter = OtlpSpanExporter(settings, on_rejected=on_rejected, events_settings=events_settings,
+                                on_events_rejected=on_events_rejected)
+    log.info("exporting %s; events %s", settings.describe(), events_settings.describe())
     return exporter
 
 

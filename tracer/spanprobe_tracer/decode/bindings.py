@@ -10,20 +10,11 @@ into a SpanRecord, PointRecord or LoadRecord by it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Union
+from typing import Callable, Dict, Iterable, Optional, Set, Tuple, Union
 
 from ..kernel.layout import HDR, KIND_LOAD, KIND_NAME, NAME_HASH, NAME_TEXT_AT
-from .decoders import Decoder
+from .decoders import Decoder, OtelSpanDecoder
 from .records import LoadRecord, NameRecord, OtelSpanRecord, PointRecord, SpanRecord
-
-
-@dataclass
-class Binding:
-    """What a cookie stands for: the decoder of the records it marks, and their process."""
-
-    decoder: Decoder
-    pid: int
 
 
 class Bindings:
@@ -31,18 +22,28 @@ class Bindings:
 
     def __init__(self):
         self._next_cookie = 1
-        self._by_cookie: Dict[int, Binding] = {}
+        #: cookie -> (the decode method of the records it marks, their process)
+        self._by_cookie: Dict[int, Tuple[Callable, int]] = {}
+        #: cookies of otel_span probes: point records that carry spans (counted as spans when shed)
+        self._otel_cookies: Set[int] = set()
 
     def bind(self, decoder: Decoder, pid: int) -> int:
         """A fresh cookie standing for ``decoder`` in process ``pid``."""
         cookie = self._next_cookie
         self._next_cookie += 1
-        self._by_cookie[cookie] = Binding(decoder, pid)
+        self._by_cookie[cookie] = (decoder.decode, pid)
+        if isinstance(decoder, OtelSpanDecoder):
+            self._otel_cookies.add(cookie)
         return cookie
 
     def unbind(self, cookies: Iterable[int]) -> None:
         for c in cookies:
             self._by_cookie.pop(c, None)
+            self._otel_cookies.discard(c)
+
+    def is_otel_span(self, rec: bytes) -> bool:
+        """Does this record (not decoded) come from an otel_span probe?"""
+        return HDR.unpack_from(rec, 0)[5] in self._otel_cookies
 
     def decode(self, rec: bytes) -> Optional[Union[SpanRecord, PointRecord, OtelSpanRecord, LoadRecord, NameRecord]]:
         """A SpanRecord, PointRecord, OtelSpanRecord, LoadRecord or NameRecord from one ring-buffer record (None if unknown)."""
@@ -53,6 +54,6 @@ class Bindings:
             text = rec[NAME_TEXT_AT:].split(b"\0", 1)[0]
             return NameRecord(NAME_HASH.unpack_from(rec, HDR.size)[0], text.decode("utf-8", "replace"))
         binding = self._by_cookie.get(cookie)
-        if binding is None or binding.pid != pid:
+        if binding is None or binding[1] != pid:
             return None
-        return binding.decoder.decode(rec, pid, tid)
+        return binding[0](rec, pid, tid)

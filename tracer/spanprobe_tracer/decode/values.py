@@ -84,15 +84,19 @@ def value_decoder(f: ArgField, string_max: int):
 
 
 class AttrDecoder:
-    """Decodes the attribute arguments (after the protocol's fixed ones) of one probe."""
+    """Decodes the attribute arguments (after the protocol's fixed ones) of one probe.
 
-    def __init__(self, fields: Sequence[ArgField], names: Sequence[str], first_attr: int, string_max: int):
-        self.items = [(f.index, f.index - first_attr, name, value_decoder(f, string_max))
+    ``words`` handed to ``decode`` hold the probe's argument words from
+    position ``base`` on (a record's whole unpacked fields, not sliced)."""
+
+    def __init__(self, fields: Sequence[ArgField], names: Sequence[str], first_attr: int, string_max: int,
+                 base: int = 0):
+        self.items = [(base + f.index, f.index, f.index - first_attr, name, value_decoder(f, string_max))
                       for f, name in zip(fields[first_attr:], names[first_attr:])]
 
     def decode(self, rec: bytes, words: Sequence[int], fail: int, conv_flags: int, attrs: dict,
                notes: Optional[ValueNotes]) -> Optional[ValueNotes]:
-        for index, attr_index, name, dec in self.items:
+        for at, index, attr_index, name, dec in self.items:
             if conv_flags >> attr_index & 1:
                 notes = notes or ValueNotes([], [], [])
                 notes.conversion_failed.append(name)
@@ -101,7 +105,7 @@ class AttrDecoder:
                 notes = notes or ValueNotes([], [], [])
                 notes.read_failed.append(name)
                 continue
-            value, cut = dec(rec, words[index])
+            value, cut = dec(rec, words[at])
             attrs[name] = value
             if cut:
                 notes = notes or ValueNotes([], [], [])

@@ -7,7 +7,7 @@
               OtlpSpanExporter to a collector; imported only when OTLP is asked for
     span_metrics  the kernel's span metrics as OTLP metrics (or console lines), sent from their own thread
 
-Exporters are OpenTelemetry SDK SpanExporters fed ReadableSpans by the pipeline.
+Exporters are OpenTelemetry SDK SpanExporters fed the tracer's own Spans (assemble.telemetry) by the pipeline.
 """
 
 from .console import ConsoleExporter

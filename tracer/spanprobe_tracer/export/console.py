@@ -1,4 +1,5 @@
-"""The console exporter: each trace printed as a tree a person reads, once its root span has ended.
+"""The console exporter: each trace printed as a tree a person reads, once its root span has ended;
+each event (a plain probe hit, an event outside a span) as a line of its own.
 
 Everything printed comes from the traced application (span names, attribute
 values, error messages): untrusted text. It goes through text.safe_text, so
@@ -12,11 +13,13 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from typing import Dict, IO, List, Sequence, Tuple
+from typing import Dict, IO, List, Sequence, Tuple, Union
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.trace import StatusCode
+
+from ..assemble import Span
+from ..assemble.telemetry import EncodedSpan, LogEvent
 
 from ..text import format_duration, format_value, safe_text
 
@@ -38,10 +41,11 @@ class ConsoleExporter(SpanExporter):
         self.hold_s = hold_s
         self.max_traces = max_traces
         self.max_attr_len = max_attr_len
-        self._traces: "OrderedDict[int, Tuple[float, List[ReadableSpan]]]" = OrderedDict()
+        self._traces: "OrderedDict[int, Tuple[float, List[Span]]]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, spans: Sequence[Union[Span, EncodedSpan]]) -> SpanExportResult:
+        spans = [s.decoded() if s.__class__ is EncodedSpan else s for s in spans]
         with self._lock:
             now = time.monotonic()
             ready = []
@@ -60,7 +64,23 @@ class ConsoleExporter(SpanExporter):
             self._print(ready)
         return SpanExportResult.SUCCESS
 
-    def _expire(self, now: float) -> List[List[ReadableSpan]]:
+    def export_events(self, events: Sequence[LogEvent]) -> SpanExportResult:
+        """A line per event (plain probe hit, event outside a span), printed at once."""
+        if events:
+            with self._lock:
+                self.out.write("".join(self.render_event(e) + "\n" for e in events))
+                self.out.flush()
+        return SpanExportResult.SUCCESS
+
+    def render_event(self, event: LogEvent) -> str:
+        res = event.resource.attributes if event.resource else {}
+        text = "event %s  %s pid %s" % (safe_text(event.event_name), safe_text(str(res.get("service.name", "?"))),
+                                       res.get("process.pid", "?"))
+        if event.span_id:
+            text += "  in span %016x of trace %032x" % (event.span_id, event.trace_id)
+        return text + self._attrs({k: v for k, v in event.attributes.items() if k != "event.name"})
+
+    def _expire(self, now: float) -> List[List[Span]]:
         out = []
         for tid in [t for t, (seen, _) in self._traces.items() if now - seen >= self.hold_s]:
             out.append(self._traces.pop(tid)[1])
@@ -71,7 +91,7 @@ class ConsoleExporter(SpanExporter):
         with self._lock:
             self._print(self._expire(time.monotonic()))
 
-    def _print(self, groups: List[List[ReadableSpan]]) -> None:
+    def _print(self, groups: List[List[Span]]) -> None:
         if not groups:
             return
         lines: List[str] = []
@@ -80,9 +100,9 @@ class ConsoleExporter(SpanExporter):
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
 
-    def render_trace(self, spans: List[ReadableSpan]) -> List[str]:
+    def render_trace(self, spans: List[Span]) -> List[str]:
         by_id = {s.context.span_id: s for s in spans}
-        children: Dict[int, List[ReadableSpan]] = {}
+        children: Dict[int, List[Span]] = {}
         roots = []
         for s in spans:
             if s.parent is not None and s.parent.span_id in by_id:
@@ -98,7 +118,7 @@ class ConsoleExporter(SpanExporter):
             head += "  (joins parent span %016x)" % first.parent.span_id
         lines = [head]
 
-        def walk(span: ReadableSpan, prefix: str, last: bool):
+        def walk(span: Span, prefix: str, last: bool):
             branch = "└─ " if last else "├─ "
             lines.append(prefix + branch + self.render_span(span))
             child_prefix = prefix + ("   " if last else "│  ")
@@ -127,7 +147,7 @@ class ConsoleExporter(SpanExporter):
         return "  " + " ".join("%s=%s" % (safe_text(k), format_value(attributes[k], self.max_attr_len))
                                for k in shown)
 
-    def render_span(self, span: ReadableSpan) -> str:
+    def render_span(self, span: Span) -> str:
         duration = (span.end_time or 0) - (span.start_time or 0)
         kind = span.kind.name.lower()
         text = "%s [%s] %s" % (safe_text(span.name), kind, format_duration(duration))

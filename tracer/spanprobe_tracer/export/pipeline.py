@@ -8,6 +8,11 @@ exponential backoff within its timeout, and a batch that still fails is
 dropped and counted, so a collector that is down costs bounded memory and no
 hang. ``shutdown`` flushes what is queued within a deadline, then aborts the
 exporter's retries and counts what is left.
+
+Spans and events (LogEvents: OpenTelemetry events, OTLP log records) share the
+queue; a batch goes to the exporter's ``export`` (spans) and ``export_events``
+(events), and each kind is counted apart (``exported`` / ``events_exported``,
+``drop`` / ``drop_events``).
 """
 
 from __future__ import annotations
@@ -16,21 +21,33 @@ import collections
 import logging
 import threading
 import time
-from typing import Deque, List, Protocol
+from typing import Deque, List, Protocol, Sequence, Union
 
-from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from ..assemble import Span
+from ..assemble.telemetry import LogEvent
 
 log = logging.getLogger("spanprobe.tracer")
 
 
 class Accounting(Protocol):
     """Where the pipeline counts what it exported and what it dropped, by reason ("queue_full",
-    "export_failed", "shutdown"): the session's Stats."""
+    "export_failed", "shutdown"), spans and events apart: the session's Stats."""
 
     def add(self, name: str, n: int = 1) -> None: ...
 
     def drop(self, reason: str, n: int) -> None: ...
+
+    def drop_events(self, reason: str, n: int) -> None: ...
+
+
+def _split(items) -> tuple:
+    """(spans, events) of a list holding both."""
+    events = [x for x in items if x.__class__ is LogEvent]
+    if not events:
+        return items, events
+    return [x for x in items if x.__class__ is not LogEvent], events
 
 
 class ExportPipeline:
@@ -41,7 +58,7 @@ class ExportPipeline:
         self.max_queue = max_queue
         self.batch_size = batch_size
         self.linger_s = linger_s
-        self._queue: Deque[ReadableSpan] = collections.deque()
+        self._queue: Deque[Union[Span, LogEvent]] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
         self._busy = False
@@ -49,18 +66,26 @@ class ExportPipeline:
         self._thread = threading.Thread(target=self._run, name="spanprobe-export", daemon=True)
         self._thread.start()
 
-    def submit(self, spans: List[ReadableSpan]) -> None:
-        if not spans:
+    def _count_dropped(self, reason: str, items: Sequence) -> None:
+        spans, events = _split(items)
+        if spans:
+            self.stats.drop(reason, len(spans))
+        if events:
+            self.stats.drop_events(reason, len(events))
+
+    def submit(self, items: List[Union[Span, LogEvent]]) -> None:
+        """Queue spans and events for export; what the queue has no room for is dropped and counted."""
+        if not items:
             return
         with self._cond:
             if self._closing:
-                self.stats.drop("shutdown", len(spans))
+                self._count_dropped("shutdown", items)
                 return
             room = self.max_queue - len(self._queue)
-            if room < len(spans):
-                self.stats.drop("queue_full", len(spans) - max(room, 0))
-                spans = spans[:max(room, 0)]
-            self._queue.extend(spans)
+            if room < len(items):
+                self._count_dropped("queue_full", items[max(room, 0):])
+                items = items[:max(room, 0)]
+            self._queue.extend(items)
             if len(self._queue) >= self.batch_size:
                 self._cond.notify()
 
@@ -68,7 +93,7 @@ class ExportPipeline:
     def queued(self) -> int:
         return len(self._queue)
 
-    def _take(self) -> List[ReadableSpan]:
+    def _take(self) -> List[Union[Span, LogEvent]]:
         with self._cond:
             deadline = time.monotonic() + self.linger_s
             while len(self._queue) < self.batch_size and not self._closing:
@@ -91,22 +116,30 @@ class ExportPipeline:
                         self._cond.notify_all()
                         return
                 continue
-            try:
-                result = self.exporter.export(batch)
-            except Exception as exc:  # an exporter bug must not kill the thread
-                log.error("exporter raised %s: %s", type(exc).__name__, exc)
-                result = SpanExportResult.FAILURE
-            if result == SpanExportResult.SUCCESS:
-                self.stats.add("exported", len(batch))
-            else:
-                self.stats.drop("export_failed", len(batch))
-                self._failures_logged += 1
-                if self._failures_logged in (1, 10, 100) or self._failures_logged % 1000 == 0:
-                    log.warning("export of %d spans failed (%d failed batches so far); they are counted "
-                                "as lost", len(batch), self._failures_logged)
+            spans, events = _split(batch)
+            if spans:
+                self._export(self.exporter.export, spans, "exported", self.stats.drop, "spans")
+            if events:
+                self._export(self.exporter.export_events, events, "events_exported", self.stats.drop_events,
+                             "events")
             with self._cond:
                 self._busy = False
                 self._cond.notify_all()
+
+    def _export(self, export, items: list, exported: str, drop, what: str) -> None:
+        try:
+            result = export(items)
+        except Exception as exc:  # an exporter bug must not kill the thread
+            log.error("exporter raised %s: %s", type(exc).__name__, exc)
+            result = SpanExportResult.FAILURE
+        if result == SpanExportResult.SUCCESS:
+            self.stats.add(exported, len(items))
+            return
+        drop("export_failed", len(items))
+        self._failures_logged += 1
+        if self._failures_logged in (1, 10, 100) or self._failures_logged % 1000 == 0:
+            log.warning("export of %d %s failed (%d failed batches so far); they are counted as lost",
+                        len(items), what, self._failures_logged)
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything queued so far has been handed to the exporter."""
@@ -135,10 +168,10 @@ class ExportPipeline:
                 pass
             self._thread.join(2.0)
             with self._cond:
-                left = len(self._queue)
+                left = list(self._queue)
                 self._queue.clear()
             if left:
-                self.stats.drop("shutdown", left)
+                self._count_dropped("shutdown", left)
         else:
             try:
                 self.exporter.shutdown()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from .layout import CaptureConfig, ModuleLayout
 from .render import render_core, render_module
@@ -55,6 +55,16 @@ class Module:
                 except KeyError:
                     pass  # its end arrived meanwhile
         return removed
+
+    def open_starts(self) -> Dict[Tuple[int, int], int]:
+        """(pid, thread id) -> the earliest start (boot ns) of a span open on that thread."""
+        out: Dict[Tuple[int, int], int] = {}
+        for s in self.layout.spans:
+            for k, v in self.bpf.get_table("sp_starts_%d" % s.index).items():
+                key = (k.tgid, v.tid)
+                if key not in out or v.start_ns < out[key]:
+                    out[key] = v.start_ns
+        return out
 
     def open_spans(self) -> int:
         return sum(len(self.bpf.get_table("sp_starts_%d" % s.index).items()) for s in self.layout.spans)

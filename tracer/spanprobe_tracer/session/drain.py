@@ -1,8 +1,8 @@
 """Draining: ring-buffer records decoded, built into spans and handed to the export pipeline.
 
 One way only: a drain reads what the ring buffer holds, decodes it
-(decode.Bindings), assembles spans (assemble.SpanBuilder), submits them to the
-pipeline, and *returns* the dlopen() notifications it found. The session acts
+(decode.Bindings), assembles spans and events (assemble.SpanBuilder), submits
+them to the pipeline, and *returns* the dlopen() notifications it found. The session acts
 on those after the drain (scanning, attaching, resuming the process), so
 nothing a drain does ever calls back into discovery or attaching.
 
@@ -71,12 +71,15 @@ class Drainer:
         builder = self.builder
         out = []
         loads = []
-        spans_received = points_received = errors = shed = bad_payloads = 0
+        spans_received = points_received = errors = shed = shed_points = bad_payloads = 0
         room = self.pipeline.max_queue - self.pipeline.queued
         for rec in raw:
             # rec[0]: the record's kind (a u16, little-endian); loads and names are never shed
             if len(out) >= room and rec[0] not in (KIND_LOAD, KIND_NAME):
-                shed += 1
+                if rec[0] == KIND_POINT and not self.bindings.is_otel_span(rec):
+                    shed_points += 1
+                else:
+                    shed += 1
                 continue
             try:
                 item = decode(rec)
@@ -89,9 +92,7 @@ class Drainer:
                 out.append(builder.span(item))
             elif isinstance(item, PointRecord):
                 points_received += 1
-                span = builder.point(item)
-                if span is not None:
-                    out.append(span)
+                builder.point(item)
             elif isinstance(item, OtelSpanRecord):
                 spans_received += 1
                 try:
@@ -110,7 +111,10 @@ class Drainer:
         self.stats.decode_errors += errors
         if shed:
             self.stats.drop("queue_full", shed)
+        if shed_points:
+            self.stats.drop_events("queue_full", shed_points)
         if bad_payloads:
             self.stats.drop("bad_payload", bad_payloads)
+        out.extend(builder.take_events())
         self.pipeline.submit(out)
         return loads

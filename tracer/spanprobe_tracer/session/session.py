@@ -128,6 +128,20 @@ class Session:
             return proc.resource
         return Resource({"service.name": "unknown_service", "process.pid": pid})
 
+    def _open_starts(self) -> Dict[Tuple[int, int], int]:
+        """(pid, tid) -> earliest start of a span open on that thread, over every module's open-span maps."""
+        out: Dict[Tuple[int, int], int] = {}
+        for module in self.modules.modules:
+            try:
+                starts = module.open_starts()
+            except Exception as exc:  # pragma: no cover
+                log.debug("reading open spans: %s", exc)
+                continue
+            for key, start in starts.items():
+                if key not in out or start < out[key]:
+                    out[key] = start
+        return out
+
     def scan(self) -> None:
         """Rescan targets: attach new providers, detach what went away."""
         current = set(self.targets.current())
@@ -294,7 +308,7 @@ class Session:
 
     def _housekeeping(self, now: float) -> None:
         self.clock.maybe_reanchor()
-        self.pipeline.submit(self.builder.expire_events())
+        self.pipeline.submit(self.builder.expire_events(open_starts=self._open_starts))
         self.stats.kernel = self.counters.read()
         if self.adaptive is not None:
             self.stats.sampler_ratio = self.adaptive.update(

@@ -35,6 +35,8 @@ class Stats:
         self.points_received = 0     # event and plain probe records
         self.exported = 0            # spans the exporter accepted
         self.dropped: Dict[str, int] = {k: 0 for k in self.USER_DROPS}
+        self.events_exported = 0     # OpenTelemetry events (log records) the exporter accepted
+        self.events_dropped: Dict[str, int] = {k: 0 for k in self.USER_DROPS}
         self.unmatched_exited = 0    # open spans whose process exited
         self.unmatched_expired = 0   # open spans older than the open-span timeout
         self.open_at_exit = 0        # spans started but not ended when tracing stopped
@@ -55,6 +57,16 @@ class Stats:
     def drop(self, reason: str, n: int) -> None:
         with self._lock:
             self.dropped[reason] += n
+
+    def drop_events(self, reason: str, n: int) -> None:
+        with self._lock:
+            self.events_dropped[reason] += n
+
+    def reject_events(self, n: int) -> None:
+        """``n`` events of a batch counted as exported were refused by the collector (OTLP partial success)."""
+        with self._lock:
+            self.events_exported -= n
+            self.events_dropped["rejected"] += n
 
     def reject(self, n: int) -> None:
         """``n`` spans of a batch counted as exported were refused by the collector (OTLP partial success)."""
@@ -91,6 +103,8 @@ class Stats:
             "exported": self.exported,
             "lost": self.lost,
             "dropped": dict(self.dropped),
+            "events_exported": self.events_exported,
+            "events_dropped": dict(self.events_dropped),
             "unmatched_exited": self.unmatched_exited,
             "unmatched_expired": self.unmatched_expired,
             "open_at_exit": self.open_at_exit,
@@ -110,6 +124,9 @@ class Stats:
             "lost: %d (ring buffer full: %d spans, %d events; open-span map full: %d; %s)"
             % (self.lost, k[Counter.SPAN_RB_FULL], k[Counter.POINT_RB_FULL], k[Counter.START_MAP_FULL],
                ", ".join("%s: %d" % (label, self.dropped[key]) for key, label in self.USER_DROPS.items())),
+            "events (probe hits and events outside a span, as OpenTelemetry events): %d exported, lost: %d (%s)"
+            % (self.events_exported, sum(self.events_dropped.values()),
+               ", ".join("%s: %d" % (label, self.events_dropped[key]) for key, label in self.USER_DROPS.items())),
             "incomplete: %d span ends without a recorded start (started before attach, or start dropped); "
             "%d starts never ended (%d process exited, %d timed out)"
             % (k[Counter.END_WITHOUT_START], self.unmatched_exited + self.unmatched_expired,

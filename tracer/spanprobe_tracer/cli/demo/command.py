@@ -156,7 +156,8 @@ def trace_demo(server: DemoServer, args, stop: threading.Event, collected: Colle
         stats = Stats()
         sinks, where = [collected], [] if args.no_tree else ["the terminal"]
         if args.otlp_endpoint:
-            sinks.append(tracing.otlp_exporter(args, on_rejected=lambda n, _message: stats.reject(n)))
+            sinks.append(tracing.otlp_exporter(args, on_rejected=lambda n, _message: stats.reject(n),
+                                               on_events_rejected=lambda n, _message: stats.reject_events(n)))
             where.append("OTLP %s" % args.otlp_endpoint)
         pipeline = ExportPipeline(Tee(sinks), stats)
         session = Session(modules, pipeline, stats, Targets(pids=[server.pid]))
@@ -194,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 % (signal.Signals(signals.signum).name, server.scratch))
             return 128 + signals.signum
     if not args.no_tree:
-        print_trees(collected.spans, sys.stdout)
+        print_trees(collected.spans, collected.events, sys.stdout)
     say("server stopped, %s removed" % server.scratch)
     print(accounting(downloads, collected, stats.exported, stats.lost, where, time.monotonic() - started),
           flush=True)

@@ -7,8 +7,8 @@
     grpc_client     OTLP/gRPC over grpcio: a generic unary call, request bytes sent as they are
     http_client     OTLP/HTTP (binary protobuf) over http.client, keep-alive
     client          the client a settings object asks for; the reachability check at start
-    wire            encode_request: ReadableSpans -> ExportTraceServiceRequest bytes (byte for
-                    byte the official encoder's, about 3x faster)
+    wire            encode_request: Spans -> ExportTraceServiceRequest bytes (byte for
+                    byte the official encoder's, about 5x faster)
     span_exporter   OtlpSpanExporter: the OpenTelemetry SDK SpanExporter over the client
 
 Callers encode Export*ServiceRequest messages themselves (wire for spans) and
