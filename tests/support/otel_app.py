@@ -13,7 +13,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 def scenario(tracer):
     with tracer.start_as_current_span("GET /items/<id>", kind=SpanKind.SERVER,
-                                      attributes={"http.route": "/items/<id>", "http.status_code": 200}) as root:
+                                      attributes={"http.route": "/items/<id>", "http.request.method": "GET",
+                                                  "http.status_code": 200}) as root:
+        root.set_attribute("http.response.status_code", 200)
         with tracer.start_as_current_span("SELECT items", kind=SpanKind.CLIENT) as db:
             db.set_attribute("db.system", "sqlite")
             db.set_attributes({"rows": 3, "ratio": 0.5, "ok": True, "tags": ["a", "b"], "ids": [1, 2],

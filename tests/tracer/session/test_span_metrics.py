@@ -206,3 +206,43 @@ def test_failed_metrics_exports_are_counted(tracee, grpc_receiver, tmp_path):
 def test_bad_metrics_settings_are_refused_naming_their_source(args, env, named):
     r = run_spanprobe("trace", "--all", *args, env=dict({"OTEL_METRICS_EXPORTER": ""}, **env))
     assert r.returncode == 2 and named in r.stderr, r.stderr
+
+
+def test_api_spans_are_counted_like_the_kernels(grpc_receiver, tmp_path):
+    """OpenTelemetry API spans (spanprobe.otel, one otel_span probe per finished span) end in the application,
+    not at a probe the kernel pairs: the tracer counts each as it arrives, in the same series shape. Every
+    span of tests/support/otel_app.py is counted once, under the application's service name, its duration
+    in the SDK's default buckets; its HTTP server span feeds http.server.request.duration."""
+    import sys
+    from pathlib import Path
+
+    from tests.support import otel_app
+
+    r = run_spanprobe("trace", "--exporter", "otlp", "--otlp-endpoint", grpc_receiver.endpoint, "--",
+                      sys.executable, str(Path(otel_app.__file__)), timeout=120,
+                      env={"OTEL_PYTHON_TRACER_PROVIDER": "spanprobe", "OTEL_SERVICE_NAME": "otel-app",
+                           "OTEL_METRIC_EXPORT_INTERVAL": "300"})
+    assert r.returncode == 0, r.stderr
+    spans = {s.name: s.span for s in grpc_receiver.collector.spans}
+    assert len(spans) == 4
+    calls = {(a["span.name"], a["span.kind"], a["status.code"]): (p.as_int, res["service.name"], a["service.name"])
+             for k, (_, p, res) in metric_points(grpc_receiver.collector, "traces.span.metrics.calls").items()
+             for a in [dict(k)]}
+    assert calls == {
+        ("GET /items/<id>", "SPAN_KIND_SERVER", "STATUS_CODE_UNSET"): (1, "otel-app", "otel-app"),
+        ("SELECT items", "SPAN_KIND_CLIENT", "STATUS_CODE_UNSET"): (1, "otel-app", "otel-app"),
+        ("fails", "SPAN_KIND_INTERNAL", "STATUS_CODE_ERROR"): (1, "otel-app", "otel-app"),
+        ("linked renamed", "SPAN_KIND_INTERNAL", "STATUS_CODE_ERROR"): (1, "otel-app", "otel-app"),
+    }
+    bounds_ms = [float(b) for b in DEFAULT_BOUNDS_MS]
+    for k, (metric, p, _) in metric_points(grpc_receiver.collector, "traces.span.metrics.duration").items():
+        span = spans[dict(k)["span.name"]]
+        ms = (span.end_time_unix_nano - span.start_time_unix_nano) / 1e6
+        assert metric.unit == "ms" and list(p.explicit_bounds) == bounds_ms and p.count == 1
+        assert p.sum == pytest.approx(ms, rel=1e-9)
+        assert list(p.bucket_counts) == [1 if i == sum(b < ms for b in bounds_ms) else 0
+                                         for i in range(len(bounds_ms) + 1)]
+    (http,) = metric_points(grpc_receiver.collector, "http.server.request.duration").items()
+    (key, (metric, p, _)) = http
+    assert dict(key) == {"http.request.method": "GET", "http.route": "/items/<id>", "http.response.status_code": 200}
+    assert metric.unit == "s" and p.count == 1 and list(p.explicit_bounds) == list(HTTP_BOUNDS_S)

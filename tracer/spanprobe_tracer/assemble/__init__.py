@@ -8,9 +8,9 @@
 """
 
 from .clock import WallClock
-from .otel import BadPayload
+from .otel import ApiSpanSummary, BadPayload
 from .resource import process_resource
 from .spans import SpanBuilder
 from .telemetry import Span
 
-__all__ = ["BadPayload", "WallClock", "process_resource", "SpanBuilder", "Span"]
+__all__ = ["ApiSpanSummary", "BadPayload", "WallClock", "process_resource", "SpanBuilder", "Span"]

@@ -17,7 +17,7 @@ What cannot be one well-formed span raises BadPayload, for the caller to count.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
@@ -35,12 +35,46 @@ class BadPayload(ValueError):
     """An otel_span payload that is not one OTLP span."""
 
 
+#: The attributes http.server.request.duration groups by (semantic conventions).
+HTTP_KEYS = ("http.request.method", "http.route", "http.response.status_code")
+
+
+class ApiSpanSummary(NamedTuple):
+    """What span metrics need of an OpenTelemetry API span (session.span_metrics counts it)."""
+
+    pid: int
+    name: str
+    kind: SpanKind
+    status: StatusCode
+    duration_ns: int
+    #: (http.request.method, http.route or None, http.response.status_code or None) of a server span
+    #: that has a method, else None
+    http: Optional[Tuple[str, Optional[str], Optional[int]]]
+
+
+def _http(s) -> Optional[Tuple[str, Optional[str], Optional[int]]]:
+    found = {}
+    for kv in s.attributes:
+        if kv.key in HTTP_KEYS:
+            v = kv.value
+            found[kv.key] = v.string_value if v.HasField("string_value") else (
+                v.int_value if v.HasField("int_value") else None)
+    method = found.get(HTTP_KEYS[0])
+    if not isinstance(method, str):
+        return None
+    route, status = found.get(HTTP_KEYS[1]), found.get(HTTP_KEYS[2])
+    return (method, route if isinstance(route, str) else None, status if isinstance(status, int) else None)
+
+
+
 class OtelSpanReader:
-    """Builds EncodedSpans from otel_span records, with ``resource_for(pid)`` as their resource."""
+    """Builds EncodedSpans from otel_span records, with ``resource_for(pid)`` as their resource.
+    ``observe``, when set, is handed an ApiSpanSummary of every span read (span metrics)."""
 
     def __init__(self, resource_for: Callable[[int], Resource]):
         self._resource_for = resource_for
         self._scopes: Dict[Tuple, InstrumentationScope] = {}
+        self.observe: Optional[Callable[[ApiSpanSummary], None]] = None
 
     def _scope(self, s, schema_url: str) -> InstrumentationScope:
         key = (s.SerializeToString(), schema_url)  # one InstrumentationScope per distinct scope
@@ -62,10 +96,14 @@ class OtelSpanReader:
             raise BadPayload("%d spans in one payload" % len(message.spans))
         s = message.spans[0]
         try:  # what the console and JSON lines will need to read it (EncodedSpan.decoded)
-            SpanKind(s.kind - KIND_OFFSET)
-            StatusCode(s.status.code)
+            kind = SpanKind(s.kind - KIND_OFFSET)
+            status = StatusCode(s.status.code)
         except ValueError as exc:
             raise BadPayload(str(exc)) from None
+        if self.observe is not None:
+            self.observe(ApiSpanSummary(rec.pid, s.name, kind, status,
+                                        max(0, s.end_time_unix_nano - s.start_time_unix_nano),
+                                        _http(s) if kind is SpanKind.SERVER else None))
         trace_flags = s.flags & 0xFF
         s.flags = FLAG_HAS_IS_REMOTE | (s.flags & FLAG_IS_REMOTE)  # what the official exporter writes
         return EncodedSpan(s.SerializeToString(), self._resource_for(rec.pid),

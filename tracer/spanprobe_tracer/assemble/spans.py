@@ -43,7 +43,7 @@ from spanprobe.abi.protocol import (ROLE_EVENT, SPAN_KINDS, STATUS_CANCELLED, ST
                                     STATUS_SET_ERROR, STATUS_SET_OK)
 
 from ..decode import OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
-from .otel import OtelSpanReader
+from .otel import ApiSpanSummary, OtelSpanReader
 from .telemetry import UNSET, EncodedSpan, LogEvent, Span
 
 KINDS = {kind: SpanKind[kind.upper()] for kind in SPAN_KINDS}
@@ -158,6 +158,10 @@ class SpanBuilder:
         if rec.status == STATUS_SET_OK:
             return _OK
         return Status(StatusCode.ERROR, "unknown span status %d reported by the probe" % rec.status)
+
+    def observe_api_spans(self, observe: Callable[[ApiSpanSummary], None]) -> None:
+        """Hand ``observe`` a summary of every OpenTelemetry API span read (span metrics)."""
+        self._otel.observe = observe
 
     def otel_span(self, rec: OtelSpanRecord) -> EncodedSpan:
         """The OpenTelemetry API span an otel_span record carries, still encoded; raises otel.BadPayload."""

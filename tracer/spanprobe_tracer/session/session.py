@@ -104,7 +104,11 @@ class Session:
         #: Span metrics (kernel.metrics) to ``metrics_sender`` (export.span_metrics), when the modules count them.
         names: Dict[int, str] = {}   # HTTP method and route texts by hash: the drainer fills it
         self.span_metrics = (SpanMetrics(MetricsTable(modules.core), metrics_sender, self._resource_for,
-                                         metrics_interval, names) if config.metrics and metrics_sender else None)
+                                         metrics_interval, names, config.histogram_bounds_ns)
+                             if config.metrics and metrics_sender else None)
+        if self.span_metrics is not None:
+            self.builder.observe_api_spans(self.span_metrics.count_api_span)
+            self.span_metrics.on_full = lambda: stats.add("metrics_api_series_full")
         #: The adaptive sampler's control loop (session.adaptive).
         self.adaptive = (AdaptiveRatio(SamplingBound(modules.core), config.sampler.max_rate)
                          if config.sampler.name == "adaptive" else None)

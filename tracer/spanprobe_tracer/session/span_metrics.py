@@ -6,6 +6,10 @@ code (sp_http). Here each cookie is known as the span type (name, kind) of a
 process, whose resource is the process's; statuses become OpenTelemetry status
 codes (0 ok and 2 cancelled are UNSET, as the spans say: docs/otel-mapping.md);
 hashes become the strings the kernel sent in name records (session.drain).
+OpenTelemetry API spans (the otel_span role) end in the application, not at
+a probe the kernel pairs, so they are counted here, as each arrives
+(``count_api_span``): every one the application fired and the ring buffer
+held, in the same series shape (status OK too, which API spans can have).
 An HTTP series whose names have not arrived yet is left out of that export and
 counted (``unnamed``); being cumulative, it is whole in the next one that has
 them. A process or provider that goes away has its series taken out of the
@@ -15,20 +19,25 @@ then forgotten.
 
 from __future__ import annotations
 
+import bisect
 import time
-from typing import Callable, Dict, Iterable, List, Tuple
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
 from opentelemetry.sdk.resources import Resource
 
 from spanprobe.abi.protocol import STATUS_CANCELLED, STATUS_OK
 
+from ..assemble import ApiSpanSummary
 from ..export.span_metrics import MetricsSender, SeriesPoint
 from ..kernel import SpanType
-from ..kernel.metrics import HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, MetricsTable, Series
+from ..kernel.metrics import HTTP_BOUNDS_S, HTTP_METHOD, HTTP_ROUTE, HTTP_STATUS, MetricsTable, Series, bounds_ns
 
 #: (metric, pid, attributes): one exported series.
 SeriesKey = Tuple[str, int, Tuple[Tuple[str, object], ...]]
 SPANS, HTTP = "spans", "http"
+#: API span series kept at most (a series per process, name, kind, status; HTTP per method, route, status).
+MAX_API_SERIES = 16384
+_HTTP_BOUNDS_NS = bounds_ns([b * 1000 for b in HTTP_BOUNDS_S])
 
 
 def status_code(status: int) -> str:
@@ -39,8 +48,14 @@ class SpanMetrics:
     """Reads the kernel's series every ``interval`` seconds and hands them, named, to ``sender``."""
 
     def __init__(self, table: MetricsTable, sender: MetricsSender, resource_for: Callable[[int], Resource],
-                 interval: float, names: Dict[int, str]):
+                 interval: float, names: Dict[int, str], bounds: Sequence[int] = ()):
         self.table = table
+        #: the duration histogram's bucket bounds, ns (the kernel's)
+        self.bounds = tuple(bounds)
+        #: OpenTelemetry API span series, cumulative
+        self._api: Dict[SeriesKey, SeriesPoint] = {}
+        #: called for each API span left uncounted because MAX_API_SERIES series exist
+        self.on_full: Callable[[], None] = lambda: None
         self.sender = sender
         self._resource_for = resource_for
         self.interval = interval
@@ -95,6 +110,37 @@ class SpanMetrics:
             else:
                 point.add(s.count, s.sum_ns, s.buckets)
 
+    def count_api_span(self, span: ApiSpanSummary) -> None:
+        """Count one OpenTelemetry API span in its series (and http.server.request.duration's, for a server
+        span with an HTTP method)."""
+        self._count_api(SPANS, span.pid, (("span.name", span.name), ("span.kind", "SPAN_KIND_" + span.kind.name),
+                                          ("status.code", "STATUS_CODE_" + span.status.name)),
+                        span.duration_ns, self.bounds)
+        if span.http is not None:
+            method, route, status = span.http
+            attrs = [(HTTP_METHOD, method)]
+            if route is not None:
+                attrs.append((HTTP_ROUTE, route))
+            if status is not None:
+                attrs.append((HTTP_STATUS, status))
+            self._count_api(HTTP, span.pid, tuple(attrs), span.duration_ns, _HTTP_BOUNDS_NS)
+
+    def _count_api(self, metric: str, pid: int, attrs, duration_ns: int, bounds: Sequence[int]) -> None:
+        key = (metric, pid, attrs)
+        point = self._api.get(key)
+        if point is None:
+            if len(self._api) >= MAX_API_SERIES:
+                self.on_full()
+                return
+            resource = self._resource_for(pid)
+            if metric == SPANS:
+                attrs = (("service.name", str(resource.attributes.get("service.name", "unknown_service"))), *attrs)
+            point = self._api[key] = SeriesPoint(resource, attrs, 0, 0, [0] * (len(bounds) + 1),
+                                                 self._started.setdefault(key, time.time_ns()))
+        point.count += 1
+        point.sum_ns += duration_ns
+        point.buckets[bisect.bisect_left(bounds, duration_ns)] += 1  # bucket i: (bound i-1, bound i]
+
     def retire(self, cookies: Iterable[int]) -> None:
         """Their process or provider is going: take their series out of the kernel, keep them for one export."""
         cookies = [c for c in cookies if c in self._cookies]
@@ -119,6 +165,12 @@ class SpanMetrics:
                 self._started.pop(key, None)  # gone for good after this export
                 current[key] = point
         self._retired = {}
+        for key, point in self._api.items():  # cumulative: copies, so a later span does not change a sent one
+            if key in current:  # a decorator span of the same name, kind and status in the same process
+                current[key].add(point.count, point.sum_ns, point.buckets)
+            else:
+                current[key] = SeriesPoint(point.resource, point.attributes, point.count, point.sum_ns,
+                                           list(point.buckets), point.start_ns)
         return ([p for k, p in current.items() if k[0] == SPANS], [p for k, p in current.items() if k[0] == HTTP])
 
     def tick(self, now: float, force: bool = False) -> None:

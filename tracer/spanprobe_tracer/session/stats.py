@@ -46,6 +46,8 @@ class Stats:
         self.probes = 0
         #: Span metrics exports that failed (the next one, cumulative, carries their numbers).
         self.metrics_exports_failed = 0
+        #: OpenTelemetry API spans left out of the span metrics: too many series (session.span_metrics).
+        self.metrics_api_series_full = 0
         #: The adaptive sampler's current ratio (None with any other sampler).
         self.sampler_ratio: Optional[float] = None
         self._rate_mark = (self.started, 0)
@@ -112,6 +114,7 @@ class Stats:
             "kernel": {c.name.lower(): v for c, v in self.kernel.items()},
             "sampled_out": self.kernel[Counter.SAMPLED_OUT],
             "metrics_exports_failed": self.metrics_exports_failed,
+            "metrics_api_series_full": self.metrics_api_series_full,
             "sampler_ratio": self.sampler_ratio,
         }
 
@@ -142,8 +145,10 @@ class Stats:
         if self.metrics_exports_failed:
             lines.append("span metrics exports failed: %d (each later export is cumulative: nothing is lost "
                          "unless the last one failed)" % self.metrics_exports_failed)
-        if k[Counter.METRICS_MAP_FULL]:
-            lines.append("span ends missing from the span metrics (series map full): %d" % k[Counter.METRICS_MAP_FULL])
+        if k[Counter.METRICS_MAP_FULL] or self.metrics_api_series_full:
+            lines.append("span ends missing from the span metrics (series map full): %d, of them "
+                         "OpenTelemetry API spans: %d" % (k[Counter.METRICS_MAP_FULL] + self.metrics_api_series_full,
+                                                          self.metrics_api_series_full))
         if k[Counter.FILTERED]:
             lines.append("filtered (shorter than --min-duration): %d" % k[Counter.FILTERED])
         if self.decode_errors:
