@@ -428,9 +428,10 @@ def tune_gc() -> None:
     Spans and their attribute dicts die by reference counting; the collector only
     walks them while they wait in the export queue, a young collection every 700
     allocations (~175 spans), and full collections that walk every object made
-    at start (bcc, grpc, the SDK). Those are frozen here (gc.freeze: never
-    walked, never freed), after a last collection, and young collections come
-    ~14x less often. Cycles are still collected.
+    at start (bcc, grpc, the SDK). Those are frozen here, after a last
+    collection (gc.freeze: never walked again; freed by reference counting as
+    ever, only a cycle among them would stay), and young collections come ~14x
+    less often. Cycles made later are still collected.
     """
     gc.collect()
     gc.freeze()
