@@ -102,8 +102,10 @@ class Span(trace_api.Span):
             return
         limits = self.tracer.limits
         attrs = Attributes(limits.max_event_attributes, limits.max_attribute_length, attributes)
+        ts = timestamp if timestamp is not None else time.time_ns()
+        # Encoded now, once; the values stay for a stack trace that must be cut to fit (payload.Cut).
         self._append(self.events, limits.max_events, "dropped_events",
-                     (name, attrs.items, attrs.dropped, timestamp if timestamp is not None else time.time_ns()))
+                     (name, attrs.items, attrs.dropped, ts, payload.event_field(name, attrs.items, attrs.dropped, ts)))
 
     def add_link(self, context, attributes=None):
         if not _link_ok(context, attributes) or self._ended("add_link"):

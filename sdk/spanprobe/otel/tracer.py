@@ -88,7 +88,7 @@ class Tracer(trace_api.Tracer):
     def __init__(self, probe, scope, sampler, limits):
         self.probe = probe
         self.scope = scope
-        self.scope_message = payload.scope_message(scope)
+        self.scope_head, self.scope_tail = payload.scope_parts(scope)
         self.sampler = sampler
         self.limits = limits
 
