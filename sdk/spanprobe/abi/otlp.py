@@ -188,6 +188,19 @@ def event(time_unix_nano, name, attributes=b"", dropped_attributes=0):
             + attributes + _uint(b"\x20", dropped_attributes))
 
 
+def event_field(time_unix_nano, name, attributes, dropped_attributes, on_error):
+    """A ``Span.Event`` as the Span's field (tag SPAN_EVENTS); ``attributes``: a mapping, as for
+    key_value_fields(). event() inlined: this runs for every event."""
+    data = name.encode("utf-8") if type(name) is str else b""
+    n = len(data)
+    message = ((b"\x09" + _FIXED64(time_unix_nano) if time_unix_nano else b"")
+               + (b"\x12" + _SMALL[n] + data if 0 < n < 128 else _text(b"\x12", name))
+               + (key_value_fields(EVENT_ATTRIBUTES, attributes, on_error) if attributes else b"")
+               + (b"\x20" + varint(dropped_attributes) if dropped_attributes else b""))
+    n = len(message)
+    return SPAN_EVENTS + (_SMALL[n] if n < 128 else varint(n)) + message
+
+
 def link(trace_id, span_id, trace_state="", attributes=b"", dropped_attributes=0, flags=0):
     """A ``Span.Link`` message (ids as ints); ``attributes``: its KeyValue fields (tag LINK_ATTRIBUTES)."""
     return (b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
@@ -201,17 +214,20 @@ def status(code, message=None):
 
 
 _TIMES = struct.Struct("<BBBQBQ").pack
+_IDS = struct.Struct(">2sQQ2sQ").pack
+_LOW64 = (1 << 64) - 1
 
 
-def span(trace_id, span_id, trace_state, parent_span_id, name, kind, start, end, attributes, dropped_attributes,
-         events, dropped_events, links, dropped_links, status_message, flags):
-    """A ``Span`` message. ``attributes``, ``events``, ``links``: their fields (tags SPAN_ATTRIBUTES,
-    SPAN_EVENTS, SPAN_LINKS), joined; ``status_message``: an encoded Status (always present, as the
-    official encoder writes it).
+def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_span_id, name, kind, start, end,
+               attributes, dropped_attributes, events, dropped_events, links, dropped_links, status_message, flags):
+    """A ``ScopeSpans`` message holding one ``Span``: scope_spans_head(), the Span, scope_spans_tail().
 
-    Written as appends to one list, field by field: this runs once per span while traced.
+    ``attributes``, ``events``, ``links``: the Span's fields (tags SPAN_ATTRIBUTES, SPAN_EVENTS,
+    SPAN_LINKS), joined; ``status_message``: an encoded Status (always present, as the official
+    encoder writes it). Written as appends to one list, field by field, the usual cases in single
+    pack calls: this runs once per span while traced.
     """
-    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+    parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
     add = parts.append
     if trace_state:
         add(_text(b"\x1a", trace_state))
@@ -219,7 +235,7 @@ def span(trace_id, span_id, trace_state, parent_span_id, name, kind, start, end,
         add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
     if name:
         add(_text(b"\x2a", name))
-    if 0 < kind < 128 and start and end:  # kind, start and end in one pack: the usual case
+    if 0 < kind < 128 and start and end:
         add(_TIMES(0x30, kind, 0x39, start, 0x41, end))
     else:
         if kind:
@@ -240,7 +256,8 @@ def span(trace_id, span_id, trace_state, parent_span_id, name, kind, start, end,
     add(length_delimited(b"\x7a", status_message))
     if flags:
         add(b"\x85\x01" + _FIXED32(flags))
-    return b"".join(parts)
+    body = b"".join(parts)
+    return scope_head + length_delimited(b"\x12", body) + scope_tail
 
 
 def scope_spans_head(scope_message):
@@ -251,8 +268,3 @@ def scope_spans_head(scope_message):
 def scope_spans_tail(schema_url):
     """What a ``ScopeSpans`` message ends with: its schema URL field."""
     return _text(b"\x1a", schema_url)
-
-
-def scope_spans(head, span_message, tail):
-    """A ``ScopeSpans`` message with one span: scope_spans_head(), the span, scope_spans_tail()."""
-    return head + length_delimited(b"\x12", span_message) + tail

@@ -17,6 +17,7 @@ with a warning, as the official encoder does.
 import logging
 
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from ..abi import otlp
 from ..abi.protocol import MAX_BYTES
@@ -35,8 +36,7 @@ def _left_out(key, exc):
 
 def event_field(name, attrs, dropped, ts):
     """A Span.Event as the Span's field: ``attrs`` a mapping, its values cleaned."""
-    return otlp.length_delimited(otlp.SPAN_EVENTS, otlp.event(
-        ts, name, otlp.key_value_fields(otlp.EVENT_ATTRIBUTES, attrs, _left_out), dropped))
+    return otlp.event_field(ts, name, attrs, dropped, _left_out)
 
 
 def scope_parts(scope):
@@ -60,9 +60,12 @@ def _link(context, attrs):
 def encode(span):
     """The probe argument for ``span`` (a spanprobe.otel.span.Span that has ended)."""
     attrs = span.attributes
-    links = b"".join([_link(*link) for link in span.links]) if span.links else b""
-    data = _encode(span, span.name, otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, attrs.items, _left_out), attrs.dropped,
-                   b"".join([ev[4] for ev in span.events]), span.dropped_events, links, span.dropped_links,
+    events = span.events
+    links = span.links
+    data = _encode(span, span.name,
+                   otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, attrs.items, _left_out) if attrs.items else b"",
+                   attrs.dropped, b"".join([ev[4] for ev in events]) if events else b"", span.dropped_events,
+                   b"".join([_link(*link) for link in links]) if links else b"", span.dropped_links,
                    span.tracer.scope_head)
     if len(data) > MAX_BYTES:
         data = Cut(span).shrink(len(data) - MAX_BYTES)
@@ -76,12 +79,13 @@ def _encode(span, name, attrs, dropped_attrs, events, dropped_events, links, dro
     if parent is not None and parent.is_remote:
         flags |= otlp.FLAG_IS_REMOTE
     code = span.status_code
-    body = otlp.span(  # positional: keyword calls cost more, and this runs for every span
-        ctx.trace_id, ctx.span_id, ctx.trace_state.to_header() if ctx.trace_state else "",
+    trace_state = ctx.trace_state
+    return otlp.scope_span(  # positional: keyword calls cost more, and this runs for every span
+        scope_head, span.tracer.scope_tail, ctx.trace_id, ctx.span_id,
+        trace_state.to_header() if trace_state is not DEFAULT_TRACE_STATE and trace_state else "",
         parent.span_id if parent is not None else 0, name, _KIND[span.kind], span.start_time, span.end_time,
         attrs, dropped_attrs, events, dropped_events, links, dropped_links,
         otlp.status(code, span.status_description) if code else _NO_STATUS, flags)
-    return otlp.scope_spans(scope_head, body, span.tracer.scope_tail)
 
 
 class Cut:

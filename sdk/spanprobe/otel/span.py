@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 import traceback
+from types import MappingProxyType
 
 from opentelemetry import trace as trace_api
 from opentelemetry.trace.status import Status, StatusCode
@@ -26,6 +27,8 @@ _end_lock = threading.Lock()
 
 
 _SCALARS = frozenset((bool, int, float))
+#: The attributes of an event given none (read-only: events share it).
+_NO_ATTRIBUTES = MappingProxyType({})
 
 
 def _link_ok(context, attributes):
@@ -98,14 +101,27 @@ class Span(trace_api.Span):
         self.attributes.update(attributes)
 
     def add_event(self, name, attributes=None, timestamp=None):
-        if self._ended("add_event"):
+        if self.end_time is not None:
+            log.warning("Tried calling add_event on an ended span.")
             return
         limits = self.tracer.limits
-        attrs = Attributes(limits.max_event_attributes, limits.max_attribute_length, attributes)
+        if attributes:
+            attrs = Attributes(limits.max_event_attributes, limits.max_attribute_length, attributes)
+            items, dropped = attrs.items, attrs.dropped
+        else:
+            items, dropped = _NO_ATTRIBUTES, 0
         ts = timestamp if timestamp is not None else time.time_ns()
         # Encoded now, once; the values stay for a stack trace that must be cut to fit (payload.Cut).
-        self._append(self.events, limits.max_events, "dropped_events",
-                     (name, attrs.items, attrs.dropped, ts, payload.event_field(name, attrs.items, attrs.dropped, ts)))
+        try:
+            event = (name, items, dropped, ts, payload.event_field(name, items, dropped, ts))
+        except Exception as exc:  # a name OTLP cannot carry: counted where OTLP counts dropped events
+            log.warning("spanprobe: event %r dropped: %s", name, exc)
+            self.dropped_events += 1
+            return
+        if limits.max_events is None or len(self.events) < limits.max_events:
+            self.events.append(event)
+        else:
+            self._append(self.events, limits.max_events, "dropped_events", event)
 
     def add_link(self, context, attributes=None):
         if not _link_ok(context, attributes) or self._ended("add_link"):
@@ -161,7 +177,13 @@ class Span(trace_api.Span):
                 log.warning("Calling end() on an ended span.")
                 return
             self.end_time = end_time if end_time is not None else time.time_ns()
-        self.tracer.emit(self)
+        probe = self.tracer.probe
+        if not probe.enabled:
+            return  # nobody listens any more: dropped whole, never half-sent
+        try:
+            probe.emit(payload.encode(self))
+        except Exception:  # a bug here must not reach the application
+            log.warning("spanprobe: could not fire span %r (ignored)", self.name, exc_info=True)
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         if exc_val is not None and self.is_recording():

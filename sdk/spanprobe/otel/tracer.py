@@ -127,16 +127,6 @@ class Tracer(trace_api.Tracer):
         return CurrentSpan(self, (name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception), end_on_exit)
 
-    def emit(self, span):
-        """Fire a span that has ended, if a tracer listens now; never raises."""
-        probe = self.probe
-        if not probe.enabled:
-            return
-        try:
-            probe.emit(payload.encode(span))
-        except Exception:  # a bug here must not reach the application
-            log.warning("spanprobe: could not fire span %r (ignored)", span.name, exc_info=True)
-
 
 class CurrentSpan:
     """``start_as_current_span``'s result: a context manager, or a decorator of functions and coroutines.

@@ -163,9 +163,12 @@ def test_nonsense_never_raises_into_the_application(pair, caplog):
     span = tracer.start_span("s", attributes=["not", "a", "mapping"], links=[None])
     span.set_attributes(42)
     span.add_event("e", attributes="nope")
+    span.add_event(123)  # not a name: dropped and counted
+    span.add_event(None)  # no name: an event without one
     span.set_status("bogus")
     span.update_name(None)
     span.end()
     span.end()
-    assert len(p.payloads()) == 1
-    assert "not a mapping" in caplog.text
+    (ours,) = p.ours()
+    assert ours.spans[0].dropped_events_count == 1 and [e.name for e in ours.spans[0].events] == ["e", ""]
+    assert "not a mapping" in caplog.text and "event 123 dropped" in caplog.text
