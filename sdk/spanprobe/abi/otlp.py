@@ -145,7 +145,8 @@ def key_value_fields(tag, attributes, on_error):
                 add(data)
                 continue
         elif t is int and 0 <= value <= _INT64_MAX:
-            data = small[value] if value < 128 else varint(value)
+            data = (small[value] if value < 128 else bytes(((value & 0x7F) | 0x80, value >> 7)) if value < 16384
+                    else varint(value))
             n = len(data)
             m = len(head) + n + 2
             if m < 128:
@@ -257,7 +258,8 @@ def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_sp
     if flags:
         add(b"\x85\x01" + _FIXED32(flags))
     body = b"".join(parts)
-    return scope_head + length_delimited(b"\x12", body) + scope_tail
+    n = len(body)
+    return scope_head + b"\x12" + (bytes(((n & 0x7F) | 0x80, n >> 7)) if 128 <= n < 16384 else varint(n)) + body + scope_tail
 
 
 def scope_spans_head(scope_message):

@@ -30,19 +30,15 @@ CUT_MARKER = "[spanprobe: {} characters of this stack trace cut to fit the probe
 NAME_CAP = 256
 
 
-def _left_out(key, exc):
+def left_out(key, exc):
+    """Warn of an attribute value OTLP cannot carry, left out of the encoding as the official encoder does."""
     log.warning("spanprobe: attribute %r left out of the span: %s", key, exc)
-
-
-def event_field(name, attrs, dropped, ts):
-    """A Span.Event as the Span's field: ``attrs`` a mapping, its values cleaned."""
-    return otlp.event_field(ts, name, attrs, dropped, _left_out)
 
 
 def scope_parts(scope):
     """The ScopeSpans head and tail of a tracer's ``(name, version, schema_url, attributes)``."""
     name, version, schema_url, attrs = scope
-    message = otlp.scope(name, version, otlp.key_value_fields(otlp.SCOPE_ATTRIBUTES, attrs, _left_out))
+    message = otlp.scope(name, version, otlp.key_value_fields(otlp.SCOPE_ATTRIBUTES, attrs, left_out))
     return otlp.scope_spans_head(message), otlp.scope_spans_tail(schema_url)
 
 
@@ -53,7 +49,7 @@ _NO_STATUS = otlp.status(0)
 def _link(context, attrs):
     return otlp.length_delimited(otlp.SPAN_LINKS, otlp.link(
         context.trace_id, context.span_id, context.trace_state.to_header(),
-        otlp.key_value_fields(otlp.LINK_ATTRIBUTES, attrs.items, _left_out), attrs.dropped,
+        otlp.key_value_fields(otlp.LINK_ATTRIBUTES, attrs.items, left_out), attrs.dropped,
         otlp.FLAG_HAS_IS_REMOTE | (otlp.FLAG_IS_REMOTE if context.is_remote else 0)))
 
 
@@ -63,7 +59,7 @@ def encode(span):
     events = span.events
     links = span.links
     data = _encode(span, span.name,
-                   otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, attrs.items, _left_out) if attrs.items else b"",
+                   otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, attrs.items, left_out) if attrs.items else b"",
                    attrs.dropped, b"".join([ev[4] for ev in events]) if events else b"", span.dropped_events,
                    b"".join([_link(*link) for link in links]) if links else b"", span.dropped_links,
                    span.tracer.scope_head)
@@ -93,7 +89,7 @@ class Cut:
 
     def __init__(self, span):
         self.span = span
-        one = [otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, {k: v}, _left_out) for k, v in span.attributes.items.items()]
+        one = [otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, {k: v}, left_out) for k, v in span.attributes.items.items()]
         self.attrs = [field for field in one if field]
         self.events = [ev[4] for ev in span.events]
         self.links = [_link(*link) for link in span.links]
@@ -117,7 +113,7 @@ class Cut:
                 setattr(self, counter, getattr(self, counter) + 1)
                 data = self.encode()
         if len(data) > MAX_BYTES:
-            name, version, _, _ = self.span.scope
+            name, version, _, _ = self.span.tracer.scope
             self.name = self.name[:NAME_CAP]
             self.scope_head = otlp.scope_spans_head(otlp.scope(name[:NAME_CAP], version and version[:NAME_CAP]))
             data = self.encode()
@@ -132,6 +128,6 @@ class Cut:
             remove = min(len(text), excess + len(CUT_MARKER) + 24)
             attrs = dict(attrs)
             attrs[STACKTRACE] = CUT_MARKER.format(remove) + text[remove:]
-            self.events[i] = event_field(name, attrs, dropped, ts)
+            self.events[i] = otlp.event_field(ts, name, attrs, dropped, left_out)
             excess -= len(field) - len(self.events[i])
         return self.encode()

@@ -17,6 +17,7 @@ from types import MappingProxyType
 from opentelemetry import trace as trace_api
 from opentelemetry.trace.status import Status, StatusCode
 
+from ..abi import otlp
 from . import payload
 from .attributes import Attributes
 
@@ -39,6 +40,14 @@ def _link_ok(context, attributes):
 class Span(trace_api.Span):
     """A span that records, made by spanprobe.otel.Tracer while a tracer listens and the sampler keeps it."""
 
+    # What every span starts with, as class attributes: a span stores its own only on a change
+    # (fewer stores per span; events and links become lists when the first is added).
+    events = links = ()
+    dropped_events = dropped_links = 0
+    status_code = StatusCode.UNSET.value
+    status_description = None
+    end_time = None
+
     def __init__(self, tracer, name, context, parent, kind, attributes, links, start_time,
                  record_exception, set_status_on_exception):
         limits = tracer.limits
@@ -47,19 +56,11 @@ class Span(trace_api.Span):
         self.context = context
         self.parent = parent
         self.kind = kind
-        self.scope = tracer.scope
         self.attributes = Attributes(limits.max_span_attributes, limits.max_span_attribute_length, attributes)
-        self.events = []
-        self.dropped_events = 0
-        self.links = []
-        self.dropped_links = 0
         for link in links or ():
             if link and _link_ok(link.context, link.attributes):
                 self._append_link(link.context, link.attributes)
-        self.status_code = StatusCode.UNSET.value
-        self.status_description = None
         self.start_time = start_time if start_time is not None else time.time_ns()
-        self.end_time = None
         self.record_exception_on_exit = record_exception
         self.set_status_on_exception = set_status_on_exception
 
@@ -113,15 +114,18 @@ class Span(trace_api.Span):
         ts = timestamp if timestamp is not None else time.time_ns()
         # Encoded now, once; the values stay for a stack trace that must be cut to fit (payload.Cut).
         try:
-            event = (name, items, dropped, ts, payload.event_field(name, items, dropped, ts))
+            event = (name, items, dropped, ts, otlp.event_field(ts, name, items, dropped, payload.left_out))
         except Exception as exc:  # a name OTLP cannot carry: counted where OTLP counts dropped events
             log.warning("spanprobe: event %r dropped: %s", name, exc)
             self.dropped_events += 1
             return
-        if limits.max_events is None or len(self.events) < limits.max_events:
-            self.events.append(event)
+        events = self.events
+        if not events:
+            events = self.events = []
+        if limits.max_events is None or len(events) < limits.max_events:
+            events.append(event)
         else:
-            self._append(self.events, limits.max_events, "dropped_events", event)
+            self._append(events, limits.max_events, "dropped_events", event)
 
     def add_link(self, context, attributes=None):
         if not _link_ok(context, attributes) or self._ended("add_link"):
@@ -130,6 +134,8 @@ class Span(trace_api.Span):
 
     def _append_link(self, context, attributes):
         limits = self.tracer.limits
+        if not self.links:
+            self.links = []
         self._append(self.links, limits.max_links, "dropped_links",
                      (context, Attributes(limits.max_link_attributes, limits.max_attribute_length, attributes)))
 
