@@ -3,9 +3,10 @@
 It behaves as the SDK's span does (opentelemetry.sdk.trace.Span is the
 reference): attributes, events and links under the span limits, status
 rules (OK is final, UNSET ignored), ``record_exception`` attributes, warnings
-instead of errors for calls after end(). When it ends and a tracer listens,
-the span is encoded (payload.py) and fired through the otel_span probe; when
-nobody listens any more it is simply dropped, never half-sent.
+instead of errors for calls after end(). Each event is encoded when it is
+added; when the span ends and a tracer listens, the rest is encoded
+(payload.py) and fired through the otel_span probe; when nobody listens any
+more it is simply dropped, never half-sent.
 """
 
 import logging
