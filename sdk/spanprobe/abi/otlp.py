@@ -206,9 +206,13 @@ def link(trace_id, span_id, trace_state="", attributes=b"", dropped_attributes=0
             + (b"\x35" + _FIXED32(flags) if flags else b""))
 
 
-def status(code, message=None):
-    """A ``Status`` message (code: 0 unset, 1 ok, 2 error)."""
-    return _text(b"\x12", message) + _uint(b"\x18", code)
+def status_field(code, message=None):
+    """A ``Status`` message (code: 0 unset, 1 ok, 2 error) as the Span's field."""
+    return length_delimited(b"\x7a", _text(b"\x12", message) + _uint(b"\x18", code))
+
+
+#: The Span's status field when it is unset (the official encoder writes it all the same).
+NO_STATUS = status_field(0)
 
 
 _TIMES = struct.Struct("<BBBQBQ").pack
@@ -217,11 +221,11 @@ _LOW64 = (1 << 64) - 1
 
 
 def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_span_id, name, kind, start, end,
-               attributes, dropped_attributes, events, dropped_events, links, dropped_links, status_message, flags):
+               attributes, dropped_attributes, events, dropped_events, links, dropped_links, status, flags):
     """A ``ScopeSpans`` message holding one ``Span``: scope_spans_head(), the Span, scope_spans_tail().
 
     ``attributes``, ``events``, ``links``: the Span's fields (tags SPAN_ATTRIBUTES, SPAN_EVENTS,
-    SPAN_LINKS), joined; ``status_message``: an encoded Status (always present, as the official
+    SPAN_LINKS), joined; ``status``: a status_field() (always present, as the official
     encoder writes it). Written as appends to one list, field by field, the usual cases in single
     pack calls: this runs once per span while traced.
     """
@@ -251,7 +255,7 @@ def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_sp
     add(links)
     if dropped_links:
         add(b"\x70" + varint(dropped_links))
-    add(length_delimited(b"\x7a", status_message))
+    add(status)
     if flags:
         add(b"\x85\x01" + _FIXED32(flags))
     body = b"".join(parts)

@@ -43,7 +43,6 @@ def scope_parts(scope):
 
 
 _KIND = {kind: kind.value + otlp.KIND_OFFSET for kind in SpanKind}
-_NO_STATUS = otlp.status(0)
 
 
 def _link(context, attrs):
@@ -81,7 +80,7 @@ def _encode(span, name, attrs, dropped_attrs, events, dropped_events, links, dro
         trace_state.to_header() if trace_state is not DEFAULT_TRACE_STATE and trace_state else "",
         parent.span_id if parent is not None else 0, name, _KIND[span.kind], span.start_time, span.end_time,
         attrs, dropped_attrs, events, dropped_events, links, dropped_links,
-        otlp.status(code, span.status_description) if code else _NO_STATUS, flags)
+        otlp.status_field(code, span.status_description) if code else otlp.NO_STATUS, flags)
 
 
 class Cut:
