@@ -108,11 +108,11 @@ def run_rate(rate: float, seconds: float, procs: int, extra_args) -> dict:
     k = stats["kernel"]
     lost = stats["lost"]
     open_at_stop = stats["unmatched_exited"] + stats["unmatched_expired"]
-    unaccounted = fired - stats["exported"] - lost - k["end_without_start"]
+    unaccounted = fired - stats["exported"] - lost - stats["sampled_out"] - k["end_without_start"]
     return {
         "rate": rate, "fired": fired, "fire_s": fire_s, "received": received,
         "exported": stats["exported"], "exported_per_s": stats["exported"] / max(caught_up_s, fire_s),
-        "lost": lost, "lost_by_reason": lost_by_reason(stats),
+        "lost": lost, "lost_by_reason": lost_by_reason(stats), "sampled_out": stats["sampled_out"],
         "end_without_start": k["end_without_start"], "open_at_stop": open_at_stop,
         "unaccounted": unaccounted, "collector_matches_exported": received == stats["exported"],
         "stderr_tail": err.strip().splitlines()[-3:],
@@ -143,10 +143,10 @@ def main() -> int:
         balanced = r["unaccounted"] == 0 and r["collector_matches_exported"]
         ok = ok and balanced
         if not args.json:
-            print("target %7.0f/s: fired %7d (%.0f/s)  exported %7d (%.0f/s)  lost %6d %s  "
+            print("target %7.0f/s: fired %7d (%.0f/s)  exported %7d (%.0f/s)  lost %6d %s  sampled out %d  "
                   "ends-without-start %d  unaccounted %d  %s"
                   % (rate, r["fired"], r["fired"] / r["fire_s"], r["exported"], r["exported_per_s"],
-                     r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v},
+                     r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v}, r["sampled_out"],
                      r["end_without_start"], r["unaccounted"], "OK" if balanced else "UNBALANCED"),
                   flush=True)
     if args.json:

@@ -26,6 +26,12 @@
  * 4096, kernel.layout.ROLE_CAPTURE). A bit set in a record's fail mask says
  * that argument could not be read from the process's memory.
  *
+ * With a sampler, the start handler keeps its decision in two high bits of
+ * the stored start's fail word and the end handler drops a sampled-out span
+ * before the ring buffer; with span metrics, the end handler first counts
+ * every span in the core module's metrics maps (kernel/sampling.py and
+ * kernel/metrics.py render that code).
+ *
  * Every record is submitted with BPF_RB_NO_WAKEUP: the tracer drains the ring
  * buffer on a timer, so no probe hit pays for waking it up.
  */

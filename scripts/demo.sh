@@ -12,7 +12,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
 
 # Setup chatter goes to stderr so the demo's own stdout (the traces) stays pipeable.
-bash "$ROOT/scripts/setup.sh" >&2
+# --for demo: only what the demo uses (no test virtualenvs, no test tools).
+bash "$ROOT/scripts/setup.sh" --for demo >&2
 
 # .venv: the tracer needs Debian's bcc, which only that venv can see.
 exec "$ROOT/.venv/bin/spanprobe" demo "$@"

@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# Prepare this machine for spanprobe development, tests and the demo.
+# Prepare this machine for spanprobe's demo, or for development and tests.
+#
+#   scripts/setup.sh --for demo        what scripts/demo.sh needs: bcc, kernel headers,
+#                                      tracefs, .venv with the tracer (spanprobe[tracer])
+#   scripts/setup.sh [--for test]      everything (the default): also bpftrace and the
+#                                      tools the tests use, .venv with spanprobe[dev],
+#                                      the SDK matrix venvs on pyenv's Python 3.9-3.13
+#   scripts/setup.sh --aarch64         (implies --for test) also the aarch64 emulation
 #
 # Meant for a fresh Debian 12 machine as root (CI runs it as root with CI=true and
 # no stdin). Idempotent: every step checks first and does nothing when the machine
@@ -8,19 +15,26 @@
 # Derived state it creates (all disposable, all git-ignored):
 #   .venv/          Debian's python3 + system site-packages: the only place bcc's
 #                   Python module exists (python3-bpfcc; bcc is not on PyPI).
-#   .venvs/py3.X/   plain venvs on pyenv's Pythons for the SDK test matrix.
+#   .venvs/py3.X/   --for test: plain venvs on pyenv's Pythons for the SDK test matrix.
 #   .venvs/aarch64/ with --aarch64 only (scripts/test.sh): an arm64 Python run by
 #                   qemu-user, and the cross toolchain, for the aarch64 tests.
 set -euo pipefail
 
 WITH_AARCH64=false
+PURPOSE=test
 SETUP_ARGS="$*"
-for arg in "$@"; do
-    case "$arg" in
+usage() { printf 'usage: %s [--for demo|test] [--aarch64]\n' "$0" >&2; exit 2; }
+while (($#)); do
+    case "$1" in
         --aarch64) WITH_AARCH64=true ;;
-        *) printf 'usage: %s [--aarch64]\n' "$0" >&2; exit 2 ;;
+        --for) (($# >= 2)) || usage; PURPOSE="$2"; shift ;;
+        --for=*) PURPOSE="${1#--for=}" ;;
+        *) usage ;;
     esac
+    shift
 done
+case "$PURPOSE" in demo|test) ;; *) usage ;; esac
+$WITH_AARCH64 && [[ "$PURPOSE" == demo ]] && { printf 'spanprobe setup: --aarch64 is for tests, not --for demo\n' >&2; exit 2; }
 
 # Key everything off the repo, never the caller's cwd.
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
@@ -65,7 +79,10 @@ is_root() { [[ "$(id -u)" == 0 ]]; }
 # 1. Debian packages
 # ---------------------------------------------------------------------------
 ARCH="$(dpkg --print-architecture)"
-APT_PACKAGES=(bpfcc-tools python3-bpfcc "linux-headers-$ARCH" bpftrace binutils python3-venv openssl)
+# The demo: bcc's Python module, headers to compile against, venv. The tests also run
+# bcc's and bpftrace's own tools, readelf (binutils) and openssl (TLS certificates).
+APT_PACKAGES=(python3-bpfcc "linux-headers-$ARCH" python3-venv)
+[[ "$PURPOSE" == test ]] && APT_PACKAGES+=(bpfcc-tools bpftrace binutils openssl)
 
 # ensure_apt WHAT PACKAGE...: install those of the packages that are not installed yet.
 ensure_apt() {
@@ -176,11 +193,20 @@ sys.exit(0 if ok else 1)
 PY
 }
 
-# needs_install VENV: true when pip must run. The stamp is only trusted if it is
-# newer than pyproject.toml and the editable install really points at this checkout.
+# needs_install VENV [ACCEPTED...]: true when pip must run. The stamp holds what was
+# installed (the pip arguments); it is only trusted if it is one of ACCEPTED (when
+# given), newer than pyproject.toml, and the editable install points at this checkout.
 needs_install() {
-    local venv="$1" stamp="$1/$STAMP_NAME"
+    local venv="$1" stamp="$1/$STAMP_NAME" ok=true
+    shift
     [[ -f "$stamp" && "$stamp" -nt "$ROOT/pyproject.toml" ]] || return 0
+    if (($#)); then
+        ok=false
+        for accepted in "$@"; do
+            [[ "$(cat "$stamp")" == "$accepted" ]] && ok=true
+        done
+    fi
+    $ok || return 0
     ! "$venv/bin/python" - "$ROOT/sdk/spanprobe/__init__.py" <<'PY' >/dev/null 2>&1
 import os, sys, importlib.util
 spec = importlib.util.find_spec("spanprobe")   # finds, does not execute the SDK
@@ -189,9 +215,11 @@ PY
 }
 
 # ensure_venv VENV BASE_PYTHON WANT_SYSTEM_SITE PIP_ARGS...
+# (ACCEPT: stamps besides "PIP_ARGS..." that also satisfy it, e.g. a dev install for the demo)
 ensure_venv() {
     local venv="$1" python="$2" system_site="$3"
     shift 3
+    local accept=("$*" ${ACCEPT[@]+"${ACCEPT[@]}"})
     local base name="${venv#"$ROOT"/}"
     base="$("$python" -c 'import sys; print(sys.base_prefix)')"
     if ! venv_healthy "$venv" "$base" "$system_site"; then
@@ -205,12 +233,12 @@ ensure_venv() {
         [[ "$system_site" == yes ]] && opts+=(--system-site-packages)
         quietly "$python" -m venv "${opts[@]}" "$venv"
     fi
-    if needs_install "$venv"; then
+    if needs_install "$venv" "${accept[@]}"; then
         log "$name: pip install $* ..."
         rm -f "$venv/$STAMP_NAME"
         # `python -m pip`, not bin/pip: script shebangs break if the tree moves.
         quietly "$venv/bin/python" -m pip install -q "$@"
-        touch "$venv/$STAMP_NAME"
+        printf '%s' "$*" >"$venv/$STAMP_NAME"
     else
         log "$name: up to date"
     fi
@@ -222,6 +250,14 @@ ensure_venv() {
 # Must be Debian's interpreter, not whatever `python3` is first on PATH (pyenv
 # shims): bcc's module lives only in /usr/lib/python3/dist-packages.
 [[ -x /usr/bin/python3 ]] || die "/usr/bin/python3 missing (Debian's python3 package)"
+ACCEPT=()
+if [[ "$PURPOSE" == demo ]]; then
+    ACCEPT=("-e .[dev]")  # a test set-up has everything the demo needs
+    ensure_venv "$MAIN_VENV" /usr/bin/python3 yes -e ".[tracer]"
+    ACCEPT=()
+    log "done (--for demo: no test environments; scripts/test.sh sets those up)"
+    exit 0
+fi
 ensure_venv "$MAIN_VENV" /usr/bin/python3 yes -e ".[dev]"
 
 # ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ cd "$ROOT" || exit 1
 SDK_MINORS=(3.9 3.10 3.11 3.12 3.13)
 
 # --aarch64: qemu-user, an arm64 Python and the cross toolchain for the aarch64 tests.
-bash "$ROOT/scripts/setup.sh" --aarch64 || { echo "spanprobe test: setup failed" >&2; exit 1; }
+bash "$ROOT/scripts/setup.sh" --for test --aarch64 || { echo "spanprobe test: setup failed" >&2; exit 1; }
 
 export SPANPROBE_REQUIRE_BPF="${SPANPROBE_REQUIRE_BPF:-1}"
 

@@ -189,7 +189,8 @@ def soak(procs: int = 4, threads: int = 4, seconds: float = 60.0, rate: Optional
         "fired": fired, "fired_per_s": fired / fire_s, "exported": stats["exported"],
         "received": collector.count, "lost": stats["lost"], "lost_by_reason": lost_by_reason(stats),
         "open_at_exit": stats["open_at_exit"], "end_without_start": stats["kernel"]["end_without_start"],
-        "unaccounted": fired - stats["exported"] - stats["lost"] - stats["open_at_exit"],
+        "sampled_out": stats["sampled_out"],
+        "unaccounted": fired - stats["exported"] - stats["lost"] - stats["sampled_out"] - stats["open_at_exit"],
         "rss_after_attach_mib": attached / 1024, "peak_rss_mib": peak / 1024,
         "resume_s": collector.resumed_at - collector.up_at if collector.resumed_at else None,
         "received_after_outage": collector.count - count_at_up if outage else 0, "stop_s": stop_s,
@@ -207,8 +208,9 @@ def describe(r: dict) -> str:
         % (r["procs"], r["threads"], r["seconds"], ", rate %.0f/s" % r["rate"] if r["rate"] else ", flat out",
            ", collector down %.0f s from %.0f s" % (r["outage"][1], r["outage"][0]) if r["outage"] else "",
            r["fired"], r["fired_per_s"], r["exported"], r["received"]),
-        "  lost %d %s; still open at exit %d; unaccounted %d -> %s"
-        % (r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v}, r["open_at_exit"], r["unaccounted"],
+        "  lost %d %s; sampled out %d; still open at exit %d; unaccounted %d -> %s"
+        % (r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v}, r["sampled_out"], r["open_at_exit"],
+           r["unaccounted"],
            "BALANCED" if balanced(r) else "UNBALANCED"),
         "  tracer RSS %.0f MiB once attached, peak %.0f MiB; stopped in %.1f s"
         % (r["rss_after_attach_mib"], r["peak_rss_mib"], r["stop_s"]),

@@ -57,6 +57,8 @@ class ReceivedSpan:
     span: object                 # opentelemetry.proto.trace.v1.trace_pb2.Span
     resource: Dict[str, object]
     scope: str
+    scope_version: str = ""
+    schema_url: str = ""         # the ScopeSpans' schema_url
 
     @property
     def name(self) -> str:
@@ -157,7 +159,8 @@ class Collector:
             for ss in rs.scope_spans:
                 n += len(ss.spans)
                 if not self.count_only:
-                    batch.extend(ReceivedSpan(s, res, ss.scope.name) for s in ss.spans)
+                    batch.extend(ReceivedSpan(s, res, ss.scope.name, ss.scope.version, ss.schema_url)
+                                 for s in ss.spans)
         with self.cond:
             self.requests += 1
             self.count += n

@@ -20,6 +20,16 @@ Commands:
   long NAME LEN             one root span whose url.path is LEN bytes of "é" (2 bytes each)
   edge NAME                 one failing root span whose strings and bytes each end a page
                             whose next page was never touched (see at_page_end)
+  begin NAME N SEED [remote] the first half of N traces shared with another process: a root span
+                            (left open) with a client child; ids from SEED; with "remote", each
+                            root has a remote parent and trace flags 1 (even i) or 0 (odd i)
+  join NAME N SEED [remote] the other half, in this process: for each trace of SEED, a server
+                            span, child of that root, with a client child of its own
+  finish NAME               end the roots begin left open; replies the traces (see shared_traces)
+  web NAME                  declare and load provider NAME with one HTTP server span, "http.server"
+                            (start: http.request.method, http.route; end: http.response.status_code)
+  requests NAME N           N of those spans, methods, routes and statuses in turn; replies how many
+                            of each ("METHOD ROUTE STATUS": n)
   unload NAME
   exit [CODE]
 """
@@ -139,6 +149,35 @@ def fire_trace(probes, i):
             "bad_child": "%016x" % bad_child}
 
 
+WEB = {"methods": ("GET", "POST"), "routes": ("/items/{id}", "/users/{id}/orders", "/"),
+       "statuses": (200, 404, 500, 201)}
+
+
+def make_web_provider(name):
+    p = Provider(name)
+    probes = {
+        "start": p.declare("http_start", [*START_ARGS, Arg("http.request.method", T.STR), Arg("http.route", T.STR)],
+                           "span_start"),
+        "end": p.declare("http_end", [*END_ARGS, Arg("http.response.status_code", T.I32)], "span_end"),
+    }
+    p.add_schema_span({"name": "http.server", "kind": "server", "start": "http_start", "end": "http_end"})
+    p.load()
+    return p, probes
+
+
+def shared_traces(n, seed, remote=False):
+    """The ids of ``n`` traces two processes share (begin / join): the same for the same seed."""
+    rng = random.Random(int(seed))
+    out = []
+    for i in range(int(n)):
+        ids = {k: rng.getrandbits(64) | 1 for k in ("hi", "lo", "root", "local", "child", "grandchild", "remote")}
+        ids["flags"] = (1 - i % 2) if remote else 1
+        ids["parent"] = ids["remote"] if remote else 0
+        ids["trace_id"] = "%016x%016x" % (ids["hi"], ids["lo"])
+        out.append(ids)
+    return out
+
+
 class App:
     """The command loop: a line ``CMD ARG...`` calls do_CMD(ARG...), which answers one JSON line.
     tests/hardening/app.py extends it with fault commands."""
@@ -237,6 +276,50 @@ class App:
     def do_edge(self, name):
         sid, values = fire_edge_span(self.probes(name))
         self.reply(span_id=sid, values=values)
+
+    def do_begin(self, name, n, seed, *remote):
+        p = self.probes(name)
+        self.shared = shared_traces(n, seed, bool(remote))
+        for t in self.shared:
+            p["req_start"].fire(t["root"], t["parent"], t["hi"], t["lo"], t["flags"], "GET", "/shared", 0, 0, 0,
+                                0.0, b"")
+            p["db_start"].fire(t["local"], t["root"], t["hi"], t["lo"], t["flags"], "SELECT 1")
+            p["db_end"].fire(t["local"], 0, "", "", 0)
+        self.reply(traces=len(self.shared))
+
+    def do_join(self, name, n, seed, *remote):
+        p = self.probes(name)
+        for t in shared_traces(n, seed, bool(remote)):
+            p["req_start"].fire(t["child"], t["root"], t["hi"], t["lo"], t["flags"], "GET", "/joined", 0, 0, 0,
+                                0.0, b"")
+            p["db_start"].fire(t["grandchild"], t["child"], t["hi"], t["lo"], t["flags"], "SELECT 2")
+            p["db_end"].fire(t["grandchild"], 0, "", "", 0)
+            p["req_end"].fire(t["child"], 0, "", "", 0, 200, False)
+        self.reply()
+
+    def do_finish(self, name):
+        p = self.probes(name)
+        for t in self.shared:
+            p["req_end"].fire(t["root"], 0, "", "", 0, 200, False)
+        self.reply(traces=[t["trace_id"] for t in self.shared])
+
+    def do_web(self, name):
+        self.providers[name] = make_web_provider(name)
+        self.reply()
+
+    def do_requests(self, name, n):
+        p = self.probes(name)
+        counts = {}
+        for i in range(int(n)):
+            method = WEB["methods"][i % 2]
+            route = WEB["routes"][i % 3]
+            status = WEB["statuses"][i % 4]
+            sid = rand64()
+            p["start"].fire(sid, 0, rand64(), rand64(), 1, method, route)
+            p["end"].fire(sid, 1 if status >= 500 else 0, "HTTPError" if status >= 500 else "", "", 0, status)
+            key = "%s %s %d" % (method, route, status)
+            counts[key] = counts.get(key, 0) + 1
+        self.reply(counts=counts)
 
     def do_exit(self, code="0"):
         self.reply()

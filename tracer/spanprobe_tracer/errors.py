@@ -19,6 +19,7 @@ class ExitStatus(enum.IntEnum):
     PERMISSION = 5          # not root / missing capabilities / process not ours to trace
     ENDPOINT_UNREACHABLE = 6  # the OTLP collector cannot be reached at start
     BPF_UNAVAILABLE = 7     # bcc missing, BPF compile or load failed (see `spanprobe doctor`)
+    NOT_INSTALLED = 8       # only the SDK is installed here: the tracer's Python packages are missing
 
 
 class TracerError(Exception):

@@ -5,16 +5,27 @@ first imported (``when_imported``) or at once if it already is. Its ~0.5 µs
 per call is acceptable for code you could not decorate. A program run with
 ``-m X`` executes X's code as ``__main__``, so its classes are not those of
 an imported X: classes created there are instrumented as they are defined,
-through a ``__build_class__`` hook (module-level functions of that module
-cannot be reached; a warning says so).
+through a ``__build_class__`` hook. Module-level functions of a script run
+by the instrument command are instrumented as they are defined: the command
+compiles the script with a call to main_defined() after each such ``def``
+(main_hook_calls()); those of a ``-m`` module cannot be reached (a warning
+says so).
 
 Nothing here may break the program: a target that cannot be found or
-bound is reported with a warning and left alone.
+bound is reported with a warning and left alone. The warning says why, in
+the user's terms: the config file, line and entry (``Hook.origin``), close
+matches for a misspelt name, what to do about a function written in C.
 """
 
+import ast
 import builtins
+import difflib
+import importlib.util
 import inspect
 import logging
+import pkgutil
+import sys
+import types
 import warnings
 
 import wrapt
@@ -36,6 +47,22 @@ def split_target(target):
     return module, qualname
 
 
+#: Callables implemented in C: wrapt cannot patch them in place (immutable types), nor can
+#: inspect read their parameters.
+C_CALLABLES = (types.BuiltinFunctionType, types.WrapperDescriptorType, types.MethodDescriptorType,
+               types.ClassMethodDescriptorType, types.MethodWrapperType)
+
+
+class Origin:
+    """Where a hook was declared: a config file, its line (0 if unknown) and entry."""
+
+    def __init__(self, path, line, entry):
+        self.path, self.line, self.entry = path, line, entry
+
+    def __str__(self):
+        return f"{self.path}" + (f":{self.line}" if self.line else "") + f": {self.entry}"
+
+
 class Hook:
     """One target function and what fires around it; ``wrapper`` is the wrapt wrapper."""
 
@@ -43,6 +70,18 @@ class Hook:
         module, qualname = split_target(target)
         self.target, self.module, self.qualname, self.what = target, module, qualname, what
         self.sources, self.end_sources = list(sources), list(end_sources)
+        #: An Origin when a config declared the hook (set by config.from_config).
+        self.origin = None
+
+    def problem(self, message):
+        """Report a target that cannot be instrumented, where the user declared it; the program runs on."""
+        text = (f"cannot instrument {self.target} ({self.what}): {message}; "
+                "left alone, the program runs without it")
+        if self.origin is None:
+            warnings.warn(f"spanprobe: {text}", RuntimeWarning, stacklevel=3)
+        else:  # shown as the config's file and line, followed by that line of the config
+            warnings.warn_explicit(f"spanprobe: {self.origin.entry}: {text}", RuntimeWarning,
+                                   self.origin.path, self.origin.line or 0)
 
     def names(self):
         return set().union(*(getattr(s, "names", set()) for s in self.sources + self.end_sources))
@@ -159,6 +198,7 @@ class Instrumentation:
         self.hooks = []
         self._applied = False
         self._main_aliases = set()
+        self._main_functions = {}
 
     def span(self, target, name=None, *, kind="internal", attributes=None, end_attributes=None,
              probe=None):
@@ -192,24 +232,64 @@ class Instrumentation:
         self.hooks.append(hook)
         return hook
 
-    def apply(self, main_module=None):
+    def apply(self, main_module=None, main_functions=False):
         """Patch every target now if its module is imported, else when it is.
 
-        ``main_module``: the module a ``-m`` run executes as ``__main__``;
-        its classes are instrumented as they are created.
+        ``main_module``: the module a run executes as ``__main__``; its
+        classes are instrumented as they are created. ``main_functions``:
+        the caller runs ``__main__`` compiled with main_hook_calls(), so its
+        module-level functions are instrumented as they are defined.
         """
+        global _active
         self._applied = True
         # "__main__" is never imported: its classes are caught as they are created.
         for module in {h.module for h in self.hooks} - {"__main__"}:
+            # when_imported would wait forever, silently, for a module that does not exist: check
+            # each level of the name as soon as its package is imported (never importing it early).
+            parts = module.split(".")
+            for i in range(len(parts)):
+                name, package = ".".join(parts[:i + 1]), ".".join(parts[:i])
+                if package:
+                    wrapt.when_imported(package)(lambda _, name=name, module=module: self._exists(name, module))
+                elif not self._exists(name, module):
+                    break
             wrapt.when_imported(module)(self._patch_module)
         if main_module is not None:
             self._main_aliases = {"__main__", main_module}
             self._hook_class_creation()
             for hook in self.hooks:
                 if hook.module in self._main_aliases and "." not in hook.qualname:
-                    warnings.warn(f"spanprobe: {hook.target} is a module-level function of the module "
-                                  "run as __main__; only methods of its classes can be instrumented",
-                                  RuntimeWarning, stacklevel=2)
+                    if main_functions:
+                        self._main_functions.setdefault(hook.qualname, []).append(hook)
+                    else:
+                        hook.problem("it is a module-level function of the module run as __main__ "
+                                     "with -m; only methods of its classes can be instrumented there "
+                                     "(run the file as a script to instrument its functions)")
+            if main_functions:
+                _active = self
+
+    def _exists(self, name, module):
+        """Whether module ``name`` (``module`` or a package of it) can be imported; reported if not."""
+        try:
+            if name in sys.modules or importlib.util.find_spec(name) is not None:
+                return True
+        except (ImportError, ValueError):
+            pass
+        for hook in self.hooks:
+            if hook.module == module:
+                hook.problem(f"no module named {name!r} can be imported here"
+                             + _close(name.rpartition(".")[2], _sibling_modules(name)))
+        return False
+
+    def main_function_names(self):
+        """Names of ``__main__``'s module-level functions to instrument (for main_hook_calls)."""
+        return {h.qualname for h in self.hooks if h.module in ("__main__", *self._main_aliases)
+                and "." not in h.qualname}
+
+    def main_defined(self, name):
+        """A module-level function ``name`` of ``__main__`` was just defined: instrument it."""
+        for hook in self._main_functions.get(name, ()):
+            self._patch(hook, sys.modules["__main__"], name)
 
     def _patch_module(self, module):
         for hook in self.hooks:
@@ -249,10 +329,82 @@ class Instrumentation:
             else:
                 original, binding = raw, inspect.isclass(owner)
             original = inspect.unwrap(original) if isinstance(original, wrapt.ObjectProxy) else original
+            if isinstance(original, C_CALLABLES):
+                raise DeclarationError(
+                    f"{hook.target} is implemented in C ({type(original).__name__}): C functions "
+                    "cannot be wrapped in place; instrument the Python function of your program that "
+                    "calls it instead (a [[span]] on it, or @provider.span on your own code)")
             if inspect.isgeneratorfunction(original) or inspect.isasyncgenfunction(original):
                 raise DeclarationError(f"{hook.target} is a generator function; spans around "
                                        "generators are not supported")
             wrapt.wrap_function_wrapper(owner, attr, hook.make_wrapper(original, binding))
             log.debug("spanprobe: instrumented %s", hook.target)
+        except AttributeError:
+            hook.problem(_missing(parent, path))
         except Exception as exc:
-            warnings.warn(f"spanprobe: cannot instrument {hook.target}: {exc}", RuntimeWarning, stacklevel=2)
+            hook.problem(str(exc))
+
+
+#: The Instrumentation whose ``__main__`` functions main_defined() instruments (one program per process).
+_active = None
+
+
+def main_defined(name):
+    """Called by a script compiled with main_hook_calls() right after it defines ``name``."""
+    try:
+        if _active is not None:
+            _active.main_defined(name)
+    except Exception:  # never break the program's own def statement
+        log.warning("spanprobe: instrumenting __main__.%s failed", name, exc_info=True)
+
+
+def main_hook_calls(tree, names):
+    """The module ``tree`` (ast.Module) with ``main_defined(name)`` after each top-level ``def`` of ``names``.
+
+    Statements nested in if/try/with blocks at module level count as top-level.
+    The call goes through ``__import__``: it adds no name to the program's globals.
+    """
+
+    def visit(body):
+        out = []
+        for stmt in body:
+            for field in ("body", "orelse", "finalbody"):
+                if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) \
+                        and isinstance(getattr(stmt, field, None), list):
+                    setattr(stmt, field, visit(getattr(stmt, field)))
+            for handler in getattr(stmt, "handlers", ()):
+                handler.body = visit(handler.body)
+            out.append(stmt)
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) and stmt.name in names:
+                call = ast.parse(f"__import__({__name__!r}, fromlist=['main_defined'])"
+                                 f".main_defined({stmt.name!r})").body[0]
+                out.append(ast.copy_location(call, stmt))
+        return out
+
+    tree.body = visit(tree.body)
+    return ast.fix_missing_locations(tree)
+
+
+def _missing(parent, path):
+    """What of ``path`` is missing on ``parent``, with the close matches of the missing name."""
+    owner, name = parent, getattr(parent, "__name__", repr(parent))
+    for part in path.split("."):
+        if not hasattr(owner, part):
+            return f"{name} has no attribute {part!r}" + _close(part, dir(owner))
+        owner, name = getattr(owner, part), f"{name}.{part}"
+    return f"{name} cannot be read"  # pragma: no cover - an attribute that raised AttributeError itself
+
+
+def _close(name, candidates):
+    matches = difflib.get_close_matches(name, [c for c in candidates if not c.startswith("__")], n=3)
+    return f" (did you mean {' or '.join(repr(m) for m in matches)}?)" if matches else ""
+
+
+def _sibling_modules(module):
+    """Names of the modules beside ``module`` (its package's, or top-level ones)."""
+    parent = module.rpartition(".")[0]
+    try:
+        path = importlib.import_module(parent).__path__ if parent else None
+        return [m.name for m in pkgutil.iter_modules(path)]
+    except Exception:
+        return []

@@ -4,8 +4,9 @@
 that is one truth test of the probe's Semaphore. ``emit`` runs only while a
 tracer is attached; it checks and converts the arguments inline for the
 plain cases (a str, an int in range, a float) and hands anything else (lazy
-callables, int subclasses, bad values) to the careful converters, which
-either convert or raise a ProbeArgumentError naming the argument.
+callables, int subclasses, bad values) to the probe's careful path
+(probe.py), which converts them or, for a value that does not fit, skips
+the hit and counts it: tracing never makes the application raise.
 
 The functions are generated from source, as ``collections.namedtuple`` does,
 so that a call has no ``*args`` tuple, no loop and no per-argument function
@@ -65,13 +66,13 @@ def fast_path(i, param, arg_type):
 
 
 def generate(qualname, args):
-    """Return factory(semaphore, site, converters) -> (fire, emit)."""
+    """Return factory(semaphore, site, careful) -> (fire, emit); careful(site, *values) never raises."""
     params = param_names(args)
     plist = ", ".join(params)
     fast = [fast_path(i, p, a.type) for i, (p, a) in enumerate(zip(params, args))]
-    careful_call = f"_sp_site({', '.join(f'_sp_c[{i}]({p})' for i, p in enumerate(params))})"
+    careful_call = f"_sp_careful(_sp_site, {plist})"
     lines = [
-        "def _sp_factory(_sp_gate, _sp_site, _sp_c):",
+        "def _sp_factory(_sp_gate, _sp_site, _sp_careful):",
         f"    def fire({plist}):",
         "        if _sp_gate:",
         f"            emit({plist})",
@@ -85,7 +86,7 @@ def generate(qualname, args):
         values = ", ".join(f[1] for f in fast)
         if setup:
             lines += ["        try:"] + [f"            {line}" for line in setup]
-            lines += ["        except (AttributeError, UnicodeEncodeError):",
+            lines += ["        except Exception:  # not a str (no .encode, or not str's), a lone surrogate",
                       f"            return {careful_call}"]
         lines += [f"        if {condition}:",
                   f"            _sp_site({values})",

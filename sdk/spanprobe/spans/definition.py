@@ -231,7 +231,9 @@ class SpanDef:
             del provider.probes[start_name]  # declare both probes or neither
             raise
         self.n_start, self.n_end = len(start_attrs), len(end_attrs)
-        self._end_zeros = tuple(_ZERO.get(a.type, 0) for a in end_attrs)
+        # What a span that raised sends for the end attributes it never got: nothing
+        # invented, each one's conversion-failure bit (docs/abi.md, "status").
+        self._end_unset = (FAILED,) * len(end_attrs)
         self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), lazy),
                           _sp_end=emitter(self.end, len(END_ARGS), lazy), _sp_fail=self._fail,
                           _sp_end_cell=self.end.site_cell)
@@ -273,13 +275,17 @@ class SpanDef:
         return self._begin(*values)
 
     def finish(self, state, exc=None, values=None):
-        """Fire the end probe (ok, or the exception's status) and restore the parent context."""
-        if exc is None:
-            self._finish_ok(state, *(values or self._end_zeros))
-        else:
-            self._fail(*state, exc)
+        """Fire the end probe (ok, or the exception's status) and restore the parent context.
 
-    def _fail(self, token, otel_token, span_id, span_int, exc):
+        ``values``: the end attributes given (FAILED where not), also when the block raised.
+        """
+        if exc is None:
+            self._finish_ok(state, *(values or self._end_unset))
+        else:
+            self._fail(*state, exc, values)
+
+    def _fail(self, token, otel_token, span_id, span_int, exc, values=None):
+        """End the span with the exception's status; end attributes not given are marked, not zeroed."""
         context.leave(token)
         if otel_token:
             context.otel_leave(otel_token)
@@ -289,7 +295,7 @@ class SpanDef:
         except Exception:
             internal_error()
             status, error_type, message = STATUS_ERROR, b"", b""
-        self.names["_sp_end"](span_id, status, error_type, message, 0, *self._end_zeros)
+        self.names["_sp_end"](span_id, status, error_type, message, 0, *(values or self._end_unset))
 
     def __repr__(self):
         return f"<SpanDef {self.name!r} kind={self.kind} {self.start.name}/{self.end.name}>"

@@ -17,7 +17,7 @@ import struct
 
 import pytest
 
-from spanprobe.abi.protocol import PROBE_ROLES
+from spanprobe.abi.protocol import PROBE_ROLES, view_of, views
 from spanprobe_tracer.discover import argspec, procfs
 from spanprobe_tracer.discover.scan import Scanner
 from tests.support import Lines, semaphores
@@ -121,13 +121,17 @@ def test_binutils_read_the_loaded_object(app, provider, tmp_path):
     notes = a64.run(a64.READELF, "--notes", str(path))
     found = re.findall(r"Provider: (\S+)\s+Name: (\S+)\s+Location: (0x[0-9a-f]+), Base: (0x[0-9a-f]+), "
                        r"Semaphore: (0x[0-9a-f]+)\s+Arguments: ?(.*)\n", notes)
-    assert sorted(f[1] for f in found) == names and {f[0] for f in found} == {PROVIDER}
+    # every probe, and a view (the same site, arguments 6-11: docs/abi.md "Views") for each of more than six
+    assert sorted(f[1] for f in found if not view_of(f[1])) == names and {f[0] for f in found} == {PROVIDER}
+    assert sorted(f[1] for f in found if view_of(f[1])) == sorted(
+        v for n in names for v, _ in views(n, len(instance.image.probes[n].args)))
     base = re.search(r"\.stapsdt\.base\s+PROGBITS\s+([0-9a-f]+)", a64.run(a64.READELF, "-SW", str(path)))
     segments = re.findall(r"LOAD\s+(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+0x[0-9a-f]+\s+(0x[0-9a-f]+)\s+"
                           r"(0x[0-9a-f]+)\s+(.{3})", a64.run(a64.READELF, "-lW", str(path)))
     disassembly = a64.run(a64.OBJDUMP, "-d", str(path))
     for _, name, pc, note_base, sem, args in found:
         pc, sem = int(pc, 16), int(sem, 16)
+        name, first = view_of(name) or (name, 0)
         assert int(note_base, 16) == int(base.group(1), 16), name
         # The semaphore is in a writable, non-executable segment that the file backs.
         holders = [s for s in segments if int(s[1], 16) <= sem < int(s[1], 16) + int(s[2], 16)]
@@ -137,7 +141,7 @@ def test_binutils_read_the_loaded_object(app, provider, tmp_path):
         site = re.search(r"^0*%x <%s_%s>:\n\s*%x:\s+d503201f\s+nop\n\s*%x:\s+d65f03c0\s+ret\b"
                          % (pc, PROVIDER, re.escape(name), pc, pc + 4), disassembly, re.M)
         assert site, "probe %s: no `nop; ret` function at %#x" % (name, pc)
-        for i, spec in enumerate(argspec.split_specs(args)):
+        for i, spec in enumerate(argspec.split_specs(args), start=first):
             operand = spec.split("@", 1)[1]
             assert operand == ("x%d" % i if i < 8 else "[sp, %d]" % (8 * (i - 8)) if i > 8 else "[sp]"), (name, args)
 

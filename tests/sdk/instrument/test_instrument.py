@@ -231,9 +231,92 @@ def test_classes_of_the_main_module_are_instrumented_as_they_are_defined(target_
 
 def test_command_usage_errors(capsys):
     for argv in ([], ["--config"], ["--config", DEMO_CONFIG], ["--config", DEMO_CONFIG, "-m"], ["--bogus"]):
-        with pytest.raises(SystemExit) as info:
-            instrument.main(argv)
-        assert "usage" in str(info.value) or "unknown option" in str(info.value)
+        assert instrument.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "usage" in err or "unknown option" in err
+
+
+def test_a_config_that_cannot_be_used_stops_the_command_before_the_program(tmp_path, capsys):
+    config = tmp_path / "bad.toml"
+    config.write_text('[provider]\nname = "p"\n[[span]]\nfunction = "m:f"\ncolour = "red"\n')
+    script = tmp_path / "never.py"
+    script.write_text("raise SystemExit('the program ran')\n")
+    assert instrument.main(["--config", str(config), str(script)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spanprobe-instrument: error: {config}: [[span]] #1: unknown keys ['colour']")
+    assert "the program was not started" in err
+
+
+PROBLEMS = '''[provider]
+name = "problems"
+
+[[span]]
+function = "{mod}:Shop.by"
+
+[[event]]
+function = "sqlite3:Connection.execute"
+
+[[probe]]
+name = "p"
+function = "{mod}x:top"
+
+[[span]]
+function = "{mod}:top"
+attributes = {{ "z" = {{ type = "i64", value = "zzz" }} }}
+'''
+
+
+def test_targets_found_wrong_are_reported_at_their_config_line_with_what_to_do(tmp_path, target_module):
+    config = tmp_path / "probes.toml"
+    config.write_text(PROBLEMS.format(mod=target_module))
+    inst = instrument.load_config(config)
+    Recorder(inst.provider)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        inst.apply()
+        mod = __import__(target_module)
+        import sqlite3  # noqa: F401 - (already imported or not) its hook is checked now
+    by_line = {w.lineno: str(w.message) for w in caught}
+    assert {w.filename for w in caught} == {str(config)}, "each points at the config file"
+    assert sorted(by_line) == [5, 8, 12, 15], "... at the line of the entry's function key"
+    assert by_line[5].startswith(f"spanprobe: [[span]] #1, function = '{target_module}:Shop.by': cannot instrument")
+    assert "Shop has no attribute 'by' (did you mean 'buy'?)" in by_line[5]
+    assert "sqlite3:Connection.execute is implemented in C" in by_line[8]
+    assert "cannot be wrapped in place; instrument the Python function of your program that calls it" \
+        in by_line[8]
+    assert f"[[probe]] #1, function = '{target_module}x:top'" in by_line[12]
+    assert f"no module named '{target_module}x' can be imported here (did you mean '{target_module}'?)" \
+        in by_line[12]
+    assert "[[span]] #2" in by_line[15] and "['zzz']" in by_line[15]
+    assert mod.top(1) == 3, "the program runs on"
+
+
+def test_functions_of_the_script_being_run_are_instrumented(tmp_path):
+    import subprocess
+    config = tmp_path / "c.toml"
+    config.write_text('[provider]\nname = "scriptfuncs"\n[[span]]\nfunction = "__main__:load_item"\n'
+                      '[[span]]\nfunction = "__main__:later"\n')
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent('''
+        import sys
+        def load_item(n):
+            return n * 2
+        if sys.argv[1:] == ["x"]:
+            async def later():
+                pass
+        print(load_item(4), type(load_item).__name__, type(later).__name__, __name__,
+              sys.modules["__main__"].load_item is load_item, "later" in dir(sys.modules["__main__"]))
+        def fails():
+            raise ValueError("from the script")
+        fails()
+    '''))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "sdk"))
+    out = subprocess.run([sys.executable, "-m", "spanprobe.instrument", "--config", str(config), str(script), "x"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert out.stdout.strip() == "8 FunctionWrapper FunctionWrapper __main__ True True"
+    assert "cannot instrument" not in out.stderr
+    # the script's own tracebacks: its file and line numbers
+    assert f'File "{script}", line 11, in fails' in out.stderr and out.returncode == 1
 
 
 def test_command_runs_a_script(tmp_path):

@@ -1,16 +1,19 @@
-"""fire(): arity, types, ranges and strings are checked; laziness; threads; fork.
+"""fire(): arity, types, ranges and strings are checked (a bad value skips the hit, never raises); laziness; threads; fork.
 
 Where a test says a value is accepted, a Recorder (spanprobe.testing) stands
 in for the probe site and the test checks what reached it.
 """
 
+import logging
 import os
+import re
 import threading
 import time
 
 import pytest
 
-from spanprobe import ProbeArgumentError, Provider
+from spanprobe import ArgType, ProbeArgumentError, Provider
+from spanprobe.probes.convert import converter
 from spanprobe.abi.protocol import MAX_BYTES
 from spanprobe.testing import Recorder, raise_semaphore
 
@@ -55,14 +58,13 @@ def test_wrong_argument_count_fails_like_a_python_call_even_when_disabled(loaded
 @pytest.mark.parametrize("index,bad", [
     (0, -129), (0, 128), (1, -1), (1, 256), (2, -32769), (3, 65536),
     (4, -2**31 - 1), (5, 2**32), (6, 2**63), (7, -1), (7, 2**64)])
-def test_integers_out_of_range_are_refused_naming_the_argument(loaded, index, bad):
-    _, probes = loaded
-    raise_semaphore(probes["ints"])
+def test_integers_out_of_range_skip_the_hit_naming_the_argument(recorded, caplog, index, bad):
+    rec, probes = recorded
     args = [0] * 8
     args[index] = bad
     name = "abcdefgh"[index]
-    with pytest.raises(ProbeArgumentError, match=rf"firetest:ints argument '{name}': {bad} is out of range"):
-        probes["ints"].fire(*args)
+    assert_skipped(rec, probes["ints"], args, caplog,
+                   rf"firetest:ints argument '{name}': {bad} is out of range")
 
 
 def test_extremes_of_every_width_are_accepted(recorded):
@@ -85,11 +87,34 @@ def test_extremes_of_every_width_are_accepted(recorded):
     ((True, 1.0, "bad \ud800 surrogate", b""), "lone surrogate"),
     ((True, 10 ** 400, "x", b""), "does not fit a 64-bit float"),
 ])
-def test_values_that_cannot_be_carried_are_refused(loaded, args, message):
-    _, probes = loaded
-    raise_semaphore(probes["misc"])
-    with pytest.raises(ProbeArgumentError, match=message):
-        probes["misc"].fire(*args)
+def test_values_that_cannot_be_carried_skip_the_hit(recorded, caplog, args, message):
+    rec, probes = recorded
+    assert_skipped(rec, probes["misc"], args, caplog, message)
+
+
+def assert_skipped(rec, probe, args, caplog, message):
+    """Traced, a bad value never raises: the hit is skipped, counted, and the first one logged."""
+    with caplog.at_level(logging.WARNING, logger="spanprobe"):
+        probe.fire(*args)
+        probe.fire(*args)
+    assert rec.hits == [], "nothing reaches the site: a plain probe has no flags to mark a bad value"
+    assert probe.conversion_failures == 2
+    (record,) = caplog.records  # logged once per probe, counted every time
+    assert re.search(message, record.getMessage()) and "hit skipped" in record.getMessage()
+
+
+def test_a_lazy_value_that_raises_skips_the_hit(recorded, caplog):
+    rec, probes = recorded
+    assert_skipped(rec, probes["misc"], (True, 1.0, lambda: 1 / 0, b""), caplog,
+                   r"probe firetest:misc: a lazy value raised ZeroDivisionError")
+    probes["misc"].fire_lazy(lambda: 1 / 0)
+    assert probes["misc"].conversion_failures == 3 and rec.hits == []
+
+
+def test_the_careful_converters_still_refuse_naming_the_argument():
+    # What the skip's log line quotes: convert.converter's ProbeArgumentError.
+    with pytest.raises(ProbeArgumentError, match=r"^where: expected a str, got int 123$"):
+        converter(ArgType.STR, "where")(123)
 
 
 def test_bad_types_are_not_checked_when_nobody_listens(recorded):

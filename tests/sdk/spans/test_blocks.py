@@ -57,14 +57,18 @@ def test_span_block_end_attributes(provider):
         s.set_end(200)          # body.size never given
     with pytest.raises(KeyError):
         with request("/d") as s:
-            s.set_end(500, 1)
+            s.set_end(500)      # given before the raise: sent; body.size: not given
+            raise KeyError("k")
+    with pytest.raises(KeyError):
+        with request("/e"):     # raised before any set_end: nothing given, nothing invented
             raise KeyError("k")
     starts, ends = start_end(rec, "http_request")
-    assert [x["url.path"] for x in starts] == ["/b", "/c", "/d"]
-    assert [(e["http.response.status_code"], e["body.size"]) for e in ends] == [(404, 9), (200, 0), (0, 0)]
-    flag = 1 << (8 + 1)  # body.size, end attribute 1: absent, recorded as a conversion failure
-    assert [e["flags"] for e in ends] == [0, flag, 0]
-    assert [e["status"] for e in ends] == [0, 0, 1]
+    assert [x["url.path"] for x in starts] == ["/b", "/c", "/d", "/e"]
+    assert [(e["http.response.status_code"], e["body.size"]) for e in ends] == [(404, 9), (200, 0), (500, 0),
+                                                                               (0, 0)]
+    status_flag, size_flag = 1 << 8, 1 << (8 + 1)  # end attribute i absent: its conversion-failure bit
+    assert [e["flags"] for e in ends] == [0, size_flag, size_flag, status_flag | size_flag]
+    assert [e["status"] for e in ends] == [0, 0, 1, 1]
 
 
 def test_span_block_async(provider):

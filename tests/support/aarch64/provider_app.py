@@ -29,7 +29,22 @@ BLOCK_ATTRS = {"db.statement": ("str", "SELECT 1"), "db.shard": ("i16", -12)}
 BLOCK_END_ATTRS = {"db.rows": ("u64", 2 ** 40 + 3), "db.cached": ("bool", True)}
 EVENT_ATTRS = {"cache.key": ("str", "k\u00fcy"), "cache.size": ("i32", -5)}
 CALL_EVENT_ATTRS = {"evict.reason": ("str", "full")}
-ALL = [EVERY_TYPE, SPAN_ATTRS, BLOCK_ATTRS, BLOCK_END_ATTRS, EVENT_ATTRS, CALL_EVENT_ATTRS]
+
+
+def otel_payload():
+    """What spanprobe.otel fires for a finished OpenTelemetry API span: an OTLP ScopeSpans.
+    Made with the SDK's own encoder (opentelemetry-api is not installed for the arm64 Python)."""
+    from spanprobe.abi import otlp
+
+    one = otlp.span(0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331, "", 0x00f067aa0ba902b7,
+                    "GET /items/<int:item_id>", otlp.KIND_OFFSET + 1, 1_700_000_000_000_000_000,
+                    1_700_000_000_002_500_000, [otlp.key_value("http.route", "/items/<int:item_id>")], 0,
+                    [], 0, [], 0, otlp.status(2, "boom"), 0)
+    return otlp.scope_spans(otlp.scope("armapp.otel", "1.0"), [one], "https://opentelemetry.io/schemas/1.21.0")
+
+
+OTEL_SPAN = {"span": ("bytes", otel_payload())}
+ALL = [EVERY_TYPE, SPAN_ATTRS, BLOCK_ATTRS, BLOCK_END_ATTRS, EVENT_ATTRS, CALL_EVENT_ATTRS, OTEL_SPAN]
 EXPECTED = {name: value for group in ALL for name, (_, value) in group.items()}
 PROVIDER = "armapp"
 
@@ -44,6 +59,7 @@ def values(group):
 
 def declare():
     import spanprobe
+    from spanprobe.abi.protocol import OTEL_SPAN_ARGS, ROLE_OTEL_SPAN
 
     provider = spanprobe.Provider(PROVIDER)
     every = provider.add_probe("every_type", *types(EVERY_TYPE).items())
@@ -65,8 +81,11 @@ def declare():
     def evict(reason):
         pass
 
+    otel_span = provider.declare("otel_span", OTEL_SPAN_ARGS, ROLE_OTEL_SPAN)
+
     def fire():
         every.fire(*values(EVERY_TYPE))
+        otel_span.fire(*values(OTEL_SPAN))
         job(*values(SPAN_ATTRS))
         try:
             failing()

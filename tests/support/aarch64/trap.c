@@ -50,7 +50,7 @@ static long bpf_probe_read_user(void *dst, u32 size, const void *src)
 }
 
 enum { SP_INT = 0, SP_STR = 1, SP_BYTES = 2 };
-#define SP_DATA_MAX 64
+#define SP_DATA_MAX 512 /* an otel_span payload (an OTLP ScopeSpans) fits whole */
 
 #include "readers.h"
 

@@ -153,6 +153,11 @@ def test_resource_attributes_parsing():
     (["python3", "-W", "ignore", "pkg/__main__.py"], "pkg"),
     (["python3", "-c", "print(1)"], None),
     (["python3"], None),
+    # behind spanprobe's launcher, the program it runs (issue 14 item 4)
+    (["python3", "/app/.venv/bin/spanprobe-instrument", "--config", "p.toml", "/srv/shop.py", "-v"], "shop"),
+    (["python3", "-m", "spanprobe.instrument", "--config=p.toml", "-m", "http.server", "80"], "http.server"),
+    (["python3", "-mspanprobe.instrument", "--config", "p.toml", "pkg/__main__.py"], "pkg"),
+    (["python3", "/app/.venv/bin/spanprobe-instrument", "--no-such-option"], "spanprobe-instrument"),
 ])
 def test_python_entry(argv, expect):
     assert python_entry(argv) == expect

@@ -6,7 +6,8 @@ in-process SDK would take it, from the target's own ``OTEL_SERVICE_NAME`` or
 ``OTEL_RESOURCE_ATTRIBUTES`` (as its provider's schema carries them, from its
 environment when it loaded the provider; else /proc/PID/environ, the
 environment it was started with); otherwise it is derived from the program: the
-script or ``-m`` module of a Python process, else the executable's name.
+script or ``-m`` module of a Python process (for a program run through
+spanprobe-instrument, the program it runs), else the executable's name.
 Attribute names follow the current semantic conventions (process.*, host.*).
 """
 
@@ -16,10 +17,11 @@ import os
 import pwd
 import re
 import socket
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 from opentelemetry.sdk.resources import Resource
+from spanprobe.instrument.command import LAUNCHERS, parse_command
 
 from .. import __version__
 from ..discover import procfs
@@ -44,7 +46,24 @@ def parse_resource_attributes(text: str) -> Dict[str, str]:
 
 
 def python_entry(argv: List[str]) -> Optional[str]:
-    """The script or module a Python command line runs, as a service name candidate."""
+    """The script or module a Python command line runs, as a service name candidate.
+
+    Behind spanprobe's launcher (``spanprobe-instrument``, ``-m spanprobe.instrument``),
+    the program the launcher runs.
+    """
+    name, rest = _entry(argv)
+    if name in LAUNCHERS:
+        try:
+            _, program = parse_command(argv[rest:])
+        except ValueError:
+            return name
+        if program:
+            return _entry(["python", *program])[0] or name
+    return name
+
+
+def _entry(argv: List[str]) -> Tuple[Optional[str], int]:
+    """(the script or module, the index of its first argument) of a Python command line."""
     i = 1
     while i < len(argv):
         arg = argv[i]
@@ -61,9 +80,9 @@ def python_entry(argv: List[str]) -> Optional[str]:
             if letter in _PY_OPTS_WITH_VALUE:
                 value = arg[pos + 1:] or (argv[i + 1] if i + 1 < len(argv) else "")
                 if letter == "m":
-                    return value or None
+                    return value or None, i + (1 if arg[pos + 1:] else 2)
                 if letter == "c":
-                    return None
+                    return None, len(argv)
                 if not arg[pos + 1:]:
                     i += 1
                 break
@@ -75,8 +94,8 @@ def python_entry(argv: List[str]) -> Optional[str]:
             name = os.path.basename(os.path.dirname(script.rstrip("/"))) or name
         if name.endswith(".py"):
             name = name[:-3]
-        return name or None
-    return None
+        return name or None, i + 1
+    return None, len(argv)
 
 
 def derive_service_name(exe_name: str, argv: List[str]) -> str:

@@ -7,12 +7,17 @@ a subcommand (for example `spanprobe demo`) is one module and one row here.
 
 Errors meant for the user (errors.TracerError) print one clear line and exit
 with their own status; anything else is a bug and shows its traceback.
+
+`pip install spanprobe` in an application's virtualenv installs this command
+with the SDK but not the tracer's packages (the `tracer` extra): then it says
+so in one line, before importing anything that needs them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import logging
 import sys
 from typing import List, Optional
@@ -31,12 +36,35 @@ COMMANDS = [
 ]
 
 
+#: (module, distribution) the tracer imports; pyproject.toml's `tracer` extra installs them.
+TRACER_PACKAGES = [("opentelemetry.sdk", "opentelemetry-sdk"), ("opentelemetry.proto", "opentelemetry-proto"),
+                   ("google.protobuf", "protobuf"), ("grpc", "grpcio")]
+NOT_INSTALLED = (
+    "spanprobe: error: the tracer is not installed in this Python (missing: %s; only the SDK is): "
+    "it needs Debian's bcc (apt-get install python3-bpfcc) and the spanprobe[tracer] extra, in a venv "
+    "made with Debian's python3 -m venv --system-site-packages, run as root (docs/quickstart.md)")
+
+
+def missing_tracer_packages() -> List[str]:
+    """The distributions of the tracer extra that cannot be imported here."""
+    missing = []
+    for module, distribution in TRACER_PACKAGES:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:  # its parent package is missing
+            found = False
+        if not found:
+            missing.append(distribution)
+    return missing
+
+
 def build_parser(commands=COMMANDS) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spanprobe",
         description="Trace spanprobe USDT probes with eBPF and export them as OpenTelemetry spans.",
         epilog="Exit status: 0 ok, 1 error, 2 usage, 3 no such process, 4 no providers, "
-               "5 missing privileges, 6 OTLP endpoint unreachable, 7 BPF unavailable "
+               "5 missing privileges, 6 OTLP endpoint unreachable, 7 BPF unavailable, "
+               "8 the tracer is not installed (only the SDK is) "
                "(with -- COMMAND: the command's status).")
     parser.add_argument("--version", action="version", version="spanprobe %s" % __version__)
     sub = parser.add_subparsers(dest="subcommand", metavar="COMMAND")
@@ -73,6 +101,10 @@ def _setup_logging(verbosity: int) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    missing = missing_tracer_packages()
+    if missing:
+        print(NOT_INSTALLED % ", ".join(missing), file=sys.stderr)
+        return int(ExitStatus.NOT_INSTALLED)
     # `spanprobe trace [opts] -- cmd args`: argparse's REMAINDER needs the "--" kept.
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -7,6 +7,11 @@ anything attached. SIGINT and SIGTERM stop the session and flush: what the
 ring buffer and the export queue hold is exported (within --flush-timeout)
 and the loss accounting is printed.
 
+A person watching gets told what is happening: a ready line on stderr once
+the first scan's providers are attached (--all takes seconds), a warning
+when --pid leaves out child processes that hold providers (a pre-fork
+server's workers), and a hint at the end when nothing was ever traced.
+
 With --ebpf nothing is compiled or attached: the C of the core module and of
 each module the providers found would need is printed, as bcc's tools do.
 """
@@ -28,7 +33,9 @@ from ..discover import Scanner, procfs
 from ..errors import (BpfUnavailable, ExitStatus, NoProviders, NoSuchProcess, NotPermitted, TracerError)
 from ..export import ConsoleExporter, ExportPipeline, JsonLinesExporter
 from ..kernel import CaptureConfig, ModuleCache, ModuleError, Planner, privileges, render_core, render_module
-from ..session import LaunchError, Launched, Session, Stats, Targets, watch_dlopen
+from ..kernel.metrics import DEFAULT_BOUNDS_MS, bounds_ns, parse_bounds
+from ..kernel.sampling import SAMPLERS, resolve_sampler
+from ..session import LaunchError, Launched, Session, Stats, Targets, descendants, watch_dlopen
 
 log = logging.getLogger("spanprobe.tracer")
 
@@ -110,6 +117,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="with --pid: wait this long for a provider to be loaded before giving up")
     cap.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
                      help="at exit, time allowed to export what is still queued (default 10)")
+    smp = parser.add_argument_group(
+        "sampling and span metrics (flags override OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG, "
+        "OTEL_METRICS_EXPORTER, OTEL_METRIC_EXPORT_INTERVAL)")
+    smp.add_argument("--sampler", metavar="NAME",
+                     help="which traces leave the kernel, decided from the trace id as OpenTelemetry's samplers do: "
+                          "%s (default parentbased_always_on); adaptive lowers the ratio under overload"
+                          % ", ".join(SAMPLERS))
+    smp.add_argument("--sampler-arg", metavar="ARG",
+                     help="the ratio (0..1) of traceidratio and parentbased_traceidratio; for adaptive, the most "
+                          "spans per second to keep (optional)")
+    smp.add_argument("--metrics-exporter", choices=("otlp", "console", "none"),
+                     help="span metrics from every span (counted in the kernel, sampled or not): otlp (same endpoint "
+                          "settings, metrics signal), console (standard error) or none; default "
+                          "OTEL_METRICS_EXPORTER, else otlp with --exporter otlp and none otherwise")
+    smp.add_argument("--metrics-interval", type=float, metavar="SECONDS",
+                     help="seconds between span metrics exports (default OTEL_METRIC_EXPORT_INTERVAL ms, else 60)")
+    smp.add_argument("--histogram-buckets", metavar="MS,MS,...",
+                     help="the duration histogram's bucket bounds in milliseconds (default OpenTelemetry's: %s)"
+                          % ",".join("%g" % b for b in DEFAULT_BOUNDS_MS))
     cap.add_argument("--drain-interval", type=float, default=0.1, help=argparse.SUPPRESS)
     cap.add_argument("--scan-interval", type=float, default=0.25, help=argparse.SUPPRESS)
     cap.add_argument("--queue-size", type=int, default=65536, help=argparse.SUPPRESS)
@@ -144,6 +170,25 @@ def _refusal(pid: int) -> str:
             "namespace, or Yama's ptrace_scope forbids it (/proc/sys/kernel/yama/ptrace_scope)" % pid)
 
 
+def children_with_providers(pids: List[int], scanner: Scanner) -> List[int]:
+    """Descendants of ``pids`` (not themselves in ``pids``) that hold a spanprobe provider now."""
+    found = []
+    for pid in pids:
+        for child in descendants(pid)[1:]:
+            if child in pids or child in found:
+                continue
+            try:
+                if scanner.scan(child).providers:
+                    found.append(child)
+            except (procfs.ProcessGone, OSError):
+                continue
+    return sorted(found)
+
+
+def _pid_options(pids: List[int]) -> str:
+    return " ".join("--pid %d" % pid for pid in pids)
+
+
 def _wait_for_providers(pids: List[int], wait_s: float) -> None:
     """Fail with NoSuchProcess / NotPermitted / NoProviders before anything is loaded."""
     scanner = Scanner(warn=lambda msg: print("spanprobe: warning: " + msg, file=sys.stderr))
@@ -161,6 +206,12 @@ def _wait_for_providers(pids: List[int], wait_s: float) -> None:
         if found:
             return
         if time.monotonic() >= deadline:
+            children = children_with_providers(pids, scanner)
+            if children:
+                raise NoProviders(
+                    "no spanprobe providers in pid %s, but its child processes %s have them (a pre-fork "
+                    "server's workers, for example): trace them with %s, or every process with --all"
+                    % (", ".join(map(str, pids)), ", ".join(map(str, children)), _pid_options(children)))
             raise NoProviders(
                 "no spanprobe providers in pid %s. A provider appears once the application has called "
                 "Provider.load(); use --wait SECONDS to wait for one, and `spanprobe list --pid PID` to check"
@@ -183,14 +234,9 @@ def otlp_exporter(args, on_rejected=None):
     """
     # Here, not at the top: grpcio and the protobuf descriptors load only when OTLP is used.
     from ..export.otlp.client import check_reachable
-    from ..export.otlp.settings import Flags, resolve
     from ..export.otlp.span_exporter import OtlpSpanExporter
 
-    settings = resolve("traces", Flags(
-        endpoint=args.otlp_endpoint, protocol=args.otlp_protocol, headers=args.otlp_header,
-        timeout=args.otlp_timeout, compression=args.otlp_compression, insecure=args.otlp_insecure,
-        certificate=args.otlp_certificate, client_key=args.otlp_client_key,
-        client_certificate=args.otlp_client_certificate))
+    settings = otlp_settings("traces", args)
     if not args.otlp_no_check:
         check_reachable(settings)
     exporter = OtlpSpanExporter(settings, on_rejected=on_rejected)
@@ -198,10 +244,77 @@ def otlp_exporter(args, on_rejected=None):
     return exporter
 
 
+def metrics_exporter_name(args, env=os.environ) -> str:
+    """--metrics-exporter, else OTEL_METRICS_EXPORTER, else otlp when spans go to OTLP and none otherwise."""
+    if args.metrics_exporter:
+        return args.metrics_exporter
+    value = (env.get("OTEL_METRICS_EXPORTER") or "").strip().lower()
+    if not value:
+        return "otlp" if args.exporter == "otlp" else "none"
+    if value not in ("otlp", "console", "none"):
+        raise TracerError("OTEL_METRICS_EXPORTER=%r: spanprobe exports span metrics to otlp, console or none"
+                          % env.get("OTEL_METRICS_EXPORTER"), ExitStatus.USAGE)
+    return value
+
+
+def metrics_interval(args, env=os.environ) -> float:
+    """Seconds between span metrics exports: --metrics-interval, else OTEL_METRIC_EXPORT_INTERVAL (ms), else 60."""
+    if args.metrics_interval is not None:
+        if not args.metrics_interval > 0:
+            raise TracerError("--metrics-interval must be a positive number of seconds", ExitStatus.USAGE)
+        return args.metrics_interval
+    text = (env.get("OTEL_METRIC_EXPORT_INTERVAL") or "").strip()
+    if not text:
+        return 60.0
+    if not text.isdigit() or int(text) == 0:
+        raise TracerError("OTEL_METRIC_EXPORT_INTERVAL=%r is not a positive whole number of milliseconds" % text,
+                          ExitStatus.USAGE)
+    return int(text) / 1000.0
+
+
+def histogram_bounds_ms(args):
+    if args.histogram_buckets is None:
+        return DEFAULT_BOUNDS_MS
+    try:
+        return parse_bounds(args.histogram_buckets, "--histogram-buckets")
+    except ValueError as exc:
+        raise TracerError(str(exc), ExitStatus.USAGE) from None
+
+
+def otlp_settings(signal: str, args):
+    """The OTLP settings of ``signal`` the --otlp-* flags and the environment give."""
+    from ..export.otlp.settings import Flags, resolve
+    return resolve(signal, Flags(
+        endpoint=args.otlp_endpoint, protocol=args.otlp_protocol, headers=args.otlp_header,
+        timeout=args.otlp_timeout, compression=args.otlp_compression, insecure=args.otlp_insecure,
+        certificate=args.otlp_certificate, client_key=args.otlp_client_key,
+        client_certificate=args.otlp_client_certificate))
+
+
 def capture_config(args) -> CaptureConfig:
-    """What the capture flags ask the kernel side to do."""
+    """What the capture, sampling and metrics flags ask the kernel side to do."""
     return CaptureConfig(string_max=args.string_size, min_duration_ns=args.min_duration,
-                         max_open_spans=args.max_open_spans, ringbuf_bytes=args.ring_buffer_mb << 20)
+                         max_open_spans=args.max_open_spans, ringbuf_bytes=args.ring_buffer_mb << 20,
+                         sampler=resolve_sampler(args.sampler, args.sampler_arg),
+                         metrics=metrics_exporter_name(args) != "none",
+                         histogram_bounds_ns=bounds_ns(histogram_bounds_ms(args)))
+
+
+def metrics_sender(args, stats: Stats):
+    """The span metrics exporter (in its thread) the options ask for, or None; failed exports go to ``stats``."""
+    from ..export.span_metrics import ConsoleMetricsExporter, MetricsSender, OtlpMetricsExporter
+    name = metrics_exporter_name(args)
+    if name == "none":
+        return None
+    bounds = histogram_bounds_ms(args)
+    if name == "console":
+        return MetricsSender(ConsoleMetricsExporter(sys.stderr, bounds))
+    from ..export.otlp.client import check_reachable
+    settings = otlp_settings("metrics", args)
+    if not args.otlp_no_check:
+        check_reachable(settings)
+    log.info("exporting span metrics %s", settings.describe())
+    return MetricsSender(OtlpMetricsExporter(settings, bounds), on_failed=lambda: stats.add("metrics_exports_failed"))
 
 
 def load_modules(config: CaptureConfig) -> ModuleCache:
@@ -259,7 +372,46 @@ def print_ebpf(args, command: List[str], out=None) -> int:
     return 0
 
 
+def _say_ready(args, session: Session, elapsed: float) -> None:
+    """The ready line, once the first scan's providers are attached; for --pid, the children left out."""
+    what = ("every process" if args.all else "pid %s" % ", ".join(map(str, args.pid)) if args.pid
+            else "the command")
+    # Counted here: stats.processes and stats.probes are refreshed by the next scan only.
+    attached = [att for proc in session.processes.values() for att in proc.attachments.values()]
+    processes = sum(1 for proc in session.processes.values() if proc.attachments)
+    print("spanprobe: ready: tracing %s: %d providers attached in %d processes (%d probe sites), %.1f s after start"
+          % (what, len(attached), processes, sum(att.sites for att in attached), elapsed),
+          file=sys.stderr, flush=True)
+    if args.pid:
+        # A scanner of its own: the session's keeps the state of the processes it traces.
+        children = children_with_providers(args.pid, Scanner(warn=lambda _msg: None))
+        if children:
+            print("spanprobe: warning: child processes %s of pid %s hold spanprobe providers too and are not "
+                  "traced (--pid traces only the pids given; a pre-fork server's workers, for example): add %s, "
+                  "or trace every process with --all" % (", ".join(map(str, children)),
+                                                          ", ".join(map(str, args.pid)), _pid_options(children)),
+                  file=sys.stderr, flush=True)
+
+
+def _say_nothing_traced(args, launched) -> None:
+    """Why a session ended with no span: no provider was ever loaded where it looked.
+
+    (A provider found but not attached has had its own warning already.)
+    """
+    if launched is not None:
+        where = "the command (pid %d) and its child processes never loaded" % launched.pid
+    elif args.all:
+        where = "no process loaded"
+    else:
+        return  # --pid found a provider before starting (else it failed with status 4)
+    print("spanprobe: hint: nothing was traced: %s a spanprobe provider. The application must call "
+          "Provider.load() after declaring its probes (docs/sdk.md), or run under spanprobe-instrument "
+          "--config FILE (docs/sdk-spans.md); `spanprobe list` shows the providers of running processes"
+          % where, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
+    started = time.monotonic()
     command = _command(args)
     _check_targets(args, command)
     problem = privileges.problem()
@@ -270,9 +422,12 @@ def run(args: argparse.Namespace) -> int:
     if args.pid:
         _wait_for_providers(args.pid, args.wait)
     stats = Stats()
+    config = capture_config(args)
+    interval = metrics_interval(args)
     exporter = _make_exporter(args, stats)
+    metrics = metrics_sender(args, stats)
 
-    modules = load_modules(capture_config(args))
+    modules = load_modules(config)
 
     launched = None
     if command:
@@ -287,7 +442,8 @@ def run(args: argparse.Namespace) -> int:
     session = Session(modules, pipeline, stats, targets, min_duration_ns=args.min_duration,
                       scan_interval=args.scan_interval, drain_interval=args.drain_interval,
                       status_interval=status_interval,
-                      ticker=exporter.tick if isinstance(exporter, ConsoleExporter) else None)
+                      ticker=exporter.tick if isinstance(exporter, ConsoleExporter) else None,
+                      metrics_sender=metrics, metrics_interval=interval)
 
     interrupted = threading.Event()
 
@@ -327,7 +483,11 @@ def run(args: argparse.Namespace) -> int:
             return False
 
         next_report = time.monotonic() + 10.0
+        ready = False
         while not session.stop_event.is_set() and not finished():
+            if not ready and session.settled and (launched is None or session.attached_ever):
+                ready = True
+                _say_ready(args, session, time.monotonic() - started)
             if deadline is not None and time.monotonic() >= deadline:
                 break
             session.step()
@@ -340,8 +500,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
         pipeline.shutdown(args.flush_timeout)  # shuts the exporter down too
+        if metrics is not None:
+            metrics.shutdown(args.flush_timeout)
         for line in stats.summary():
             print("spanprobe: " + line, file=sys.stderr)
+        if not session.providers_seen:
+            _say_nothing_traced(args, launched)
         if args.stats_file:
             with open(args.stats_file, "w") as f:
                 json.dump(stats.as_dict(), f, indent=2)

@@ -1,6 +1,6 @@
 """Decode: ring-buffer records -> span, event and probe records, still in kernel terms.
 
-    records   SpanRecord, PointRecord, LoadRecord, ValueNotes: one object per record
+    records   SpanRecord, PointRecord, LoadRecord, NameRecord, ValueNotes: one object per record
     values    an argument's value from its word and slot (masked, sign-extended, text cut whole)
     decoders  SpanDecoder, PointDecoder, OtelSpanDecoder for each type of a plan; DecoderCache
     bindings  Bindings: cookie -> decoder and process; ``decode(record bytes)``
@@ -11,7 +11,7 @@ _Static_asserts pin down); the assemble stage turns them into OpenTelemetry span
 
 from .bindings import Bindings
 from .decoders import DecoderCache, OtelSpanDecoder, PointDecoder, SpanDecoder, plan_decoders
-from .records import LoadRecord, OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
+from .records import LoadRecord, NameRecord, OtelSpanRecord, PointRecord, SpanRecord, ValueNotes
 
 __all__ = ["Bindings", "DecoderCache", "OtelSpanDecoder", "PointDecoder", "SpanDecoder", "plan_decoders",
-           "LoadRecord", "OtelSpanRecord", "PointRecord", "SpanRecord", "ValueNotes"]
+           "LoadRecord", "NameRecord", "OtelSpanRecord", "PointRecord", "SpanRecord", "ValueNotes"]

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, Iterable, Optional, Union
 
-from ..kernel.layout import HDR, KIND_LOAD
+from ..kernel.layout import HDR, KIND_LOAD, KIND_NAME, NAME_HASH, NAME_TEXT_AT
 from .decoders import Decoder
-from .records import LoadRecord, OtelSpanRecord, PointRecord, SpanRecord
+from .records import LoadRecord, NameRecord, OtelSpanRecord, PointRecord, SpanRecord
 
 
 @dataclass
@@ -44,11 +44,14 @@ class Bindings:
         for c in cookies:
             self._by_cookie.pop(c, None)
 
-    def decode(self, rec: bytes) -> Optional[Union[SpanRecord, PointRecord, OtelSpanRecord, LoadRecord]]:
-        """A SpanRecord, PointRecord, OtelSpanRecord or LoadRecord from one ring-buffer record (None if unknown)."""
+    def decode(self, rec: bytes) -> Optional[Union[SpanRecord, PointRecord, OtelSpanRecord, LoadRecord, NameRecord]]:
+        """A SpanRecord, PointRecord, OtelSpanRecord, LoadRecord or NameRecord from one ring-buffer record (None if unknown)."""
         kind, _shape, _program, pid, tid, cookie = HDR.unpack_from(rec, 0)
         if kind == KIND_LOAD:
             return LoadRecord(pid, tid)
+        if kind == KIND_NAME:
+            text = rec[NAME_TEXT_AT:].split(b"\0", 1)[0]
+            return NameRecord(NAME_HASH.unpack_from(rec, HDR.size)[0], text.decode("utf-8", "replace"))
         binding = self._by_cookie.get(cookie)
         if binding is None or binding.pid != pid:
             return None

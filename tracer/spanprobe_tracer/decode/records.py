@@ -86,6 +86,14 @@ class LoadRecord:
 
 
 @dataclass
+class NameRecord:
+    """The text of a string (an HTTP method or route) whose hash keys the kernel's HTTP metrics."""
+
+    hash: int
+    text: str
+
+
+@dataclass
 class ValueNotes:
     """Attribute names whose values are not (entirely) what the application passed.
 

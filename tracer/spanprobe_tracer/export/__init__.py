@@ -5,6 +5,7 @@
     jsonl     JsonLinesExporter: one JSON object per span per line
     otlp      spanprobe's own OTLP client (gRPC and HTTP/protobuf, one encoder for both):
               OtlpSpanExporter to a collector; imported only when OTLP is asked for
+    span_metrics  the kernel's span metrics as OTLP metrics (or console lines), sent from their own thread
 
 Exporters are OpenTelemetry SDK SpanExporters fed ReadableSpans by the pipeline.
 """

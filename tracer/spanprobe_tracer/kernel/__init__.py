@@ -6,6 +6,8 @@
     render      the C: render_module(layout, id), render_core(config), render_read(location)
     modules     ModuleCache: bcc compiles (core module, one module per layout), Module
     links       attach(): one uprobe in one process with its semaphore and cookie -> UprobeLink
+    sampling    Sampler (OTEL_TRACES_SAMPLER[_ARG]), the C of the decision at span start, SamplingBound
+    metrics     span metrics in the kernel: the maps, the C at span end, MetricsTable
     ringbuf     RingBuffer: the core module's ring buffer, read in bounded batches
     counters    KernelCounters: what the handlers counted, by Counter
     features    the checks of what this machine offers (doctor and the tests use them)

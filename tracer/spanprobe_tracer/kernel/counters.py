@@ -3,7 +3,8 @@
 Every handler bumps a slot of the core module's per-CPU array sp_counters
 (SP_CNT_*, rendered from Counter): spans and points submitted, starts stored, and every
 drop by its reason (ring buffer full, open-span map full, an end without its
-start, a span under the duration threshold). The session reads them into its
+start, a span under the duration threshold), spans sampled
+out, and span metrics that found no room. The session reads them into its
 accounting (session.stats).
 """
 
@@ -26,6 +27,10 @@ class Counter(enum.IntEnum):
     POINTS = 7              # events/plain probe hits submitted
     LOADS = 8               # provider-looking dlopen()s that stopped a process
     LOAD_RB_FULL = 9        # ...whose notification was lost (the process is left stopped)
+    SAMPLED_OUT = 10        # finished spans the sampler dropped (not a loss: kernel.sampling)
+    METRICS_MAP_FULL = 11   # span ends missing from the span metrics: their series map was full
+    POINT_SAMPLED_OUT = 12  # events the sampler dropped with their trace (not a loss)
+    NAME_RB_FULL = 13       # HTTP method/route names not sent yet: ring buffer full (sent with a later span)
 
 
 #: Slots in the array (room for more counters without changing its size).

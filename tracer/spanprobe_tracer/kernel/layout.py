@@ -21,15 +21,17 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from spanprobe.abi.protocol import MAX_BYTES, ROLE_OTEL_SPAN
 
 from ..discover import ProbeInfo
 from ..discover.argspec import ArgLocation
+from .metrics import DEFAULT_BOUNDS_MS, HttpFields, bounds_ns
+from .sampling import Sampler
 
 #: sp_hdr.kind of each record (bpf/common.h SP_KIND_*).
-KIND_SPAN, KIND_POINT, KIND_LOAD = 1, 2, 3
+KIND_SPAN, KIND_POINT, KIND_LOAD, KIND_NAME = 1, 2, 3, 4
 #: The longest string or bytes capture a module can be built with.
 MAX_STRING = 4096
 #: Bytes captured of a bytes argument of these roles, whatever the capture config says: an
@@ -45,6 +47,9 @@ SPAN_START_AT = 40
 #: After the header, a point record: its time and read failures, then its argument words.
 POINT_FIXED = struct.Struct("<QI")
 POINT_WORDS_AT = 40
+#: After the header, a name record (kernel.metrics): the hash of a string, then the string's slot.
+NAME_HASH = struct.Struct("<Q")
+NAME_TEXT_AT = 32
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,12 @@ class CaptureConfig:
     max_open_spans: int = 65536
     #: Size of the shared ring buffer (a power of two, at least one page).
     ringbuf_bytes: int = 16 << 20
+    #: Which spans leave the kernel (kernel.sampling).
+    sampler: Sampler = Sampler()
+    #: Count every span in the span metrics map (kernel.metrics)?
+    metrics: bool = False
+    #: The duration histogram's bucket bounds, nanoseconds.
+    histogram_bounds_ns: Tuple[int, ...] = bounds_ns(DEFAULT_BOUNDS_MS)
 
     def check(self) -> None:
         if not 1 <= self.string_max <= MAX_STRING:
@@ -115,10 +126,13 @@ def _place(shape: Sequence[ArgShape], words_at: int, string_max: int,
 class SpanShape:
     """Record layout and handlers for spans whose start and end probes have these shapes."""
 
-    def __init__(self, index: int, start: Tuple[ArgShape, ...], end: Tuple[ArgShape, ...], string_max: int):
+    def __init__(self, index: int, start: Tuple[ArgShape, ...], end: Tuple[ArgShape, ...], string_max: int,
+                 http: Optional[HttpFields] = None):
         self.index = index
         self.start = start
         self.end = end
+        #: Where an HTTP server span's method, route and status code are (kernel.metrics), or None.
+        self.http = http
         self.start_fields, end_at = _place(start, SPAN_START_AT + 16, string_max)
         self.start_size = _align8(end_at - SPAN_START_AT)
         self.end_words_at = SPAN_START_AT + self.start_size
@@ -151,7 +165,7 @@ class ModuleLayout:
         self.machine = machine
         self.config = config
         sm = config.string_max
-        self.spans = [SpanShape(i, s, e, sm) for i, (s, e) in enumerate(span_shapes)]
+        self.spans = [SpanShape(i, s, e, sm, http) for i, (s, e, http) in enumerate(span_shapes)]
         self.points = [PointShape(i, role, shape, sm) for i, (role, shape) in enumerate(point_shapes)]
         self.key = hashlib.sha256(repr((machine, config, list(span_shapes), list(point_shapes))).encode()).hexdigest()
 

@@ -24,6 +24,7 @@ from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_O
 
 from ..discover import ProbeInfo, ProviderImage
 from .layout import CaptureConfig, ModuleLayout, PointShape, SpanShape, probe_shape
+from .metrics import http_fields
 
 log = logging.getLogger("spanprobe.tracer")
 
@@ -95,17 +96,18 @@ class ProviderPlan:
         self._pair(image, warn)
         span_shapes: List[tuple] = []
         point_shapes: List[tuple] = []
+        keys = {s: (probe_shape(s.start), probe_shape(s.end),
+                    http_fields(s.kind, s.start.args, s.end.args) if config.metrics else None) for s in self.spans}
         for s in self.spans:
-            key = (probe_shape(s.start), probe_shape(s.end))
-            if key not in span_shapes:
-                span_shapes.append(key)
+            if keys[s] not in span_shapes:
+                span_shapes.append(keys[s])
         for p in self.points:
             key = (p.role, probe_shape(p.probe))
             if key not in point_shapes:
                 point_shapes.append(key)
         self.layout = ModuleLayout(image.machine, config, span_shapes, point_shapes)
         for s in self.spans:
-            s.shape = self.layout.spans[span_shapes.index((probe_shape(s.start), probe_shape(s.end)))]
+            s.shape = self.layout.spans[span_shapes.index(keys[s])]
         for p in self.points:
             p.shape = self.layout.points[point_shapes.index((p.role, probe_shape(p.probe)))]
 

@@ -4,7 +4,9 @@ A provider module is bpf/spans.c with its declarations and handlers filled
 in: per span shape, the start struct, the record struct (with a
 _Static_assert of every offset kernel.layout computed), the open-span map,
 and the start and end handlers; per point shape, its record struct and
-handler. Each argument is read where its SDT note says it is
+handler. The capture config adds the sampler's decision at span start (and for
+events) and the span metrics at span end, before anything can drop the span
+(kernel.sampling, kernel.metrics). Each argument is read where its SDT note says it is
 (``render_read``). The core module is bpf/core.c after bpf/common.h, with the
 dlopen() path matcher rendered from the SDK's protocol constants (the paths
 the SDK dlopen()s a provider from), so the two cannot drift apart. Both start
@@ -19,13 +21,14 @@ from __future__ import annotations
 from importlib import resources
 from typing import List, Sequence, Tuple
 
-from spanprobe.abi.protocol import BYTES_TRUNCATED, PRIVATE_DIR_PREFIX, PROC_SELF
+from spanprobe.abi.protocol import BYTES_TRUNCATED, PRIVATE_DIR_PREFIX, PROC_SELF, ROLE_EVENT
 from spanprobe.elf.arch import EM_X86_64
 
 from ..discover.argspec import ArgLocation
+from . import metrics, sampling
 from .counters import NCOUNTERS, Counter
-from .layout import (HDR_SIZE, KIND_LOAD, KIND_POINT, KIND_SPAN, SPAN_START_AT, ArgField, ArgShape, CaptureConfig,
-                     ModuleLayout, PointShape, SpanShape)
+from .layout import (HDR_SIZE, KIND_LOAD, KIND_NAME, KIND_POINT, KIND_SPAN, NAME_TEXT_AT, SPAN_START_AT, ArgField,
+                     ArgShape, CaptureConfig, ModuleLayout, PointShape, SpanShape)
 
 
 def bpf_source(name: str) -> str:
@@ -36,7 +39,7 @@ def bpf_source(name: str) -> str:
 def common_header() -> str:
     """bpf/common.h, after the record kinds and counter slots it uses, #defined from kernel.layout and
     kernel.counters (every module, the core included, starts with it)."""
-    kinds = {"SPAN": KIND_SPAN, "POINT": KIND_POINT, "LOAD": KIND_LOAD}
+    kinds = {"SPAN": KIND_SPAN, "POINT": KIND_POINT, "LOAD": KIND_LOAD, "NAME": KIND_NAME}
     defines = ["#define SP_KIND_%s %d" % kv for kv in kinds.items()]
     defines += ["#define SP_CNT_%s %d" % (c.name, c.value) for c in Counter]
     defines.append("#define SP_NCOUNTERS %d" % NCOUNTERS)
@@ -78,8 +81,12 @@ def render_module(layout: ModuleLayout, program_id: int) -> str:
                "#define SP_MIN_NS %dULL\n#define SP_MAX_OPEN %d\n"
                % (config.ringbuf_bytes, program_id, config.string_max, config.min_duration_ns,
                   config.max_open_spans))
-    source = _ModuleSource(layout.machine)
+    source = _ModuleSource(layout.machine, config)
     decls, handlers = [], []
+    if config.sampler.compiled:
+        decls.append(sampling.render_sampler(config.sampler))
+    if config.metrics:
+        decls.append(metrics.render_record(config.histogram_bounds_ns, NAME_TEXT_AT))
     for s in layout.spans:
         decls.append(source.span_decls(s))
         handlers.append(source.start_handler(s))
@@ -95,8 +102,9 @@ def render_module(layout: ModuleLayout, program_id: int) -> str:
 class _ModuleSource:
     """The declarations and handlers of one module, for the machine its probes run on."""
 
-    def __init__(self, machine: int):
+    def __init__(self, machine: int, config: CaptureConfig):
         self.machine = machine
+        self.config = config
 
     @staticmethod
     def _shape_comment(shape: Sequence[ArgShape]) -> str:
@@ -192,11 +200,11 @@ class _ModuleSource:
                 "    k.span_id = span_id;"]
 
     @staticmethod
-    def _record_header(kind: str, shape: int, pid: str) -> List[str]:
+    def _record_header(kind: str, shape: int, pid: str, cookie: str = "sp_attach_cookie(ctx)") -> List[str]:
         """The sp_hdr of a reserved ring-buffer record ``r``: what userspace decodes it by."""
         return ["    r->h.kind = %s;" % kind, "    r->h.shape = %d;" % shape,
                 "    r->h.program = SP_PROGRAM;", "    r->h.pid = %s;" % pid, "    r->h.tid = (u32)pid_tgid;",
-                "    r->h.cookie = sp_attach_cookie(ctx);"]
+                "    r->h.cookie = %s;" % cookie]
 
     @staticmethod
     def _submit(fail: str, counter: str) -> List[str]:
@@ -217,34 +225,69 @@ class _ModuleSource:
                   "    if (!v)", "        return 0;",
                   "    v->start_ns = now;", "    v->tid = (u32)pid_tgid;", "    v->w[0] = span_id;"]
         lines += self._read_args(s.start_fields, "v", "w", skip_first=True)
+        if self.config.sampler.compiled:
+            lines.append(sampling.render_decide("v"))
         lines += ["    v->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    return 0;", "}", ""]
         return "\n".join(lines)
 
     def end_handler(self, s: SpanShape) -> str:
         i = s.index
+        config = self.config
         lines = self._handler_head(s.end_fn, "fail = 0") + self._span_key(s.end_fields[0])
-        lines += ["    struct sp_start_%d *st = sp_starts_%d.lookup(&k);" % (i, i),
-                  "    if (!st) {", "        sp_count(SP_CNT_END_WITHOUT_START);", "        return 0;", "    }",
-                  "    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {",
+        lines += ["    u64 cookie = sp_attach_cookie(ctx);",
+                  "    struct sp_start_%d *st = sp_starts_%d.lookup(&k);" % (i, i),
+                  "    if (!st) {", "        sp_count(SP_CNT_END_WITHOUT_START);", "        return 0;", "    }"]
+        if config.metrics:  # every span that ended, before anything can drop it
+            status = s.end_fields[metrics.STATUS_ARG]
+            lines.append(metrics.render_end(render_read(status.loc, self.machine, "status", "")))
+            if s.http is not None:
+                lines.append(self._http_end(s))
+        if config.sampler.stateful:
+            lines.append(sampling.render_forget(config.sampler, "st"))
+        if config.sampler.compiled:
+            lines += ["    if (st->fail & SP_ST_DROP) {", "        sp_starts_%d.delete(&k);" % i,
+                      "        sp_count(SP_CNT_SAMPLED_OUT);", "        return 0;", "    }"]
+        lines += ["    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {",
                   "        sp_starts_%d.delete(&k);" % i,
                   "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
                   "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
                   "    if (!r) {", "        sp_starts_%d.delete(&k);" % i,
                   "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }"]
-        lines += self._record_header("SP_KIND_SPAN", i, "k.tgid")
+        lines += self._record_header("SP_KIND_SPAN", i, "k.tgid", "cookie")
         lines += ["    r->end_ns = now;", "    r->pad = 0;",
-                  "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);",
-                  "    sp_starts_%d.delete(&k);" % i,
-                  "    r->ew[0] = span_id;"]
+                  "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);"]
+        if config.sampler.compiled:  # the kernel's own bits are not argument read failures
+            lines.append("    r->st.fail &= ~(SP_ST_DROP | SP_ST_OWNER);")
+            lines.append(sampling.render_written(config.sampler, "r"))
+        lines += ["    sp_starts_%d.delete(&k);" % i, "    r->ew[0] = span_id;"]
         lines += self._read_args(s.end_fields, "r", "ew", skip_first=True)
         lines += self._submit("end_fail", "SP_CNT_SPANS")
         return "\n".join(lines)
 
+    def _http_end(self, s: SpanShape) -> str:
+        """An HTTP server span's http.server.request.duration (kernel.metrics), its status code read as its type."""
+        http = s.http
+        read = ""
+        if http.status >= 0:
+            loc = s.end_fields[http.status].loc
+            read = "{ u64 hraw = 0; %s hstatus = (s64)(%s%d)hraw; }" % (
+                render_read(loc, self.machine, "hraw", ""), "s" if loc.signed else "u", 8 * loc.size)
+        return metrics.render_http_end(http, "st->s%d" % http.method,
+                                       "st->s%d" % http.route if http.route >= 0 else None, read)
+
     def point_handler(self, p: PointShape) -> str:
         i = p.index
         lines = self._handler_head(p.fn, "fail = 0")
+        if p.role == ROLE_EVENT and self.config.sampler.compiled:
+            lines.append("    u64 e[4] = {};")
+            lines += ["    " + render_read(p.fields[at].loc, self.machine, "e[%d]" % j, "")
+                      for j, at in enumerate(sampling.EVENT_ARGS)]
+            lines += ["    if (sp_sample_event(e[0], e[1], e[2], e[3]) & SP_ST_DROP) {",
+                      "        sp_count(SP_CNT_POINT_SAMPLED_OUT);", "        return 0;", "    }"]
         lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
                   "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
+        if self.config.sampler.compiled:
+            lines.append(sampling.render_written(self.config.sampler, "r"))
         lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")
         lines += ["    r->ts = now;", "    r->pad = 0;"]
         lines += self._read_args(p.fields, "r", "w")
@@ -277,6 +320,10 @@ def path_matcher() -> str:
 
 
 def render_core(config: CaptureConfig) -> str:
-    """The core module's C: the ring buffer and counters every module writes to, and the dlopen() watcher."""
-    return ("#include <uapi/linux/ptrace.h>\n#define SP_CORE\n#define SP_RINGBUF_BYTES %d\n"
-            % config.ringbuf_bytes) + common_header() + path_matcher() + bpf_source("core.c")
+    """The core module's C: the ring buffer and counters every module writes to, the maps of sampling and
+    span metrics (as the config uses them), and the dlopen() watcher."""
+    shared = sampling.core_declarations(config.sampler) if config.sampler.compiled else ""
+    if config.metrics:
+        shared += metrics.core_declarations(len(config.histogram_bounds_ns) + 1)
+    return (("#include <uapi/linux/ptrace.h>\n#define SP_CORE\n#define SP_RINGBUF_BYTES %d\n"
+             % config.ringbuf_bytes) + common_header() + shared + path_matcher() + bpf_source("core.c"))

@@ -10,7 +10,7 @@ provider, in which process, they came from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Union
 
 from ..decode import Bindings, PointDecoder, SpanDecoder
@@ -27,6 +27,8 @@ class Attachment:
     links: List[UprobeLink]
     cookies: List[int]
     sites: int = 0
+    #: The cookies of span end sites, and their span types (what span metrics are counted by).
+    span_ends: Dict[int, SpanType] = field(default_factory=dict)
 
     def close(self) -> None:
         """Detach every uprobe (the cookies stay bound: records already in the ring buffer still decode)."""
@@ -43,19 +45,21 @@ def attach_provider(inst: ProviderInstance, plan: ProviderPlan, module: Module, 
     stays attached or bound, and the error propagates.
     """
     att = Attachment(inst, module, [], [])
-    work = []  # (probe, handler, decoder; None for span starts, whose handler emits no record)
+    work = []  # (probe, handler, decoder; None for span starts, whose handler emits no record; span if an end)
     for span in plan.spans:
-        work.append((span.start, span.shape.start_fn, None))
-        work.append((span.end, span.shape.end_fn, decoders[span]))
+        work.append((span.start, span.shape.start_fn, None, None))
+        work.append((span.end, span.shape.end_fn, decoders[span], span))
     for point in plan.points:
-        work.append((point.probe, point.shape.fn, decoders[point]))
+        work.append((point.probe, point.shape.fn, decoders[point], None))
     try:
-        for probe, fn, decoder in work:
+        for probe, fn, decoder, ended in work:
             for loc in probe.locations:
                 cookie = 0
                 if decoder is not None:
                     cookie = bindings.bind(decoder, inst.pid)
                     att.cookies.append(cookie)
+                    if ended is not None:
+                        att.span_ends[cookie] = ended
                 att.links.append(attach(inst.attach_path, loc.offset, loc.semaphore, inst.pid,
                                         module.prog_fds[fn], cookie))
                 att.sites += 1

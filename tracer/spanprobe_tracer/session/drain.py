@@ -9,20 +9,20 @@ nothing a drain does ever calls back into discovery or attaching.
 Under overload no more spans are built than the export queue has room for:
 the rest would be dropped anyway, after costing CPU and memory. They are
 counted (queue_full) instead; load notifications are never shed (each one
-resumes a stopped process).
+resumes a stopped process), nor names (the HTTP span metrics' labels).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import List
+from typing import Callable, Dict, List, Optional
 
 from ..assemble import BadPayload, SpanBuilder
-from ..decode import Bindings, LoadRecord, OtelSpanRecord, PointRecord, SpanRecord
+from ..decode import Bindings, LoadRecord, NameRecord, OtelSpanRecord, PointRecord, SpanRecord
 from ..export import ExportPipeline
 from ..kernel import RingBuffer
-from ..kernel.layout import KIND_LOAD
+from ..kernel.layout import KIND_LOAD, KIND_NAME, KIND_POINT, KIND_SPAN
 from .stats import Stats
 
 log = logging.getLogger("spanprobe.tracer")
@@ -32,13 +32,19 @@ class Drainer:
     """The ring buffer -> pipeline stage of one session, drained every ``interval`` seconds."""
 
     def __init__(self, ring: RingBuffer, bindings: Bindings, builder: SpanBuilder, pipeline: ExportPipeline,
-                 stats: Stats, interval: float):
+                 stats: Stats, interval: float, on_read: Optional[Callable[[int], None]] = None,
+                 names: Optional[Dict[int, str]] = None):
         self.ring = ring
         self.bindings = bindings
         self.builder = builder
         self.pipeline = pipeline
         self.stats = stats
         self.interval = interval
+        #: Told the bytes of span and point records each read took out of the ring buffer (the adaptive
+        #: sampler's admission control: kernel.sampling).
+        self.on_read = on_read
+        #: The texts of the HTTP method and route hashes the kernel sent (kernel.metrics), by hash.
+        self.names: Dict[int, str] = {} if names is None else names
         self._next = 0.0
 
     def drain(self, wait: bool = True) -> List[LoadRecord]:
@@ -55,6 +61,8 @@ class Drainer:
                 self.ring.wait(remaining)
             self._next = max(self._next + self.interval, time.monotonic())
         raw = self.ring.read()
+        if raw and self.on_read is not None:
+            self.on_read(sum(len(rec) for rec in raw if rec[0] in (KIND_SPAN, KIND_POINT)))
         return self.process(raw) if raw else []
 
     def process(self, raw: List[bytes]) -> List[LoadRecord]:
@@ -66,7 +74,8 @@ class Drainer:
         spans_received = points_received = errors = shed = bad_payloads = 0
         room = self.pipeline.max_queue - self.pipeline.queued
         for rec in raw:
-            if len(out) >= room and rec[0] != KIND_LOAD:  # rec[0]: the record's kind (a u16, little-endian)
+            # rec[0]: the record's kind (a u16, little-endian); loads and names are never shed
+            if len(out) >= room and rec[0] not in (KIND_LOAD, KIND_NAME):
                 shed += 1
                 continue
             try:
@@ -92,6 +101,8 @@ class Drainer:
                     log.debug("otel_span payload of pid %d dropped: %s", item.pid, exc)
             elif isinstance(item, LoadRecord):
                 loads.append(item)
+            elif isinstance(item, NameRecord):
+                self.names[item.hash] = item.text
             else:
                 errors += 1
         self.stats.spans_received += spans_received

@@ -12,7 +12,9 @@ The loop (one thread; compiles and exports run beside it):
    thread) and attach them; detach from providers that went away and from
    processes that exited, after draining their last records;
 4. housekeeping: re-anchor the clock, release events whose span never came,
-   reap open spans past their timeout, refresh counters, print status.
+   reap open spans past their timeout, refresh counters, move the adaptive
+   sampler's ratio (session.adaptive), hand the span metrics to their
+   exporter every interval (session.span_metrics), print status.
 
 Targets are a fixed set of pids (``--pid``), every process (``--all``), or a
 launched command and its descendants (``-- COMMAND``): session.targets.
@@ -36,9 +38,13 @@ from ..discover import ProviderInstance, Scanner, procfs
 from ..export import ExportPipeline
 from ..kernel import (AttachError, KernelCounters, Module, ModuleCache, ModuleError, Planner, ProviderPlan,
                       RingBuffer, raise_fd_limit)
+from ..kernel.metrics import MetricsTable
+from ..kernel.sampling import SamplingBound
+from .adaptive import AdaptiveRatio
 from .attachments import Attachment, attach_provider
 from .drain import Drainer
 from .launcher import resume
+from .span_metrics import SpanMetrics
 from .stats import Stats
 from .targets import Targets
 
@@ -62,7 +68,7 @@ class Session:
                  scan_interval: float = 0.5, drain_interval: float = 0.1,
                  open_span_timeout_s: float = 3600.0, status_interval: float = 0.0,
                  status_out=None, ticker: Optional[Callable[[], None]] = None,
-                 warn: Callable[[str], None] = None):
+                 warn: Callable[[str], None] = None, metrics_sender=None, metrics_interval: float = 60.0):
         self.modules = modules
         self.pipeline = pipeline
         self.stats = stats
@@ -82,6 +88,9 @@ class Session:
         self.status_out = status_out or sys.stderr
         self.ticker = ticker
         self.processes: Dict[int, TracedProcess] = {}
+        #: providers attached to since the start, and whether any process was ever seen holding one
+        self.attached_ever = 0
+        self.providers_seen = False
         self._compiler = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="spanprobe-compile")
         self._failed_layouts: Dict[str, str] = {}
         #: dlopen() notifications drains found, acted on once the drain is over (_resume_loaded)
@@ -91,10 +100,21 @@ class Session:
         self._next_reap = time.monotonic() + 60.0
         self._next_status = time.monotonic() + status_interval if status_interval else float("inf")
         self.stop_event = threading.Event()
+        config = modules.config
+        #: Span metrics (kernel.metrics) to ``metrics_sender`` (export.span_metrics), when the modules count them.
+        names: Dict[int, str] = {}   # HTTP method and route texts by hash: the drainer fills it
+        self.span_metrics = (SpanMetrics(MetricsTable(modules.core), metrics_sender, self._resource_for,
+                                         metrics_interval, names) if config.metrics and metrics_sender else None)
+        #: The adaptive sampler's control loop (session.adaptive).
+        self.adaptive = (AdaptiveRatio(SamplingBound(modules.core), config.sampler.max_rate)
+                         if config.sampler.name == "adaptive" else None)
+        self._last_housekeeping = time.monotonic()
         raise_fd_limit()
         # Records held in userspace per drain, in bytes: one ring buffer's worth.
         ring = RingBuffer(modules.core, modules.config.ringbuf_bytes)
-        self.drainer = Drainer(ring, self.bindings, self.builder, pipeline, stats, drain_interval)
+        self.drainer = Drainer(ring, self.bindings, self.builder, pipeline, stats, drain_interval,
+                               on_read=self.adaptive.bound.read if self.adaptive is not None else None,
+                               names=names)
 
     def _flush(self) -> None:
         """Drain now, without waiting: the last records of a process or provider about to be detached."""
@@ -138,6 +158,8 @@ class Session:
         if proc is not None and proc.started != result.started:
             self._forget(pid)  # pid reused by a new process
             proc = None
+        if result.providers:
+            self.providers_seen = True
         if proc is None:
             if not result.providers:
                 return
@@ -150,7 +172,7 @@ class Session:
             log.info("pid %d: provider %s unloaded; detaching", pid, proc.attachments[key].instance.image.provider)
             att = proc.attachments.pop(key)
             att.close()
-            self.bindings.unbind(att.cookies)
+            self._release(att)
         for key, inst in present.items():
             if key in proc.attachments or key in proc.failed or key in proc.pending:
                 continue
@@ -175,6 +197,11 @@ class Session:
                 self._attach(proc, key, inst, plan, module)
                 continue
             proc.pending[key] = self._compiler.submit(self._compile, plan, inst)
+
+    @property
+    def settled(self) -> bool:
+        """No compile in flight: what the scans found so far is attached (or failed)."""
+        return not any(proc.pending for proc in self.processes.values())
 
     def _compile(self, plan: ProviderPlan, inst: ProviderInstance):
         """Runs in the compile thread; never raises (the result says what failed)."""
@@ -210,7 +237,16 @@ class Session:
                                        % (proc.pid, inst.image.provider, exc))
             return
         proc.attachments[key] = att
+        if self.span_metrics is not None:
+            self.span_metrics.watch(att.span_ends, proc.pid)
+        self.attached_ever += 1
         log.info("pid %d: attached to provider %s (%d probe sites)", proc.pid, inst.image.provider, att.sites)
+
+    def _release(self, att: Attachment) -> None:
+        """A detached provider's cookies: their span metrics taken out of the kernel, then unbound."""
+        if self.span_metrics is not None:
+            self.span_metrics.retire(att.span_ends)
+        self.bindings.unbind(att.cookies)
 
     def _forget(self, pid: int) -> None:
         """Detach from a process that exited or is no longer a target, after its last records."""
@@ -222,7 +258,7 @@ class Session:
         modules = set()
         for att in proc.attachments.values():
             att.close()
-            self.bindings.unbind(att.cookies)
+            self._release(att)
             modules.add(att.module)
         for future in proc.pending.values():
             future.cancel()
@@ -260,6 +296,13 @@ class Session:
         self.clock.maybe_reanchor()
         self.pipeline.submit(self.builder.expire_events())
         self.stats.kernel = self.counters.read()
+        if self.adaptive is not None:
+            self.stats.sampler_ratio = self.adaptive.update(
+                self.stats.kernel, self.stats.dropped["queue_full"], self.stats.exported,
+                self.pipeline.queued / self.pipeline.max_queue, now - self._last_housekeeping)
+        self._last_housekeeping = now
+        if self.span_metrics is not None:
+            self.span_metrics.tick(now)
         if now >= self._next_reap:
             self._next_reap = now + 60.0
             older = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(self.open_span_timeout_s * 1e9)
@@ -328,4 +371,6 @@ class Session:
         self._loads = []
         self.pipeline.submit(self.builder.expire_events(everything=True))
         self.stats.kernel = self.counters.read()
+        if self.span_metrics is not None:
+            self.span_metrics.tick(time.monotonic(), force=True)
         self.stats.processes = 0

@@ -3,7 +3,8 @@
 Counts come from two places: the kernel (per-CPU counters the BPF programs
 bump: ring buffer full, open-span map full, an end without its start, spans
 under the duration threshold) and userspace (export queue full, export
-failed, dropped at shutdown, open spans whose process exited). ``summary()``
+failed, dropped at shutdown, open spans whose process exited). Spans the sampler dropped are
+counted apart (sampled out): they are not lost. ``summary()``
 is what the tracer prints on exit and, with --verbose, periodically.
 """
 
@@ -41,6 +42,10 @@ class Stats:
         self.kernel: Dict[Counter, int] = {c: 0 for c in Counter}
         self.processes = 0
         self.probes = 0
+        #: Span metrics exports that failed (the next one, cumulative, carries their numbers).
+        self.metrics_exports_failed = 0
+        #: The adaptive sampler's current ratio (None with any other sampler).
+        self.sampler_ratio: Optional[float] = None
         self._rate_mark = (self.started, 0)
 
     def add(self, name: str, n: int = 1) -> None:
@@ -91,6 +96,9 @@ class Stats:
             "open_at_exit": self.open_at_exit,
             "decode_errors": self.decode_errors,
             "kernel": {c.name.lower(): v for c, v in self.kernel.items()},
+            "sampled_out": self.kernel[Counter.SAMPLED_OUT],
+            "metrics_exports_failed": self.metrics_exports_failed,
+            "sampler_ratio": self.sampler_ratio,
         }
 
     def summary(self) -> List[str]:
@@ -110,6 +118,15 @@ class Stats:
         if self.open_at_exit:
             lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
                          % self.open_at_exit)
+        if k[Counter.SAMPLED_OUT] or self.sampler_ratio is not None:
+            lines.append("sampled out (whole traces, not lost): %d spans, %d events%s" % (
+                k[Counter.SAMPLED_OUT], k[Counter.POINT_SAMPLED_OUT],
+                "; adaptive ratio now %.4g" % self.sampler_ratio if self.sampler_ratio is not None else ""))
+        if self.metrics_exports_failed:
+            lines.append("span metrics exports failed: %d (each later export is cumulative: nothing is lost "
+                         "unless the last one failed)" % self.metrics_exports_failed)
+        if k[Counter.METRICS_MAP_FULL]:
+            lines.append("span ends missing from the span metrics (series map full): %d" % k[Counter.METRICS_MAP_FULL])
         if k[Counter.FILTERED]:
             lines.append("filtered (shorter than --min-duration): %d" % k[Counter.FILTERED])
         if self.decode_errors:

@@ -23,20 +23,21 @@ class Targets:
         if self.everything:
             return [p for p in procfs.pids() if p != self._self]
         if self.launched is not None:
-            return self._descendants(self.launched.pid)
+            return descendants(self.launched.pid)
         return list(self.pids)
 
-    @staticmethod
-    def _descendants(root: int) -> List[int]:
-        children: Dict[int, List[int]] = {}
-        for pid in procfs.pids():
-            try:
-                children.setdefault(procfs.parent_pid(pid), []).append(pid)
-            except (procfs.ProcessGone, ValueError, IndexError, OSError):
-                continue
-        out, todo = [], [root]
-        while todo:
-            pid = todo.pop()
-            out.append(pid)
-            todo.extend(children.get(pid, []))
-        return out
+
+def descendants(root: int) -> List[int]:
+    """``root`` and every process below it, as they are now (``root`` first)."""
+    children: Dict[int, List[int]] = {}
+    for pid in procfs.pids():
+        try:
+            children.setdefault(procfs.parent_pid(pid), []).append(pid)
+        except (procfs.ProcessGone, ValueError, IndexError, OSError):
+            continue
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out

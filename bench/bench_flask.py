@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""A Flask service under the official OpenTelemetry instrumentations: requests/s and CPU per request.
+
+    sudo .venv/bin/python -m bench.bench_flask                        # 3 rounds x 5 s a mode
+    sudo .venv/bin/python -m bench.bench_flask --seconds 3 --rounds 1 --json
+
+(from the repository root).
+
+The service is demo_apps.otel_services.front, loaded on /items/1 (a Flask
+route with one sqlite3 query: a server span and a client span per request
+when instrumented). Modes, interleaved round by round so that drift on a
+shared machine hits them alike; each starts a fresh service:
+
+  bare             python -m demo_apps.otel_services.front: no instrumentation
+  noop             opentelemetry-instrument (flask, requests, sqlite3...), no
+                   configurator and the API's no-op provider
+                   (OTEL_PYTHON_CONFIGURATOR=none,
+                   OTEL_PYTHON_TRACER_PROVIDER=default_tracer_provider)
+  spanprobe        opentelemetry-instrument, spanprobe's provider, nothing attached
+  spanprobe-traced the same, `spanprobe trace --pid SERVICE --exporter otlp`
+                   attached, exporting OTLP/HTTP to a receiver in this process
+  sdk              opentelemetry-instrument, the official SDK in process
+                   (BatchSpanProcessor, OTLP/HTTP exporter) to the same receiver
+
+Load: ``--clients`` processes of ``--threads`` threads, each thread one
+keep-alive HTTP/1.1 connection (http.client), loopback only; one second of
+warm-up, then ``--seconds`` measured. Per mode: median requests/s, its ratio
+to bare, the service's CPU time per request (user + system, /proc/PID/stat),
+and for spanprobe-traced the tracer's; spans received by the receiver.
+Targets (issue 12): spanprobe >= 0.95x bare; spanprobe-traced >= 1.2x sdk.
+
+    sudo .venv/bin/python -m bench.bench_flask --in-process 3000        # no server: Flask's test client
+
+measures instead the CPU per request of bare, noop and spanprobe with no
+server, sockets or threads in the way (the noise of the loaded runs is
+mostly theirs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from bench.bench_http_overhead import cpu_seconds
+from tests.support import child_env, otel_services
+from tests.support.load import start_tracer, stop_tracer
+from tests.support.otlp_receiver import Collector, HttpReceiver
+
+MODES = ("bare", "noop", "spanprobe", "spanprobe-traced", "sdk")
+UNTRACED = ("bare", "noop", "spanprobe")
+WARMUP_S = 1.0
+PATH = "/items/1"
+NOOP_ENV = dict(otel_services.QUIET, OTEL_PYTHON_CONFIGURATOR="none",
+                OTEL_PYTHON_TRACER_PROVIDER="default_tracer_provider")
+
+
+def client(port: int, threads: int, seconds: float) -> None:
+    """One load process: ``threads`` keep-alive connections; prints {"requests", "errors", "total"}."""
+    import http.client
+    import threading
+
+    start = time.monotonic() + WARMUP_S
+    stop = start + seconds
+    done, errors, total = [0] * threads, [0] * threads, [0] * threads
+
+    def run(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while True:
+            t0 = time.monotonic()
+            if t0 >= stop:
+                break
+            try:
+                conn.request("GET", PATH)
+                resp = conn.getresponse()
+                resp.read()
+                ok = resp.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            total[k] += ok
+            if t0 >= start:
+                done[k] += ok
+                errors[k] += not ok
+        conn.close()
+
+    workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    print(json.dumps({"requests": sum(done), "errors": sum(errors), "total": sum(total)}))
+
+
+def test_client(requests: int) -> None:
+    """In this process (run under a mode's environment): CPU µs per request of /items/1 through
+    Flask's test client, no server and no sockets; prints {"us_per_request"}."""
+    from demo_apps.otel_services.front import app
+
+    client_ = app.test_client()
+    for _ in range(requests // 10):  # warm-up
+        client_.get(PATH)
+    start = time.process_time()
+    for _ in range(requests):
+        client_.get(PATH)
+    print(json.dumps({"us_per_request": 1e6 * (time.process_time() - start) / requests}))
+
+
+def in_process(mode: str, requests: int) -> float:
+    env, instrumented = service_env(mode, "http://127.0.0.1:9")  # never exports: nothing is sampled
+    full_env = child_env()
+    full_env.update(dict(env, OTEL_SERVICE_NAME="front"))
+    argv = [sys.executable, "-m", "bench.bench_flask", "--test-client", str(requests)]
+    out = subprocess.run(([otel_services.INSTRUMENT] if instrumented else []) + argv, env=full_env,
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out.splitlines()[-1])["us_per_request"]
+
+
+def load(port: int, clients: int, threads: int, seconds: float) -> dict:
+    procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_flask", "--client", str(port), str(threads),
+                               str(seconds)], stdout=subprocess.PIPE, text=True, env=child_env())
+             for _ in range(clients)]
+    results = [json.loads(p.communicate()[0]) for p in procs]
+    requests = sum(r["requests"] for r in results)
+    return {"requests": requests, "rps": requests / seconds, "errors": sum(r["errors"] for r in results),
+            "total": sum(r["total"] for r in results)}
+
+
+def service_env(mode: str, endpoint: str):
+    """(env, instrumented) of the service in ``mode``."""
+    if mode == "bare":
+        return {}, False
+    if mode == "noop":
+        return NOOP_ENV, True
+    if mode == "sdk":
+        return otel_services.sdk_env(endpoint), True
+    return otel_services.SPANPROBE_ENV, True
+
+
+def run_mode(mode: str, clients: int, threads: int, seconds: float) -> dict:
+    receiver = HttpReceiver(Collector(count_only=True))
+    env, instrumented = service_env(mode, receiver.endpoint)
+    service = otel_services.Service("front", env, instrumented)
+    tracer = None
+    stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+    try:
+        if mode == "spanprobe-traced":
+            tracer = start_tracer(stats_file, *otel_services.otlp_tracer_args(receiver.endpoint)[1:],
+                                  pids=[service.pid], sites=otel_services.SITES_PER_SERVICE)
+        service_cpu = cpu_seconds(service.pid)
+        tracer_cpu = cpu_seconds(tracer.pid) if tracer is not None else 0.0
+        result = load(service.port, clients, threads, seconds)
+        result["service_us_per_request"] = 1e6 * (cpu_seconds(service.pid) - service_cpu) / result["total"]
+        if tracer is not None:
+            result["tracer_us_per_request"] = 1e6 * (cpu_seconds(tracer.pid) - tracer_cpu) / result["total"]
+            _, stats = stop_tracer(tracer, stats_file)
+            result["tracer_lost"] = stats["lost"]
+            tracer = None
+    finally:
+        if tracer is not None:
+            tracer.kill()
+            tracer.wait()
+        service.stop()
+        os.unlink(stats_file)
+        time.sleep(0.3)  # the SDK's last batch, sent at the service's exit
+        result_spans = receiver.collector.count
+        receiver.stop()
+    result["spans_received"] = result_spans
+    return result
+
+
+def summarize(rounds: list) -> dict:
+    out = {}
+    for mode in MODES:
+        runs = [r[mode] for r in rounds]
+        out[mode] = {"rps": statistics.median(r["rps"] for r in runs), "rps_runs": [r["rps"] for r in runs],
+                     "service_us_per_request": statistics.median(r["service_us_per_request"] for r in runs),
+                     "errors": sum(r["errors"] for r in runs), "total": sum(r["total"] for r in runs),
+                     "spans_received": sum(r["spans_received"] for r in runs)}
+        if mode == "spanprobe-traced":
+            out[mode].update(tracer_us_per_request=statistics.median(r["tracer_us_per_request"] for r in runs),
+                             tracer_lost=sum(sum(r["tracer_lost"].values()) if isinstance(r["tracer_lost"], dict)
+                                             else r["tracer_lost"] for r in runs))
+    for mode in MODES:
+        out[mode]["vs_bare"] = out[mode]["rps"] / out["bare"]["rps"]
+    out["targets"] = {"spanprobe_vs_bare": out["spanprobe"]["vs_bare"],
+                      "traced_vs_sdk": out["spanprobe-traced"]["rps"] / out["sdk"]["rps"]}
+    return out
+
+
+def table(summary: dict) -> str:
+    lines = ["| mode | requests/s (median) | vs bare | service CPU µs/request | runs (req/s) | spans received |",
+             "|---|---:|---:|---:|---|---:|"]
+    for mode in MODES:
+        s = summary[mode]
+        lines.append("| %s | %.0f | %.2f | %.0f | %s | %d |" % (
+            mode, s["rps"], s["vs_bare"], s["service_us_per_request"], ", ".join("%.0f" % x for x in s["rps_runs"]),
+            s["spans_received"]))
+    t, traced = summary["targets"], summary["spanprobe-traced"]
+    lines.append("\nspanprobe untraced / bare: %.2f (target >= 0.95); spanprobe traced / sdk: %.2f (target >= 1.2)"
+                 % (t["spanprobe_vs_bare"], t["traced_vs_sdk"]))
+    lines.append("tracer CPU %.0f µs a request, %d spans lost; errors: %s"
+                 % (traced["tracer_us_per_request"], traced["tracer_lost"], {m: summary[m]["errors"] for m in MODES}))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--client", nargs=3, type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per mode and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (modes interleaved)")
+    parser.add_argument("--clients", type=int, default=1, help="load generator processes")
+    parser.add_argument("--threads", type=int, default=4, help="keep-alive connections per load process")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--in-process", type=int, metavar="N", default=0,
+                        help="instead: CPU µs a request through Flask's test client, N requests a run, in "
+                             "bare, noop and spanprobe (untraced), no server (what the instrumentations and "
+                             "the provider cost without sockets and threads)")
+    parser.add_argument("--test-client", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        client(int(args.client[0]), int(args.client[1]), args.client[2])
+        return 0
+    if args.test_client:
+        test_client(args.test_client)
+        return 0
+    if args.in_process:
+        runs = {mode: [] for mode in UNTRACED}
+        for _ in range(args.rounds):
+            for mode in UNTRACED:
+                runs[mode].append(in_process(mode, args.in_process))
+        summary = {mode: {"us_per_request": statistics.median(r), "runs": r} for mode, r in runs.items()}
+        print(json.dumps(summary, indent=2) if args.json else "\n".join(
+            "%-10s %5.0f µs a request (%.2fx bare; runs %s)" % (mode, s["us_per_request"],
+                                                             s["us_per_request"] / summary["bare"]["us_per_request"],
+                                                             ", ".join("%.0f" % x for x in s["runs"]))
+            for mode, s in summary.items()))
+        return 0
+    rounds = []
+    for n in range(args.rounds):
+        rounds.append({mode: run_mode(mode, args.clients, args.threads, args.seconds) for mode in MODES})
+        print("round %d: %s" % (n + 1, {m: round(r["rps"]) for m, r in rounds[-1].items()}), file=sys.stderr)
+    summary = summarize(rounds)
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Issue 12's proof: the same services, once with the official SDK in process, once with spanprobe's
+provider traced by `spanprobe trace`, both exporting OTLP to a receiver: the same spans.
+
+The services (demo_apps.otel_services) have no tracing code: opentelemetry-instrument
+runs them with the official flask, requests, sqlite3 and starlette instrumentations.
+The SDK run is tests/otel/conftest.py's; here the spanprobe run, compared span by
+span with tests/support/span_compare (what may differ is listed there: ids, times,
+local ports).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import otel_services
+from tests.support.otlp_receiver import HttpReceiver
+from tests.support.span_compare import assert_same_spans
+from tests.support.tracer_helpers import Tracer, wait_attached
+
+pytestmark = pytest.mark.bpf
+
+
+def spanprobe_export(front: str, expected: int):
+    """The scenario against ``front`` (and back) with spanprobe's provider, `spanprobe trace --pid`
+    on both exporting OTLP/HTTP; the receiver's spans once ``expected`` arrived (or it timed out)."""
+    receiver = HttpReceiver()
+    services = otel_services.start_pair(front, otel_services.SPANPROBE_ENV)
+    tracer = None
+    try:
+        tracer = Tracer(*otel_services.otlp_tracer_args(receiver.endpoint, *(s.pid for s in services)))
+        wait_attached(tracer, otel_services.SITES_PER_SERVICE * len(services))
+        assert otel_services.run_scenario(services[1].url) == [200, 200, 500]
+        receiver.collector.wait_for(lambda c: c.count >= expected, timeout=30)
+        spans = otel_services.settled(receiver)
+        assert tracer.stop() == 0, tracer.stderr
+        return spans
+    finally:
+        if tracer is not None:
+            tracer.kill()
+        for service in reversed(services):
+            service.stop()
+        receiver.stop()
+
+
+@pytest.mark.parametrize("front", ["front", "shop"])
+def test_spanprobe_exports_the_spans_the_sdk_exports(sdk_exports, front):
+    """front: Flask (WSGI); shop: Starlette under uvicorn (ASGI); both call back (Flask)."""
+    expected = sdk_exports[front]
+    assert_same_spans(expected, spanprobe_export(front, len(expected)))
