@@ -118,6 +118,23 @@ def test_one_probe_shared_by_every_provider():
     assert schema["probes"] == [{"name": "span", "role": "otel_span", "args": [{"name": "span", "type": "bytes"}]}]
 
 
+def test_a_scope_asked_for_again_gets_the_same_tracer(pair, caplog):
+    p = pair()
+    provider = p.provider
+    a = provider.get_tracer("lib", "1.0", "https://schema")
+    assert provider.get_tracer("lib", "1.0", "https://schema") is a
+    assert provider.get_tracer("lib", "2.0", "https://schema") is not a
+    with_attributes = provider.get_tracer("lib", "1.0", "https://schema", {"k": "v"})
+    assert with_attributes is not a and with_attributes.scope[3] == {"k": "v"}
+    odd = provider.get_tracer(7, ["not", "a", "str"], {"nor": "this"})  # reported, never raised
+    assert odd.scope[:3] == ("7", None, None) and provider.get_tracer("7") is odd
+    for tracer in (a, provider.get_tracer("lib", "1.0", "https://schema"), with_attributes):
+        tracer.start_span("s").end()
+    scopes = [(s.scope.name, s.scope.version, s.schema_url, len(s.scope.attributes)) for s in p.ours()]
+    assert scopes == [("lib", "1.0", "https://schema", 0)] * 2 + [("lib", "1.0", "https://schema", 1)]
+    assert "version ['not', 'a', 'str'] is not a str" in caplog.text
+
+
 def test_explicit_context_parent(pair):
     p = pair()
     tracer, _ = p.tracers("t")
