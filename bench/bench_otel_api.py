@@ -23,6 +23,11 @@ phase 2, `spanprobe trace --pid <this process> --exporter otlp` to the same rece
 The receiver runs in a child process, so the application's CPU is only the
 application's. The tracer runs in its own process: its CPU over phase 2 is a
 separate line, per span it exported. Needs root and bcc for phase 2.
+
+``--pieces`` instead times each piece of a traced span alone (best of 9
+rounds), with the probe's semaphore raised by hand and nothing attached (the
+probe site a plain ``nop; ret``): where the application's microseconds go,
+the uprobe excluded. No root needed.
 """
 
 import argparse
@@ -32,21 +37,63 @@ import os
 import statistics
 import tempfile
 import time
+import timeit
 
-from opentelemetry import trace
+from opentelemetry import context as otel_context, trace
 
 import spanprobe.otel
 from tests.support.load import start_tracer, stop_tracer
 
 
+def set_five(span):
+    span.set_attribute("http.request.method", "GET")
+    span.set_attribute("http.route", "/items/<id>")
+    span.set_attribute("http.response.status_code", 200)
+    span.set_attribute("server.port", 8080)
+    span.set_attribute("ratio", 0.5)
+
+
 def operation(tracer):
     with tracer.start_as_current_span("op") as span:
-        span.set_attribute("http.request.method", "GET")
-        span.set_attribute("http.route", "/items/<id>")
-        span.set_attribute("http.response.status_code", 200)
-        span.set_attribute("server.port", 8080)
-        span.set_attribute("ratio", 0.5)
+        set_five(span)
         span.add_event("cache.miss", {"cache.key": "items:1"})
+
+
+def pieces(n):
+    """µs of each piece of a traced span, the semaphore raised by hand (no uprobe)."""
+    from spanprobe.otel import payload
+    from spanprobe.otel.tracer import span_probe
+
+    probe = span_probe()
+    tracer = spanprobe.otel.TracerProvider().get_tracer("bench")
+    probe.enabled.value = 1
+    try:
+        ended = tracer.start_span("op")
+        set_five(ended)
+        ended.add_event("cache.miss", {"cache.key": "items:1"})
+        ended.end()
+        fresh = tracer.start_span("op")
+        data = payload.encode(ended)
+
+        def add_event():
+            fresh.events = []
+            fresh.add_event("cache.miss", {"cache.key": "items:1"})
+
+        rows = {
+            "the whole operation": lambda: operation(tracer),
+            "start_span": lambda: tracer.start_span("op"),
+            "context attach + detach": lambda: otel_context.detach(
+                otel_context.attach(trace.set_span_in_context(ended))),
+            "5 x set_attribute": lambda: set_five(fresh),
+            "add_event, 1 attribute": add_event,
+            "payload encode at end()": lambda: payload.encode(ended),
+            "probe call (no uprobe)": lambda: probe.emit(data),
+        }
+        print("pieces of a traced span, semaphore raised by hand, no uprobe (best of 9 x %d)" % n)
+        for name, fn in rows.items():
+            print("  %-26s %6.2f us" % (name, min(timeit.repeat(fn, number=n, repeat=9)) / n * 1e6))
+    finally:
+        probe.enabled.value = 0
 
 
 def one_round(tracer, flush, n):
@@ -134,9 +181,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer iterations (CI smoke run)")
     ap.add_argument("--no-tracer", action="store_true", help="phase 1 only")
     ap.add_argument("--rounds", type=int, help="rounds per phase (default 7, 3 with --quick)")
+    ap.add_argument("--pieces", action="store_true", help="time each piece of a traced span instead (no uprobe)")
     args = ap.parse_args()
     n, rounds = (2_000, 3) if args.quick else (20_000, 7)
     rounds = args.rounds or rounds
+    if args.pieces:
+        pieces(n)
+        return
 
     receiver = Receiver()
     noop = trace.NoOpTracerProvider().get_tracer("bench")
