@@ -8,9 +8,12 @@ proto3 defaults the way protobuf's own serializer does: the bytes are what
 them with the official SDK's encoder). Field numbers are those of
 opentelemetry/proto/trace/v1/trace.proto and common/v1/common.proto.
 
-Pieces are encoded separately (each attribute, event, link), so that a
-caller cutting a span down to the probe's bound adds up lengths instead of
-re-encoding.
+Repeated fields (attributes, events, links) are handed over already framed
+as their parent's fields and joined, so that a caller can encode an event
+once when it is added, keep a tracer's scope bytes, and cut a span down to
+the probe's bound by dropping whole fields instead of re-encoding. The hot
+paths (key_value_fields, event_field, scope_span) are written out inline:
+each Python call costs ~50-100 ns here and a span makes dozens of them.
 """
 
 import struct
@@ -28,6 +31,8 @@ def varint(n):
     """An unsigned varint (a negative int64 as its 64-bit two's complement, as protobuf writes it)."""
     if 0 <= n < 128:
         return _SMALL[n]
+    if 0 < n < 16384:
+        return bytes(((n & 0x7F) | 0x80, n >> 7))
     if n < 0:
         n += 1 << 64
     out = bytearray()
@@ -102,94 +107,129 @@ def _any_other(value):
     raise ValueError(f"{type(value).__name__} is not an OTLP attribute value")
 
 
+def _key_head(key):
+    """A KeyValue up to its value: the key field and the value field's tag, cached per key
+    (instrumentations use a few keys over and over)."""
+    head = _text(b"\x0a", key) + b"\x12"
+    if len(_KEYS) < _MAX_KEYS:
+        _KEYS[key] = head
+    return head
+
+
 def key_value(key, value):
     """A ``KeyValue`` message. Raises ValueError as any_value() does."""
-    head = _KEYS.get(key)
-    if head is None:
-        head = _text(b"\x0a", key)
-        if len(_KEYS) < _MAX_KEYS:
-            _KEYS[key] = head
-    return head + length_delimited(b"\x12", any_value(value))
+    return (_KEYS.get(key) or _key_head(key)) + length_delimited(b"", any_value(value))
 
 
-def key_values(attributes, on_error):
-    """Encoded KeyValues of a mapping's items; ``on_error(key, exc)`` for values OTLP cannot carry.
+#: AnyValue string_value heads with their length, framed: (len + 2, tag, len) for a string of ``len`` bytes.
+_STRING_HEADS = [bytes((n + 2, 0x0A, n)) for n in range(126)]
 
-    key_value() inlined for the common value types: this runs for every
-    attribute of every span.
+
+def key_value_fields(tag, attributes, on_error):
+    """A mapping's items as repeated KeyValue fields ``tag``, joined; ``on_error(key, exc)`` for a value
+    OTLP cannot carry (left out).
+
+    Written as appends to one list, the common value types inline: this runs for
+    every attribute of every span.
     """
-    out = []
-    append = out.append
+    parts = []
+    add = parts.append
     keys = _KEYS
+    small = _SMALL
     for key, value in attributes.items():
-        head = keys.get(key)
-        if head is None:
-            head = _text(b"\x0a", key)
-            if len(keys) < _MAX_KEYS:
-                keys[key] = head
+        head = keys.get(key) or _key_head(key)
         t = type(value)
         if t is str:
             data = value.encode("utf-8")
             n = len(data)
-            if n < 126:
-                append(head + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + data)
+            m = len(head) + n + 3
+            if m < 128:
+                add(tag + small[m] + head + _STRING_HEADS[n])
+                add(data)
                 continue
         elif t is int and 0 <= value <= _INT64_MAX:
-            data = varint(value)
-            append(head + b"\x12" + _SMALL[len(data) + 1] + b"\x18" + data)
-            continue
+            data = (small[value] if value < 128 else bytes(((value & 0x7F) | 0x80, value >> 7)) if value < 16384
+                    else varint(value))
+            n = len(data)
+            m = len(head) + n + 2
+            if m < 128:
+                add(tag + small[m] + head + small[n + 1] + b"\x18" + data)
+                continue
         elif t is float:
-            append(head + b"\x12\x09\x21" + _DOUBLE(value))
-            continue
-        elif t is bool:
-            append(head + (b"\x12\x02\x10\x01" if value else b"\x12\x02\x10\x00"))
-            continue
+            m = len(head) + 10
+            if m < 128:
+                add(tag + small[m] + head + b"\x09\x21" + _DOUBLE(value))
+                continue
         try:
-            append(head + length_delimited(b"\x12", any_value(value)))
+            value = length_delimited(b"", any_value(value))
         except ValueError as exc:
             on_error(key, exc)
-    return out
+            continue
+        add(length_delimited(tag, head + value))
+    return b"".join(parts)
 
 
-def scope(name, version=None, attributes=()):
-    """An ``InstrumentationScope`` message; ``attributes`` are encoded KeyValues."""
-    return _text(b"\x0a", name) + _text(b"\x12", version) + _repeated(b"\x1a", attributes)
+def scope(name, version=None, attributes=b""):
+    """An ``InstrumentationScope`` message; ``attributes``: its KeyValue fields (tag SCOPE_ATTRIBUTES)."""
+    return _text(b"\x0a", name) + _text(b"\x12", version) + attributes
 
 
 # --- trace.proto ----------------------------------------------------------------------
 
+#: Field tags of the repeated KeyValue fields: InstrumentationScope's, Span's, Span.Event's, Span.Link's.
+SCOPE_ATTRIBUTES, SPAN_ATTRIBUTES, EVENT_ATTRIBUTES, LINK_ATTRIBUTES = b"\x1a", b"\x4a", b"\x1a", b"\x22"
+#: Field tags of Span's events and links.
+SPAN_EVENTS, SPAN_LINKS = b"\x5a", b"\x6a"
 #: Span.kind: OpenTelemetry's SpanKind value plus one (SPAN_KIND_INTERNAL = 1).
 KIND_OFFSET = 1
 #: Span.flags bits 8 and 9: the parent's is-remote bit is known, and set.
 FLAG_HAS_IS_REMOTE, FLAG_IS_REMOTE = 0x100, 0x200
 
 
-def event(time_unix_nano, name, attributes=(), dropped_attributes=0):
-    """A ``Span.Event`` message; ``attributes`` are encoded KeyValues."""
-    return ((b"\x09" + _FIXED64(time_unix_nano) if time_unix_nano else b"") + _text(b"\x12", name)
-            + _repeated(b"\x1a", attributes) + _uint(b"\x20", dropped_attributes))
+def event_field(time_unix_nano, name, attributes, dropped_attributes, on_error):
+    """A ``Span.Event`` message as the Span's field (tag SPAN_EVENTS); ``attributes``: a mapping, as
+    for key_value_fields(), ``on_error`` too. Written out inline: this runs for every event."""
+    data = name.encode("utf-8") if type(name) is str else b""
+    n = len(data)
+    message = ((b"\x09" + _FIXED64(time_unix_nano) if time_unix_nano else b"")
+               + (b"\x12" + _SMALL[n] + data if 0 < n < 128 else _text(b"\x12", name))
+               + (key_value_fields(EVENT_ATTRIBUTES, attributes, on_error) if attributes else b"")
+               + (b"\x20" + varint(dropped_attributes) if dropped_attributes else b""))
+    n = len(message)
+    return SPAN_EVENTS + (_SMALL[n] if n < 128 else varint(n)) + message
 
 
-def link(trace_id, span_id, trace_state="", attributes=(), dropped_attributes=0, flags=0):
-    """A ``Span.Link`` message (ids as ints)."""
+def link(trace_id, span_id, trace_state="", attributes=b"", dropped_attributes=0, flags=0):
+    """A ``Span.Link`` message (ids as ints); ``attributes``: its KeyValue fields (tag LINK_ATTRIBUTES)."""
     return (b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
-            + _text(b"\x1a", trace_state) + _repeated(b"\x22", attributes) + _uint(b"\x28", dropped_attributes)
+            + _text(b"\x1a", trace_state) + attributes + _uint(b"\x28", dropped_attributes)
             + (b"\x35" + _FIXED32(flags) if flags else b""))
 
 
-def status(code, message=None):
-    """A ``Status`` message (code: 0 unset, 1 ok, 2 error)."""
-    return _text(b"\x12", message) + _uint(b"\x18", code)
+def status_field(code, message=None):
+    """A ``Status`` message (code: 0 unset, 1 ok, 2 error) as the Span's field."""
+    return length_delimited(b"\x7a", _text(b"\x12", message) + _uint(b"\x18", code))
 
 
-def span(trace_id, span_id, trace_state, parent_span_id, name, kind, start, end, attributes, dropped_attributes,
-         events, dropped_events, links, dropped_links, status_message, flags):
-    """A ``Span`` message. ``attributes``, ``events``, ``links``: encoded messages; ``status_message``:
-    an encoded Status (always present, as the official encoder writes it).
+#: The Span's status field when it is unset (the official encoder writes it all the same).
+NO_STATUS = status_field(0)
 
-    Written as appends to one list, field by field: this runs once per span while traced.
+
+_TIMES = struct.Struct("<BBBQBQ").pack
+_IDS = struct.Struct(">2sQQ2sQ").pack
+_LOW64 = (1 << 64) - 1
+
+
+def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_span_id, name, kind, start, end,
+               attributes, dropped_attributes, events, dropped_events, links, dropped_links, status, flags):
+    """A ``ScopeSpans`` message holding one ``Span``: scope_spans_head(), the Span, scope_spans_tail().
+
+    ``attributes``, ``events``, ``links``: the Span's fields (tags SPAN_ATTRIBUTES, SPAN_EVENTS,
+    SPAN_LINKS), joined; ``status``: a status_field() (always present, as the official
+    encoder writes it). Written as appends to one list, field by field, the usual cases in single
+    pack calls: this runs once per span while traced.
     """
-    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
+    parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
     add = parts.append
     if trace_state:
         add(_text(b"\x1a", trace_state))
@@ -197,30 +237,37 @@ def span(trace_id, span_id, trace_state, parent_span_id, name, kind, start, end,
         add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
     if name:
         add(_text(b"\x2a", name))
-    if kind:
-        add(b"\x30" + varint(kind))
-    if start:
-        add(b"\x39" + _FIXED64(start))
-    if end:
-        add(b"\x41" + _FIXED64(end))
-    if attributes:
-        add(_repeated(b"\x4a", attributes))
+    if 0 < kind < 128 and start and end:
+        add(_TIMES(0x30, kind, 0x39, start, 0x41, end))
+    else:
+        if kind:
+            add(b"\x30" + varint(kind))
+        if start:
+            add(b"\x39" + _FIXED64(start))
+        if end:
+            add(b"\x41" + _FIXED64(end))
+    add(attributes)
     if dropped_attributes:
         add(b"\x50" + varint(dropped_attributes))
-    if events:
-        add(_repeated(b"\x5a", events))
+    add(events)
     if dropped_events:
         add(b"\x60" + varint(dropped_events))
-    if links:
-        add(_repeated(b"\x6a", links))
+    add(links)
     if dropped_links:
         add(b"\x70" + varint(dropped_links))
-    add(length_delimited(b"\x7a", status_message))
+    add(status)
     if flags:
         add(b"\x85\x01" + _FIXED32(flags))
-    return b"".join(parts)
+    body = b"".join(parts)
+    n = len(body)
+    return scope_head + b"\x12" + (bytes(((n & 0x7F) | 0x80, n >> 7)) if 128 <= n < 16384 else varint(n)) + body + scope_tail
 
 
-def scope_spans(scope_message, spans, schema_url=None):
-    """A ``ScopeSpans`` message: an encoded scope, encoded spans, the scope's schema URL."""
-    return length_delimited(b"\x0a", scope_message) + _repeated(b"\x12", spans) + _text(b"\x1a", schema_url)
+def scope_spans_head(scope_message):
+    """What a ``ScopeSpans`` message starts with: its scope field (the same for all spans of a tracer)."""
+    return length_delimited(b"\x0a", scope_message)
+
+
+def scope_spans_tail(schema_url):
+    """What a ``ScopeSpans`` message ends with: its schema URL field."""
+    return _text(b"\x1a", schema_url)

@@ -41,10 +41,18 @@ def clean_value(value, max_length):
     return str(value) if _custom_str(value) else None
 
 
+#: Values kept as they are when no length limit applies (clean_value() not called for them).
+_KEPT = frozenset((str, bool, int, float))
+
+
 def clean_mapping(mapping, max_length):
     """A mapping's items cleaned: bad keys dropped (non-str keys with a str() of their own converted)."""
     out = {}
+    kept = _KEPT if max_length is None else _PLAIN
     for key, value in mapping.items():
+        if type(key) is str and key and type(value) in kept:
+            out[key] = value
+            continue
         if not key:
             log.warning("invalid attribute key `%s`. must be non-empty string. Dropping key from attributes.", key)
             continue
@@ -83,7 +91,7 @@ class Attributes:
 
     def update(self, mapping):
         """set_attributes() and attributes given at creation."""
-        if not isinstance(mapping, Mapping):
+        if type(mapping) is not dict and not isinstance(mapping, Mapping):
             log.warning("Invalid attributes `%s`: not a mapping; dropped", type(mapping))
             return
         if self.max_count == 0:
@@ -91,6 +99,9 @@ class Attributes:
             return
         cleaned = clean_mapping(mapping, self.max_length)
         self.dropped += len(mapping) - len(cleaned)
+        if not self.items and (self.max_count is None or len(cleaned) <= self.max_count):
+            self.items = cleaned  # what the loop below would make of it
+            return
         for key, value in cleaned.items():
             self._put(key, value)
 

@@ -17,6 +17,7 @@ with a warning, as the official encoder does.
 import logging
 
 from opentelemetry.trace import SpanKind
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 
 from ..abi import otlp
 from ..abi.protocol import MAX_BYTES
@@ -29,80 +30,77 @@ CUT_MARKER = "[spanprobe: {} characters of this stack trace cut to fit the probe
 NAME_CAP = 256
 
 
-def _left_out(key, exc):
+def left_out(key, exc):
+    """Warn of an attribute value OTLP cannot carry, left out of the encoding as the official encoder does."""
     log.warning("spanprobe: attribute %r left out of the span: %s", key, exc)
 
 
-def key_values(attributes):
-    """Encoded KeyValues of a mapping, skipping (with a warning) values OTLP cannot carry."""
-    return otlp.key_values(attributes, _left_out)
-
-
-def _event(ev, stack_cut=None):
-    name, attrs, dropped, ts = ev
-    if stack_cut is not None:
-        attrs = dict(attrs)
-        attrs[STACKTRACE] = stack_cut
-    return otlp.event(ts, name, key_values(attrs), dropped)
-
-
-def scope_message(scope):
-    """The encoded InstrumentationScope of a tracer's ``(name, version, schema_url, attributes)``."""
-    name, version, _, attrs = scope
-    return otlp.scope(name, version, key_values(attrs) if attrs else ())
+def scope_parts(scope):
+    """The ScopeSpans head and tail of a tracer's ``(name, version, schema_url, attributes)``."""
+    name, version, schema_url, attrs = scope
+    message = otlp.scope(name, version, otlp.key_value_fields(otlp.SCOPE_ATTRIBUTES, attrs, left_out))
+    return otlp.scope_spans_head(message), otlp.scope_spans_tail(schema_url)
 
 
 _KIND = {kind: kind.value + otlp.KIND_OFFSET for kind in SpanKind}
-_NO_STATUS = otlp.status(0)
 
 
 def _link(context, attrs):
-    return otlp.link(context.trace_id, context.span_id, context.trace_state.to_header(), key_values(attrs.items),
-                     attrs.dropped, otlp.FLAG_HAS_IS_REMOTE | (otlp.FLAG_IS_REMOTE if context.is_remote else 0))
+    return otlp.length_delimited(otlp.SPAN_LINKS, otlp.link(
+        context.trace_id, context.span_id, context.trace_state.to_header(),
+        otlp.key_value_fields(otlp.LINK_ATTRIBUTES, attrs.items, left_out), attrs.dropped,
+        otlp.FLAG_HAS_IS_REMOTE | (otlp.FLAG_IS_REMOTE if context.is_remote else 0)))
 
 
 def encode(span):
     """The probe argument for ``span`` (a spanprobe.otel.span.Span that has ended)."""
-    attrs = key_values(span.attributes.items)
-    events = [_event(ev) for ev in span.events] if span.events else ()
-    links = [_link(*link) for link in span.links] if span.links else ()
-    data = _encode(span, span.name, attrs, span.attributes.dropped, events, span.dropped_events, links,
-                   span.dropped_links, span.tracer.scope_message)
+    attrs = span.attributes
+    events = span.events
+    links = span.links
+    data = _encode(span, span.name,
+                   otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, attrs.items, left_out) if attrs.items else b"",
+                   attrs.dropped, b"".join([ev[4] for ev in events]) if events else b"", span.dropped_events,
+                   b"".join([_link(*link) for link in links]) if links else b"", span.dropped_links,
+                   span.tracer.scope_head)
     if len(data) > MAX_BYTES:
-        data = Cut(span, attrs, list(events), list(links)).shrink(len(data) - MAX_BYTES)
+        data = Cut(span).shrink(len(data) - MAX_BYTES)
     return data
 
 
-def _encode(span, name, attrs, dropped_attrs, events, dropped_events, links, dropped_links, scope):
+def _encode(span, name, attrs, dropped_attrs, events, dropped_events, links, dropped_links, scope_head):
     ctx = span.context
     parent = span.parent
     flags = ctx.trace_flags | otlp.FLAG_HAS_IS_REMOTE
     if parent is not None and parent.is_remote:
         flags |= otlp.FLAG_IS_REMOTE
     code = span.status_code
-    body = otlp.span(  # positional: keyword calls cost more, and this runs for every span
-        ctx.trace_id, ctx.span_id, ctx.trace_state.to_header() if ctx.trace_state else "",
+    trace_state = ctx.trace_state
+    return otlp.scope_span(  # positional: keyword calls cost more, and this runs for every span
+        scope_head, span.tracer.scope_tail, ctx.trace_id, ctx.span_id,
+        trace_state.to_header() if trace_state is not DEFAULT_TRACE_STATE and trace_state else "",
         parent.span_id if parent is not None else 0, name, _KIND[span.kind], span.start_time, span.end_time,
         attrs, dropped_attrs, events, dropped_events, links, dropped_links,
-        otlp.status(code, span.status_description) if code else _NO_STATUS, flags)
-    return otlp.scope_spans(scope, (body,), span.scope[2])
+        otlp.status_field(code, span.status_description) if code else otlp.NO_STATUS, flags)
 
 
 class Cut:
     """One span's encoded pieces, and what was cut from them to fit."""
 
-    def __init__(self, span, attrs, events, links):
+    def __init__(self, span):
         self.span = span
-        self.attrs, self.events, self.links = attrs, events, links
+        one = [otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, {k: v}, left_out) for k, v in span.attributes.items.items()]
+        self.attrs = [field for field in one if field]
+        self.events = [ev[4] for ev in span.events]
+        self.links = [_link(*link) for link in span.links]
         self.dropped_attrs = span.attributes.dropped
         self.dropped_events = span.dropped_events
         self.dropped_links = span.dropped_links
         self.name = span.name
-        self.scope = span.tracer.scope_message
+        self.scope_head = span.tracer.scope_head
 
     def encode(self):
-        return _encode(self.span, self.name, self.attrs, self.dropped_attrs, self.events, self.dropped_events,
-                       self.links, self.dropped_links, self.scope)
+        return _encode(self.span, self.name, b"".join(self.attrs), self.dropped_attrs, b"".join(self.events),
+                       self.dropped_events, b"".join(self.links), self.dropped_links, self.scope_head)
 
     def shrink(self, excess):
         """Cut in the documented order until the encoding fits; returns it."""
@@ -114,20 +112,21 @@ class Cut:
                 setattr(self, counter, getattr(self, counter) + 1)
                 data = self.encode()
         if len(data) > MAX_BYTES:
-            name, version, _, _ = self.span.scope
+            name, version, _, _ = self.span.tracer.scope
             self.name = self.name[:NAME_CAP]
-            self.scope = otlp.scope(name[:NAME_CAP], version and version[:NAME_CAP])
+            self.scope_head = otlp.scope_spans_head(otlp.scope(name[:NAME_CAP], version and version[:NAME_CAP]))
             data = self.encode()
         return data
+
     def _cut_stacktraces(self, excess):
-        for i, ev in enumerate(self.span.events):
-            text = ev[1].get(STACKTRACE)
+        for i, (name, attrs, dropped, ts, field) in enumerate(self.span.events):
+            text = attrs.get(STACKTRACE)
             if not isinstance(text, str) or excess <= 0:
                 continue
             # Characters, not bytes: cut enough for any UTF-8 width, plus room for the marker.
             remove = min(len(text), excess + len(CUT_MARKER) + 24)
-            kept = CUT_MARKER.format(remove) + text[remove:]
-            before = len(self.events[i])
-            self.events[i] = _event(ev, kept)
-            excess -= before - len(self.events[i])
+            attrs = dict(attrs)
+            attrs[STACKTRACE] = CUT_MARKER.format(remove) + text[remove:]
+            self.events[i] = otlp.event_field(ts, name, attrs, dropped, left_out)
+            excess -= len(field) - len(self.events[i])
         return self.encode()

@@ -39,6 +39,11 @@ def trace_id_ratio(rate):
 def parent_based(root):
     """A valid parent's sampled flag decides; ``root`` decides for a root span."""
 
+    if root is always_on:  # the default: a root is kept without a call
+        def decide(parent, trace_id):
+            return parent is None or parent.trace_flags.sampled
+        return decide
+
     def decide(parent, trace_id):
         if parent is not None:
             return parent.trace_flags.sampled

@@ -3,19 +3,22 @@
 It behaves as the SDK's span does (opentelemetry.sdk.trace.Span is the
 reference): attributes, events and links under the span limits, status
 rules (OK is final, UNSET ignored), ``record_exception`` attributes, warnings
-instead of errors for calls after end(). When it ends and a tracer listens,
-the span is encoded (payload.py) and fired through the otel_span probe; when
-nobody listens any more it is simply dropped, never half-sent.
+instead of errors for calls after end(). Each event is encoded when it is
+added; when the span ends and a tracer listens, the rest is encoded
+(payload.py) and fired through the otel_span probe; when nobody listens any
+more it is simply dropped, never half-sent.
 """
 
 import logging
 import threading
 import time
 import traceback
+from types import MappingProxyType
 
 from opentelemetry import trace as trace_api
 from opentelemetry.trace.status import Status, StatusCode
 
+from ..abi import otlp
 from . import payload
 from .attributes import Attributes
 
@@ -26,6 +29,8 @@ _end_lock = threading.Lock()
 
 
 _SCALARS = frozenset((bool, int, float))
+#: The attributes of an event given none (read-only: events share it).
+_NO_ATTRIBUTES = MappingProxyType({})
 
 
 def _link_ok(context, attributes):
@@ -36,6 +41,14 @@ def _link_ok(context, attributes):
 class Span(trace_api.Span):
     """A span that records, made by spanprobe.otel.Tracer while a tracer listens and the sampler keeps it."""
 
+    # What every span starts with, as class attributes: a span stores its own only on a change
+    # (fewer stores per span; events and links become lists when the first is added).
+    events = links = ()
+    dropped_events = dropped_links = 0
+    status_code = StatusCode.UNSET.value
+    status_description = None
+    end_time = None
+
     def __init__(self, tracer, name, context, parent, kind, attributes, links, start_time,
                  record_exception, set_status_on_exception):
         limits = tracer.limits
@@ -44,19 +57,11 @@ class Span(trace_api.Span):
         self.context = context
         self.parent = parent
         self.kind = kind
-        self.scope = tracer.scope
         self.attributes = Attributes(limits.max_span_attributes, limits.max_span_attribute_length, attributes)
-        self.events = []
-        self.dropped_events = 0
-        self.links = []
-        self.dropped_links = 0
         for link in links or ():
             if link and _link_ok(link.context, link.attributes):
                 self._append_link(link.context, link.attributes)
-        self.status_code = StatusCode.UNSET.value
-        self.status_description = None
         self.start_time = start_time if start_time is not None else time.time_ns()
-        self.end_time = None
         self.record_exception_on_exit = record_exception
         self.set_status_on_exception = set_status_on_exception
 
@@ -98,12 +103,30 @@ class Span(trace_api.Span):
         self.attributes.update(attributes)
 
     def add_event(self, name, attributes=None, timestamp=None):
-        if self._ended("add_event"):
+        if self.end_time is not None:
+            log.warning("Tried calling add_event on an ended span.")
             return
         limits = self.tracer.limits
-        attrs = Attributes(limits.max_event_attributes, limits.max_attribute_length, attributes)
-        self._append(self.events, limits.max_events, "dropped_events",
-                     (name, attrs.items, attrs.dropped, timestamp if timestamp is not None else time.time_ns()))
+        if attributes:
+            attrs = Attributes(limits.max_event_attributes, limits.max_attribute_length, attributes)
+            items, dropped = attrs.items, attrs.dropped
+        else:
+            items, dropped = _NO_ATTRIBUTES, 0
+        ts = timestamp if timestamp is not None else time.time_ns()
+        # Encoded now, once; the values stay for a stack trace that must be cut to fit (payload.Cut).
+        try:
+            event = (name, items, dropped, ts, otlp.event_field(ts, name, items, dropped, payload.left_out))
+        except Exception as exc:  # a name OTLP cannot carry: counted where OTLP counts dropped events
+            log.warning("spanprobe: event %r dropped: %s", name, exc)
+            self.dropped_events += 1
+            return
+        events = self.events
+        if not events:
+            events = self.events = []
+        if limits.max_events is None or len(events) < limits.max_events:
+            events.append(event)
+        else:
+            self._append(events, limits.max_events, "dropped_events", event)
 
     def add_link(self, context, attributes=None):
         if not _link_ok(context, attributes) or self._ended("add_link"):
@@ -112,6 +135,8 @@ class Span(trace_api.Span):
 
     def _append_link(self, context, attributes):
         limits = self.tracer.limits
+        if not self.links:
+            self.links = []
         self._append(self.links, limits.max_links, "dropped_links",
                      (context, Attributes(limits.max_link_attributes, limits.max_attribute_length, attributes)))
 
@@ -159,7 +184,13 @@ class Span(trace_api.Span):
                 log.warning("Calling end() on an ended span.")
                 return
             self.end_time = end_time if end_time is not None else time.time_ns()
-        self.tracer.emit(self)
+        probe = self.tracer.probe
+        if not probe.enabled:
+            return  # nobody listens any more: dropped whole, never half-sent
+        try:
+            probe.emit(payload.encode(self))
+        except Exception:  # a bug here must not reach the application
+            log.warning("spanprobe: could not fire span %r (ignored)", self.name, exc_info=True)
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         if exc_val is not None and self.is_recording():

@@ -38,6 +38,8 @@ PROVIDER_NAME, PROBE_NAME = "otel", "span"
 TRACE_FLAG_RANDOM = int(getattr(TraceFlags, "RANDOM_TRACE_ID", 0))
 
 _FLAGS = [TraceFlags(i) for i in range(256)]
+#: How many tracers a provider keeps for reuse (scopes are few; past this, tracers are made anew).
+MAX_TRACERS = 1024
 _probe = None
 _probe_lock = threading.Lock()
 
@@ -65,14 +67,35 @@ class TracerProvider(trace_api.TracerProvider):
     def __init__(self, sampler=None, span_limits=None):
         self.sampler = sampler or sampling.from_env()
         self.span_limits = span_limits or SpanLimits.from_env()
+        #: Tracers of scopes without attributes, by (name, version, schema URL): instrumentations
+        #: (dbapi's, on every connect) ask again and again, and a tracer encodes its scope once.
+        self.tracers = {}
 
     def get_tracer(self, instrumenting_module_name, instrumenting_library_version=None, schema_url=None,
                    attributes=None):
         if not instrumenting_module_name:
             log.error("get_tracer called with missing module name.")
             instrumenting_module_name = ""
+        if not isinstance(instrumenting_module_name, str):
+            log.warning("spanprobe: get_tracer name %r is not a str; using its str()", instrumenting_module_name)
+            instrumenting_module_name = str(instrumenting_module_name)
+        if not isinstance(instrumenting_library_version, (str, type(None))):
+            log.warning("spanprobe: get_tracer version %r is not a str; left out", instrumenting_library_version)
+            instrumenting_library_version = None
+        if not isinstance(schema_url, (str, type(None))):
+            log.warning("spanprobe: get_tracer schema_url %r is not a str; left out", schema_url)
+            schema_url = None
+        key = None
+        if not attributes:
+            key = (instrumenting_module_name, instrumenting_library_version, schema_url)
+            tracer = self.tracers.get(key)
+            if tracer is not None:
+                return tracer
         scope = (instrumenting_module_name, instrumenting_library_version, schema_url, dict(attributes or {}))
-        return Tracer(span_probe(), scope, self.sampler, self.span_limits)
+        tracer = Tracer(span_probe(), scope, self.sampler, self.span_limits)
+        if key is not None and len(self.tracers) < MAX_TRACERS:
+            self.tracers[key] = tracer
+        return tracer
 
     def force_flush(self, timeout_millis=30000):
         """Nothing is buffered in the application: always done."""
@@ -88,7 +111,7 @@ class Tracer(trace_api.Tracer):
     def __init__(self, probe, scope, sampler, limits):
         self.probe = probe
         self.scope = scope
-        self.scope_message = payload.scope_message(scope)
+        self.scope_head, self.scope_tail = payload.scope_parts(scope)
         self.sampler = sampler
         self.limits = limits
 
@@ -126,16 +149,6 @@ class Tracer(trace_api.Tracer):
                               end_on_exit=True):
         return CurrentSpan(self, (name, context, kind, attributes, links, start_time, record_exception,
                                   set_status_on_exception), end_on_exit)
-
-    def emit(self, span):
-        """Fire a span that has ended, if a tracer listens now; never raises."""
-        probe = self.probe
-        if not probe.enabled:
-            return
-        try:
-            probe.emit(payload.encode(span))
-        except Exception:  # a bug here must not reach the application
-            log.warning("spanprobe: could not fire span %r (ignored)", span.name, exc_info=True)
 
 
 class CurrentSpan:

@@ -125,6 +125,32 @@ def test_limits_and_bad_values_as_the_sdk(pair, caplog):
     assert a.dropped_attributes_count > 0 and a.dropped_events_count == 1 and a.dropped_links_count == 2
 
 
+@SDK_1_45
+def test_value_and_key_sizes_at_the_encoders_boundaries(pair):
+    """Lengths and ints around one- and two-byte varints, where the encoder takes its short cuts."""
+    p = pair()
+
+    def scenario(tracer):
+        span = tracer.start_span("sizes", start_time=T0)
+        for n in (0, 1, 116, 117, 118, 119, 120, 126, 127, 128, 200):
+            span.set_attribute("s%d" % n, "x" * n)
+        for n in (121, 122, 123, 124, 125):
+            span.set_attribute("k" * n, 5)
+        for n in (113, 114, 115, 116):
+            span.set_attribute("f" * n, 0.5)
+        for i in (127, 128, 16383, 16384, 2 ** 31, 2 ** 63 - 1, -1, -(2 ** 63)):
+            span.set_attribute("i%d" % i, i)
+        span.add_event("e", {"k" * 130: 130, "s": "é" * 70}, timestamp=T0 + 1)
+        span.end(end_time=T0 + 2)
+
+    ours_tracer, sdk_tracer = p.tracers("t")
+    scenario(ours_tracer)
+    scenario(sdk_tracer)
+    (mine,), (ref,) = p.ours(), p.theirs()
+    assert [(kv.key, kv.value) for kv in mine.spans[0].attributes] == [(kv.key, kv.value) for kv in ref.spans[0].attributes]
+    assert p.payloads() == [ref.SerializeToString() for ref in p.theirs()]
+
+
 def test_limits_from_env_are_the_sdks(monkeypatch):
     env = {"OTEL_ATTRIBUTE_COUNT_LIMIT": "9", "OTEL_SPAN_EVENT_COUNT_LIMIT": "3", "OTEL_SPAN_LINK_COUNT_LIMIT": "",
            "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT": "2", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT": "12"}

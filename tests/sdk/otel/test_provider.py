@@ -118,6 +118,23 @@ def test_one_probe_shared_by_every_provider():
     assert schema["probes"] == [{"name": "span", "role": "otel_span", "args": [{"name": "span", "type": "bytes"}]}]
 
 
+def test_a_scope_asked_for_again_gets_the_same_tracer(pair, caplog):
+    p = pair()
+    provider = p.provider
+    a = provider.get_tracer("lib", "1.0", "https://schema")
+    assert provider.get_tracer("lib", "1.0", "https://schema") is a
+    assert provider.get_tracer("lib", "2.0", "https://schema") is not a
+    with_attributes = provider.get_tracer("lib", "1.0", "https://schema", {"k": "v"})
+    assert with_attributes is not a and with_attributes.scope[3] == {"k": "v"}
+    odd = provider.get_tracer(7, ["not", "a", "str"], {"nor": "this"})  # reported, never raised
+    assert odd.scope[:3] == ("7", None, None) and provider.get_tracer("7") is odd
+    for tracer in (a, provider.get_tracer("lib", "1.0", "https://schema"), with_attributes):
+        tracer.start_span("s").end()
+    scopes = [(s.scope.name, s.scope.version, s.schema_url, len(s.scope.attributes)) for s in p.ours()]
+    assert scopes == [("lib", "1.0", "https://schema", 0)] * 2 + [("lib", "1.0", "https://schema", 1)]
+    assert "version ['not', 'a', 'str'] is not a str" in caplog.text
+
+
 def test_explicit_context_parent(pair):
     p = pair()
     tracer, _ = p.tracers("t")
@@ -163,9 +180,12 @@ def test_nonsense_never_raises_into_the_application(pair, caplog):
     span = tracer.start_span("s", attributes=["not", "a", "mapping"], links=[None])
     span.set_attributes(42)
     span.add_event("e", attributes="nope")
+    span.add_event(123)  # not a name: dropped and counted
+    span.add_event(None)  # no name: an event without one
     span.set_status("bogus")
     span.update_name(None)
     span.end()
     span.end()
-    assert len(p.payloads()) == 1
-    assert "not a mapping" in caplog.text
+    (ours,) = p.ours()
+    assert ours.spans[0].dropped_events_count == 1 and [e.name for e in ours.spans[0].events] == ["e", ""]
+    assert "not a mapping" in caplog.text and "event 123 dropped" in caplog.text

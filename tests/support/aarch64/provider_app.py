@@ -36,11 +36,13 @@ def otel_payload():
     Made with the SDK's own encoder (opentelemetry-api is not installed for the arm64 Python)."""
     from spanprobe.abi import otlp
 
-    one = otlp.span(0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331, "", 0x00f067aa0ba902b7,
-                    "GET /items/<int:item_id>", otlp.KIND_OFFSET + 1, 1_700_000_000_000_000_000,
-                    1_700_000_000_002_500_000, [otlp.key_value("http.route", "/items/<int:item_id>")], 0,
-                    [], 0, [], 0, otlp.status(2, "boom"), 0)
-    return otlp.scope_spans(otlp.scope("armapp.otel", "1.0"), [one], "https://opentelemetry.io/schemas/1.21.0")
+    return otlp.scope_span(
+        otlp.scope_spans_head(otlp.scope("armapp.otel", "1.0")),
+        otlp.scope_spans_tail("https://opentelemetry.io/schemas/1.21.0"),
+        0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331, "", 0x00f067aa0ba902b7,
+        "GET /items/<int:item_id>", otlp.KIND_OFFSET + 1, 1_700_000_000_000_000_000, 1_700_000_000_002_500_000,
+        otlp.key_value_fields(otlp.SPAN_ATTRIBUTES, {"http.route": "/items/<int:item_id>"}, None), 0,
+        b"", 0, b"", 0, otlp.status_field(2, "boom"), 0)
 
 
 OTEL_SPAN = {"span": ("bytes", otel_payload())}
