@@ -57,6 +57,15 @@ def test_http_endpoint_flag_is_a_base_unless_it_has_a_path():
     assert resolve("traces", Flags(endpoint="http://c:9/x/y?k=v"), HTTP).path == "/x/y?k=v"
 
 
+@pytest.mark.parametrize("signal", ["traces", "metrics", "logs"])
+def test_http_endpoint_flag_with_a_signal_path_gives_each_signal_its_own(signal):
+    """`--otlp-endpoint http://c:4318/v1/traces` (the URL one copies for traces) must not send span
+    metrics and events to the traces path, where a collector refuses them."""
+    for given in ("http://c:9/v1/traces", "http://c:9/v1/logs", "http://c:9/v1/metrics"):
+        assert resolve(signal, Flags(endpoint=given), HTTP).path == "/v1/" + signal
+    assert resolve(signal, Flags(endpoint="http://c:9/gw/v1/traces"), HTTP).path == "/gw/v1/" + signal
+
+
 @pytest.mark.parametrize("endpoint, insecure, target, secure", [
     ("http://c:4317", None, "c:4317", False),
     ("https://c:4317", None, "c:4317", True),

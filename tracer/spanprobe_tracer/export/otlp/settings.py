@@ -39,7 +39,9 @@ otlp-proto-grpc / -http 1.45) do otherwise, we follow the specification:
 
 Certificates apply to TLS connections only and are checked then.
 ``--otlp-endpoint`` serves every signal: without a path (or with ``/``) it is a base URL
-like OTEL_EXPORTER_OTLP_ENDPOINT, with one it is used as is (as before this client).
+like OTEL_EXPORTER_OTLP_ENDPOINT, with one it is used as is (as before this client),
+except that a path ending in one signal's ``v1/<signal>`` gets each signal's own: the
+URL a user copies for traces must not send metrics and logs to the traces path.
 """
 
 from __future__ import annotations
@@ -244,6 +246,11 @@ class _Resolver:
             path = path or "/"                                   # signal-specific: as is
         elif source != FLAG_NAMES["endpoint"] or path in ("", "/"):
             path = (path if path.endswith("/") else path + "/") + SIGNALS[self.signal].http_path
+        else:
+            for other in SIGNALS.values():  # a flag naming one signal's path: this signal's instead
+                if path.endswith("/" + other.http_path):
+                    path = path[:-len(other.http_path)] + SIGNALS[self.signal].http_path
+                    break
         secure = parts.scheme.lower() == "https"
         port = parts.port or (443 if secure else 80)
         url = parts._replace(path=path, fragment="").geturl()
