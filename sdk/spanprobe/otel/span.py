@@ -189,8 +189,11 @@ class Span(trace_api.Span):
             return  # nobody listens any more: dropped whole, never half-sent
         try:
             probe.emit(payload.encode(self))
-        except Exception:  # a bug here must not reach the application
-            log.warning("spanprobe: could not fire span %r (ignored)", self.name, exc_info=True)
+        except Exception:  # a bug here must not reach the application: the span is skipped, counted
+            probe.conversion_failures += 1
+            if probe.conversion_failures == 1:
+                log.warning("spanprobe: could not fire span %r (skipped; later ones counted in the otel_span "
+                            "probe's conversion_failures)", self.name, exc_info=True)
 
     def __exit__(self, exc_type, exc_val, exc_tb):
         if exc_val is not None and self.is_recording():

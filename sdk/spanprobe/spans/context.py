@@ -79,6 +79,13 @@ def parent_context():
     return (OTEL_TRACE_MODULE in sys.modules and otel_parent()) or _current.get()
 
 
+class RemoteParent(tuple):
+    """A span context another process sent (spanprobe.continue_trace), current as a parent only:
+    no span of this process has its id, so status and exceptions set on it go nowhere."""
+
+    __slots__ = ()
+
+
 #: Status set by the application (spanprobe.set_status) on a traced span still running:
 #: span id (int) -> (span_end status, description bytes or None). Empty almost always, so
 #: ending a span tests it and moves on.

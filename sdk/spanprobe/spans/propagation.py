@@ -22,10 +22,11 @@ _MASK64 = (1 << 64) - 1
 
 
 def _otel():
-    """opentelemetry's propagate and context modules, or None when opentelemetry-api is missing."""
+    """opentelemetry's propagate and context modules, or None when opentelemetry-api is missing or
+    cannot be used (``opentelemetry.propagate`` raises on import for an unknown OTEL_PROPAGATORS)."""
     try:
         from opentelemetry import context as otel_context, propagate
-    except ImportError:
+    except Exception:
         return None
     return otel_context, propagate
 
@@ -61,16 +62,19 @@ class continue_trace:
         otel = _otel()
         if otel is not None:
             otel_context, propagate = otel
-            self._otel = otel_context
-            self._token = otel_context.attach(propagate.extract(self._headers))
+            try:  # headers its getter cannot read (an ASGI list of pairs): ignored, as documented
+                self._token = otel_context.attach(propagate.extract(self._headers))
+                self._otel = otel_context
+            except Exception:
+                pass
             return self
         parsed = parse_traceparent(_header(self._headers, TRACEPARENT))
         if parsed is not None:
             trace_id, span_id, flags = parsed
             hi, lo = trace_id >> 64, trace_id & _MASK64
             arg = context.id_arg
-            self._token = context.set_current((arg(hi), arg(lo), arg(span_id), flags & TRACE_FLAGS_MASK,
-                                               hi, lo, span_id))
+            self._token = context.set_current(context.RemoteParent(
+                (arg(hi), arg(lo), arg(span_id), flags & TRACE_FLAGS_MASK, hi, lo, span_id)))
         return self
 
     def __exit__(self, *exc):
@@ -86,7 +90,10 @@ def inject(headers):
     """Write the current trace context into ``headers`` (a mutable mapping), for an outgoing request."""
     otel = _otel()
     if otel is not None:
-        otel[1].inject(headers)
+        try:
+            otel[1].inject(headers)
+        except Exception:  # headers that cannot be written to: nothing sent, never raised
+            pass
         return
     current = context.current_span()
     if current is not None:

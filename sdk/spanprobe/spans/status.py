@@ -50,7 +50,7 @@ def set_status(status, description=None):
     """Set the current span's status: "ok", "error" (with a description) or "unset"; or OpenTelemetry's
     StatusCode or Status (its description then)."""
     current = context.get_current()
-    if current is None:
+    if current is None or isinstance(current, context.RemoteParent):
         return
     code = _status_code(status)
     if code is None:
@@ -79,7 +79,8 @@ def exception_event():
 
 def record_exception(exception, escaped=False):
     """Record a handled exception on the current span: type, message, stack trace, as OpenTelemetry does."""
-    if context.get_current() is None:
+    current = context.get_current()
+    if current is None or isinstance(current, context.RemoteParent):
         return
     event = exception_event()
     if not event.enabled:

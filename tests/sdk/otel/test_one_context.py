@@ -174,3 +174,47 @@ def test_continue_trace_and_inject(provider, record, monkeypatch, with_otel):
                                  "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"])
 def test_bad_traceparent_is_ignored(bad):
     assert propagation.parse_traceparent(bad) is None
+
+
+def test_status_and_exceptions_inside_continue_trace_alone_go_nowhere(monkeypatch):
+    """Inside continue_trace but outside any span of this process (no opentelemetry-api), the current
+    span is the remote parent: set_status and record_exception have no span to mark, and keep nothing."""
+    from spanprobe.spans import context
+
+    monkeypatch.setattr(propagation, "_otel", lambda: None)
+    incoming = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    before = dict(context.statuses)
+    for _ in range(100):
+        with spanprobe.continue_trace(incoming):
+            spanprobe.set_status("error", "no local span")
+            spanprobe.record_exception(ValueError("no local span"))
+    assert context.statuses == before
+
+
+@pytest.mark.parametrize("headers", [[("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")],
+                                     None, 42])
+def test_headers_propagators_cannot_read_are_ignored_not_raised(headers):
+    """An ASGI scope's list of pairs, or no mapping at all: opentelemetry's getter raises on them;
+    continue_trace and inject ignore them, as documented."""
+    with spanprobe.continue_trace(headers):
+        pass
+    spanprobe.inject(headers)
+
+
+def test_an_unusable_propagator_setting_falls_back_to_traceparent(monkeypatch):
+    """OTEL_PROPAGATORS naming a propagator that is not installed makes importing opentelemetry.propagate
+    raise: continue_trace and inject fall back to W3C traceparent instead of raising into the app."""
+    import sys as _sys
+
+    import opentelemetry
+
+    monkeypatch.setenv("OTEL_PROPAGATORS", "nosuch")
+    monkeypatch.delitem(_sys.modules, "opentelemetry.propagate", raising=False)
+    monkeypatch.delattr(opentelemetry, "propagate", raising=False)
+    with pytest.raises(Exception):  # what the application would otherwise meet
+        from opentelemetry import propagate  # noqa: F401
+    incoming = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    with spanprobe.continue_trace(incoming):
+        out = {}
+        spanprobe.inject(out)
+    assert out == {"traceparent": incoming["traceparent"]}
