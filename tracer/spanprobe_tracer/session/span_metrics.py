@@ -101,12 +101,7 @@ class SpanMetrics:
             key = (metric, pid, attrs)
             point = into.get(key)
             if point is None:
-                resource = self._resource_for(pid)
-                if metric == SPANS:  # the spanmetrics connector's dimension
-                    attrs = (("service.name", str(resource.attributes.get("service.name", "unknown_service"))),
-                             *attrs)
-                into[key] = SeriesPoint(resource, attrs, s.count, s.sum_ns, list(s.buckets),
-                                        self._started.setdefault(key, time.time_ns()))
+                into[key] = self._new_point(key, s.count, s.sum_ns, list(s.buckets))
             else:
                 point.add(s.count, s.sum_ns, s.buckets)
 
@@ -125,6 +120,15 @@ class SpanMetrics:
                 attrs.append((HTTP_STATUS, status))
             self._count_api(HTTP, span.pid, tuple(attrs), span.duration_ns, _HTTP_BOUNDS_NS)
 
+    def _new_point(self, key: SeriesKey, count: int, sum_ns: int, buckets: List[int]) -> SeriesPoint:
+        """A series' first point, under its process's resource (span metrics also carry the spanmetrics
+        connector's service.name dimension)."""
+        metric, pid, attrs = key
+        resource = self._resource_for(pid)
+        if metric == SPANS:
+            attrs = (("service.name", str(resource.attributes.get("service.name", "unknown_service"))), *attrs)
+        return SeriesPoint(resource, attrs, count, sum_ns, buckets, self._started.setdefault(key, time.time_ns()))
+
     def _count_api(self, metric: str, pid: int, attrs, duration_ns: int, bounds: Sequence[int]) -> None:
         key = (metric, pid, attrs)
         point = self._api.get(key)
@@ -132,11 +136,7 @@ class SpanMetrics:
             if len(self._api) >= MAX_API_SERIES:
                 self.on_full()
                 return
-            resource = self._resource_for(pid)
-            if metric == SPANS:
-                attrs = (("service.name", str(resource.attributes.get("service.name", "unknown_service"))), *attrs)
-            point = self._api[key] = SeriesPoint(resource, attrs, 0, 0, [0] * (len(bounds) + 1),
-                                                 self._started.setdefault(key, time.time_ns()))
+            point = self._api[key] = self._new_point(key, 0, 0, [0] * (len(bounds) + 1))
         point.count += 1
         point.sum_ns += duration_ns
         point.buckets[bisect.bisect_left(bounds, duration_ns)] += 1  # bucket i: (bound i-1, bound i]
