@@ -92,12 +92,6 @@ class RemoteParent(tuple):
 statuses = {}
 
 
-def end_with_status(span_int, end, span_id, results):
-    """Fire a span's end probe with the status the application set, if it set one."""
-    status, description = statuses.pop(span_int, (0, None))
-    end(span_id, status, None, description, 0, *results)
-
-
 #: Primitives for the generated span code (definition.py), bound once.
 get_current = _current.get
 set_current = _current.set
