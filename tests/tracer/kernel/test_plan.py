@@ -86,6 +86,7 @@ def test_spans_with_a_one_hit_probe_are_traced_by_it_alone():
         assert [s.one for s in paired.spans] == [None, None], name
     stateless = ProviderPlan(image_of(p), CaptureConfig(sampler=Sampler("traceidratio", 0.5)))
     assert {s.name: s.one is not None for s in stateless.spans} == {"sdk": True, "hand": False}
+    assert [s.one for s in ProviderPlan(image_of(p), CaptureConfig(one_hit=False)).spans] == [None, None]
 
 
 def test_a_span_probe_that_is_not_one_bytes_value_is_not_used():

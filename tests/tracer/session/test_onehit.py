@@ -94,10 +94,8 @@ def _comparable(span):
 
 def test_the_one_hit_probe_gives_the_spans_the_pair_gives(tmp_path):
     one, one_stats, one_sems = run_app(tmp_path, "one")
-    # A sampler that remembers each trace's decision makes the tracer pair start and end probes (ratio 1:
-    # every span kept): the same application, the same ids, the other path.
-    pair, pair_stats, pair_sems = run_app(tmp_path, "pair", "--sampler", "parentbased_traceidratio",
-                                          "--sampler-arg", "1")
+    # The same application, the same ids, the other path.
+    pair, pair_stats, pair_sems = run_app(tmp_path, "pair", "--paired-spans")
     spans = ("checkout", "reserve", "db_query", "fails", "bad_values")
     assert {n: one_sems[n] for n in one_sems if n.endswith(("__start", "__end", "__span"))} == {
         **{s + "__span": 1 for s in spans}, **{s + "__start": 0 for s in spans}, **{s + "__end": 0 for s in spans}}
@@ -151,6 +149,12 @@ long(3)
 print(json.dumps({"done": True}), flush=True)
 sys.stdin.readline()
 '''
+
+
+def test_a_remembering_sampler_pairs_start_and_end_probes(tmp_path):
+    spans, stats, semaphores = run_app(tmp_path, "pair", "--sampler", "parentbased_traceidratio", "--sampler-arg", "1")
+    assert semaphores["checkout__start"] == semaphores["checkout__end"] == 1 and semaphores["checkout__span"] == 0
+    assert len(spans) == 6 * 3 + 3 and stats["lost"] == 0
 
 
 def test_a_tracer_attaching_mid_span_exports_no_half_span(tmp_path):

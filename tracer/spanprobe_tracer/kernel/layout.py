@@ -67,6 +67,8 @@ class CaptureConfig:
     max_open_spans: int = 65536
     #: Size of the shared ring buffer (a power of two, at least one page).
     ringbuf_bytes: int = 16 << 20
+    #: Trace spans that have a one-hit span probe by it (kernel.plan.one_hit_allowed)?
+    one_hit: bool = True
     #: Which spans leave the kernel (kernel.sampling).
     sampler: Sampler = Sampler()
     #: Count every span in the span metrics map (kernel.metrics)?

@@ -81,10 +81,11 @@ class PointType:
 
 
 def one_hit_allowed(config: CaptureConfig) -> bool:
-    """May spans be traced by their one-hit span probe under ``config``? Not with a sampler that remembers
-    each trace's decision (kernel.sampling): the first span of a trace to *start* on the host decides
-    there, and the span probe reports a span only when it ends, children before their parents."""
-    return not config.sampler.stateful
+    """May spans be traced by their one-hit span probe under ``config``? Not when it asks for the pair
+    (--paired-spans), nor with a sampler that remembers each trace's decision (kernel.sampling): the first
+    span of a trace to *start* on the host decides there, and the span probe reports a span only when it
+    ends, children before their parents."""
+    return config.one_hit and not config.sampler.stateful
 
 
 def _types(probe: ProbeInfo) -> tuple:
