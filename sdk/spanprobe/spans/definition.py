@@ -161,24 +161,31 @@ def _c_string(text):
 # their semaphores (_sp_a start, _sp_b end, _sp_c the one-hit span probe): the
 # start/end pair if either of its semaphores is set, the span probe (at the end,
 # with the start time read now) if its own is; a tracer attaching mid-span gets
-# nothing of it.
+# nothing of it. Ids become probe arguments (context.id_arg, ~60 ns each) only
+# for a pair: the span probe packs ints, and the context holds None where
+# a span made none (its children and events make them if they need them).
 _BEGIN = """\
 {bind}_sp_o = _sp_OTEL in _sp_modules
 _sp_p = (_sp_o and _sp_ctx.otel_parent()) or _sp_get()
 _sp_x = _sp_bits(64) or 1
-_sp_id = _sp_arg(_sp_x)
 if not _sp_p:  # a root span: a new trace, parent span id 0
     _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
-    _sp_p = (_sp_arg(_sp_hx), _sp_arg(_sp_lx), 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
+    _sp_p = (None, None, 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
 _sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
-_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
-_sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_hx, _sp_lx, _sp_x, _sp_fl)
 _sp_t0 = _sp_clock(_sp_BOOTTIME) if _sp_c.enabled else 0
 if _sp_a.enabled or _sp_b.enabled:
     _sp_pair = 1
+    _sp_id = _sp_arg(_sp_x)
+    if _sp_hi is None:  # the trace's ids as probe arguments: made once, where a start/end pair needs them
+        _sp_hi, _sp_lo = _sp_arg(_sp_hx), _sp_arg(_sp_lx)
+    if _sp_parent is None:
+        _sp_parent = _sp_arg(_sp_px)
     _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 else:
     _sp_pair = 0
+    _sp_id = None
+_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
+_sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_hx, _sp_lx, _sp_x, _sp_fl)
 """
 # What finish() and _fail() need of a span begun by _BEGIN.
 _STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_lx, _sp_fl, ({values}))"

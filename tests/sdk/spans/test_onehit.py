@@ -152,3 +152,38 @@ def test_a_tracer_attaching_or_leaving_mid_span_gets_nothing_of_it(provider):
     one.enabled.value = 1
     assert handle(1) is not None
     assert len(rec.of("handle__span")) == 1
+
+
+def test_children_and_events_of_a_one_hit_span_on_the_pair(provider):
+    """A span traced by its span probe alone makes no id arguments; a child traced by its start/end pair,
+    an event and a root's pair child make them from the ints: the same ids everywhere."""
+    tick = provider.event("tick", n=int)
+
+    @provider.span("child")
+    def child():
+        tick.fire(1)
+
+    @provider.span("parent")
+    def parent():
+        child()
+
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    for name in ("parent__span", "child__start", "child__end", "tick"):
+        provider.probes[name].enabled.value = 1
+    parent()
+    (p,) = [h["span"]["start"] for h in rec.of("parent__span")]
+    (c,) = rec.of("child__start")
+    (t,) = rec.of("tick")
+    assert c["parent_span_id"] == p["span_id"] and t["span_id"] == c["span_id"]
+    assert (c["trace_id_high"], c["trace_id_low"]) == (p["trace_id_high"], p["trace_id_low"])
+    assert (t["trace_id_high"], t["trace_id_low"]) == (p["trace_id_high"], p["trace_id_low"])
+    rec.clear()
+    provider.probes["child__start"].enabled.value = provider.probes["child__end"].enabled.value = 0
+    tick.fire(2)  # outside any span
+    parent()      # the child untraced: the event hangs from the parent, traced by its span probe alone
+    outside, inside = rec.of("tick")
+    assert outside["span_id"] == outside["trace_id_low"] == 0
+    (p,) = [h["span"]["start"] for h in rec.of("parent__span")]
+    assert (inside["span_id"], inside["trace_id_high"], inside["trace_id_low"]) == (
+        p["span_id"], p["trace_id_high"], p["trace_id_low"])
