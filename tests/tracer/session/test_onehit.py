@@ -222,3 +222,28 @@ def test_books_balance_when_the_ring_buffer_overflows_on_the_one_hit_path(tmp_pa
             fields = dict(f.split("=", 1) for f in line.split()[2:] if "=" in f)
             calls[line] = int(fields["calls"])
     assert sum(calls.values()) == fired, tracer.stderr
+
+
+BAD_PAYLOAD_APP = r'''
+import spanprobe
+from spanprobe.abi.protocol import END_ARGS, SPAN_ARGS, START_ARGS
+p = spanprobe.Provider("badpayload")
+p.declare("op_start", START_ARGS, "span_start")
+p.declare("op_end", END_ARGS, "span_end")
+one = p.declare("op_span", SPAN_ARGS, "span")
+p.add_schema_span({"name": "op", "start": "op_start", "end": "op_end", "span": "op_span"})
+p.load()
+one.fire(b"\x00" * 10)   # not the payload of a span of this shape
+'''
+
+
+def test_a_payload_of_the_wrong_size_is_counted_lost(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(BAD_PAYLOAD_APP)
+    out, stats_file = tmp_path / "spans.jsonl", tmp_path / "stats.json"
+    r = run_spanprobe("trace", "--exporter", "jsonl", "--output", str(out), "--stats-file", str(stats_file),
+                      "--", sys.executable, str(script), timeout=120)
+    assert r.returncode == 0, r.stderr
+    stats = stats_of(stats_file)
+    assert read_jsonl(out) == [] and stats["kernel"]["bad_span_payload"] == 1 and stats["lost"] == 1, stats
+    assert "unreadable one-hit span payload: 1" in r.stderr
