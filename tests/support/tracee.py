@@ -77,7 +77,7 @@ class OneHitSpan:
     the start was fired, the span probe if the clock was read and it is still listened to."""
 
     def __init__(self, start, end, one):
-        self.emit = span_emitter(one, start, end, False, _raise)
+        self.emit = span_emitter(one, start, end, _raise)
         self.probes = (start, end, one)
         self.open = {}
         self.start, self.end = _Half(self._start, self.probes), _Half(self._end, self.probes)

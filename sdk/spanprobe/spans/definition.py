@@ -123,6 +123,16 @@ def emitter(probe, fixed_count, lazy):
     return compile_factory(probe.qualname, source, namespace)()
 
 
+def resolved(value):
+    """A lazy value (a zero-argument callable given to a block) called, once; FAILED if it raises."""
+    if callable(value):
+        try:
+            return value()
+        except Exception:
+            return FAILED
+    return value
+
+
 def describe_exception(exc):
     """(status, error_type, error_message) of an exception that ended a span; the strings as C strings."""
     asyncio = sys.modules.get("asyncio")  # not imported: then it cannot be its CancelledError
@@ -259,16 +269,21 @@ class SpanDef:
         # What a span that raised sends for the end attributes it never got: nothing
         # invented, each one's conversion-failure bit (docs/abi.md, "status").
         self._end_unset = (FAILED,) * len(end_attrs)
-        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), lazy),
-                          _sp_end=emitter(self.end, len(END_ARGS), lazy),
-                          _sp_one=span_emitter(self.one, self.start, self.end, lazy, internal_error),
+        # Lazy values (callables given to a block) are called once, where they are given: the start
+        # values when the span begins traced, the end values when it ends; the emitters get values.
+        self._lazy = lazy
+        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), False),
+                          _sp_end=emitter(self.end, len(END_ARGS), False),
+                          _sp_one=span_emitter(self.one, self.start, self.end, internal_error),
+                          _sp_resolved=resolved,
                           _sp_fail=self._fail, _sp_end_cell=self.end.site_cell,
                           _sp_a=self.start, _sp_b=self.end, _sp_c=self.one)
         values = [f"_sp_v{i}" for i in range(self.n_start)]
         results = [f"_sp_r{i}" for i in range(self.n_end)]
         source = ("def _sp_factory():\n"
                   f"    def begin({comma_each(values)}):\n"
-                  + indent(_BEGIN.format(bind="", values=comma_each(values)), 8)
+                  + indent(_BEGIN.format(bind="".join(f"{v} = _sp_resolved({v})\n" for v in values) if lazy else "",
+                                         values=comma_each(values)), 8)
                   + f"        return {_STATE.format(values=comma_each(values))}\n"
                   f"    def finish_ok(_sp_s, {comma_each(results)}):\n"
                   f"        {_STATE.format(values=comma_each(values))} = _sp_s\n"
@@ -308,6 +323,8 @@ class SpanDef:
 
         ``values``: the end attributes given (FAILED where not), also when the block raised.
         """
+        if values and self._lazy:
+            values = tuple(map(resolved, values))
         if exc is None:
             self._finish_ok(state, *(values or self._end_unset))
         else:

@@ -76,11 +76,11 @@ def _fast(i, param, arg_type):
     return None
 
 
-def span_emitter(one, start, end, lazy, internal_error):
+def span_emitter(one, start, end, internal_error):
     """``one(t0, span, parent, trace_high, trace_low, flags, status, error_type, error_message,
     *start_values, *end_values)`` for the span probe ``one`` of a span whose start and end probes are
-    ``start`` and ``end``: fires it once and never raises. Ids are ints, error strings bytes or None.
-    ``lazy``: zero-argument callables among the values are called (values given explicitly);
+    ``start`` and ``end``: fires it once and never raises. Ids are ints, error strings bytes or None;
+    the values are values (a block's lazy ones were called before: definition.resolved).
     ``internal_error()`` is called for an SDK bug (logged once), which the call never sees."""
     attrs = start.args[len(START_ARGS):] + end.args[len(END_ARGS):]
     n_start = len(start.args) - len(START_ARGS)
@@ -97,8 +97,6 @@ def span_emitter(one, start, end, lazy, internal_error):
             words, keep, failed = [], [], [0, 0]
             for i, (v, check, zero, a) in enumerate(zip(values, checks, zeros, attrs)):
                 try:
-                    if lazy and callable(v):
-                        v = v()
                     converted = check(plain(v))
                 except Exception:
                     converted = zero

@@ -187,3 +187,26 @@ def test_children_and_events_of_a_one_hit_span_on_the_pair(provider):
     (p,) = [h["span"]["start"] for h in rec.of("parent__span")]
     assert (inside["span_id"], inside["trace_id_high"], inside["trace_id_low"]) == (
         p["span_id"], p["trace_id_high"], p["trace_id_low"])
+
+
+def test_a_blocks_lazy_values_are_called_once_when_given(provider):
+    """Start values when the span begins, end values when it ends: once each, whichever probes fire."""
+    block = provider.span_block("lazy", attributes={"a": str}, end_attributes={"r": "i32"})
+    calls = []
+
+    def start_value():
+        calls.append("start")
+        return "begun"
+
+    def end_value():
+        calls.append("end")
+        return -1
+
+    rec = Recorder(provider, one_hit=True)   # the pair and the span probe both listened to
+    with block(start_value) as s:
+        assert calls == ["start"]
+        s.set_end(end_value)
+        assert calls == ["start"]
+    assert calls == ["start", "end"]
+    (_, _, one), = _same(rec, "lazy")
+    assert one["start"]["a"] == "begun" and one["end"]["r"] == -1
