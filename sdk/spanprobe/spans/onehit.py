@@ -94,7 +94,8 @@ def span_emitter(one, start, end, internal_error):
 
     def slow(t0, ids, status, error_type, error_message, values):
         try:
-            words, keep, failed = [], [], [0, 0]
+            words, failed = [], [0, 0]
+            keep = []  # the objects whose addresses are words: alive until the probe site returns
             for i, (v, check, zero, a) in enumerate(zip(values, checks, zeros, attrs)):
                 try:
                     converted = check(plain(v))
