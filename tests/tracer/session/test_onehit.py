@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from tests.support.tracer_helpers import Tracer, jsonl_tracer, read_jsonl, run_spanprobe, stats_of, wait_attached, \
-    wait_until
+from tests.support.tracer_helpers import (ONE_HIT_SITES, SpanPath, Tracee, Tracer, jsonl_tracer, read_jsonl,
+                                         run_spanprobe, stats_of, wait_attached, wait_until)
 
 pytestmark = pytest.mark.bpf
 
@@ -192,8 +192,6 @@ def test_a_tracer_attaching_mid_span_exports_no_half_span(tmp_path):
 def test_books_balance_when_the_ring_buffer_overflows_on_the_one_hit_path(tmp_path):
     """A 1 MiB ring buffer the tracer drains only every 2 s, and spans fired far faster: every span is
     exported or counted lost (ring buffer full), and the span metrics still count every one."""
-    from tests.support.tracer_helpers import SpanPath, Tracee
-
     tracee = SpanPath("one_hit", lambda **kw: Tracee(**kw)).tracee()
     try:
         tracee.send("load shop")
@@ -202,7 +200,7 @@ def test_books_balance_when_the_ring_buffer_overflows_on_the_one_hit_path(tmp_pa
                         "--stats-file", str(stats_file), "--ring-buffer-mb", "1", "--drain-interval", "2",
                         "--metrics-exporter", "console", "--metrics-interval", "600")
         try:
-            wait_attached(tracer, 4)
+            wait_attached(tracer, ONE_HIT_SITES)
             fired = tracee.send("spans shop 3000", timeout=120)["spans"]
             tracee.send("exit 0")
             assert tracer.wait(60) == 0, tracer.stderr
