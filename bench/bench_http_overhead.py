@@ -143,10 +143,12 @@ def server_argv(mode: str, directory: str) -> list:
 
 
 def attach_tracer(server: subprocess.Popen, stats_file: str) -> subprocess.Popen:
-    from tests.support import semaphores
+    from demo_apps.simplehttp import probes
+    from spanprobe.abi.protocol import ROLE_SPAN_END, ROLE_SPAN_START
 
-    return start_tracer(stats_file, "--exporter", "jsonl", "--output", "/dev/null",
-                        pids=[server.pid], sites=len(semaphores(server.pid, "simplehttp")))
+    # every probe but the spans' start and end probes: the tracer attaches the spans' one-hit probes
+    sites = sum(p.role not in (ROLE_SPAN_START, ROLE_SPAN_END) for p in probes.provider.probes.values())
+    return start_tracer(stats_file, "--exporter", "jsonl", "--output", "/dev/null", pids=[server.pid], sites=sites)
 
 
 def load(port: int, clients: int, threads: int, seconds: float) -> dict:

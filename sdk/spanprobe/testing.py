@@ -15,7 +15,7 @@ import ctypes
 import struct
 import threading
 
-from .abi.protocol import BYTES_TRUNCATED
+from .abi.protocol import BYTES_TRUNCATED, ROLE_SPAN, payload_format, payload_words
 from .probes.semaphore import Semaphore
 
 # What a C function receives for a 64-bit argument: a callback called through
@@ -45,17 +45,51 @@ def _decode(arg_type, value):
     return value
 
 
-class Recorder:
-    """hits: list of dicts {"probe": name, <arg name>: value, ...} in firing order."""
+def _word_value(arg_type, word):
+    """A payload word as the value its probe argument would decode to (str and bytes words are
+    addresses, read during the hit; 0 is NULL)."""
+    if arg_type.value == "str":
+        return ctypes.string_at(word).decode("utf-8") if word else ""
+    if arg_type.value == "bytes":
+        if not word:
+            return b""
+        length = int.from_bytes(ctypes.string_at(word, 4), "little") & (BYTES_TRUNCATED - 1)
+        return ctypes.string_at(word + 4, length)
+    return word  # unpacked as the type's struct code: signed, unsigned, or the float itself
 
-    def __init__(self, provider):
+
+def span_payload(start, end, value):
+    """A span probe's bytes value (after its header) as {"start_time": ns, "start": {arg: value},
+    "end": {arg: value}}: each of the start and end probes' arguments as their own hits would carry
+    it. Call it during the hit."""
+    fmt = payload_format([a.type for a in start.args], [a.type for a in end.args])
+    words = struct.unpack(fmt, value)[1:]
+    first_start, first_end = payload_words(len(start.args))
+    out = {"start_time": words[0]}
+    for key, probe, first in (("start", start, first_start), ("end", end, first_end)):
+        out[key] = {a.name: _word_value(a.type, w) for a, w in zip(probe.args, words[first:])}
+    return out
+
+
+class Recorder:
+    """hits: list of dicts {"probe": name, <arg name>: value, ...} in firing order.
+
+    ``one_hit``: also listen to spans' one-hit span probes (off by default: a tracer on the start and
+    end probes). Their hits are {"probe": name, "span": span_payload(...)}.
+    """
+
+    def __init__(self, provider, one_hit=False):
         self.hits = []
         self._lock = threading.Lock()
         self.provider = provider
         for probe in provider.probes.values():
+            if probe.role == ROLE_SPAN and not one_hit:
+                continue
             probe.attach_site(Semaphore(1), self._site(probe))
 
     def _site(self, probe):
+        if probe.role == ROLE_SPAN:
+            return self._span_site(probe)
         names = [a.name for a in probe.args]
         types = [a.type.value for a in probe.args]
 
@@ -67,9 +101,21 @@ class Recorder:
 
         return site
 
-    def set_enabled(self, enabled):
+    def _span_site(self, probe):
+        entry = next(e for e in self.provider.schema_spans if e.get("span") == probe.name)
+        start, end = self.provider.probes[entry["start"]], self.provider.probes[entry["end"]]
+
+        def site(value):
+            hit = {"probe": probe.name, "span": span_payload(start, end, _decode("bytes", value))}
+            with self._lock:
+                self.hits.append(hit)
+
+        return site
+
+    def set_enabled(self, enabled, one_hit=False):
         for probe in self.provider.probes.values():
-            probe.enabled.value = 1 if enabled else 0
+            if probe.role != ROLE_SPAN or one_hit:
+                probe.enabled.value = 1 if enabled else 0
 
     def of(self, probe_name):
         return [h for h in self.hits if h["probe"] == probe_name]

@@ -125,8 +125,8 @@ def test_serves_then_stops_cleanly_on_a_signal(tmp_path, server, signum):
 
 def test_the_handler_is_the_standard_one_subclassed():
     assert issubclass(ProbedHandler, http.server.SimpleHTTPRequestHandler)
-    assert set(probes.provider.probes) == {"file_transfer", "request__start", "request__end",
-                                           "file_copy__start", "file_copy__end"}
+    assert set(probes.provider.probes) == {"file_transfer", "request__start", "request__end", "request__span",
+                                           "file_copy__start", "file_copy__end", "file_copy__span"}
     assert [(a.name, a.type.value) for a in probes.file_transfer.args] == [
         ("client", "str"), ("path", "str"), ("size", "u32")], "the seed's probe, argument for argument"
 

@@ -10,6 +10,8 @@ import textwrap
 import threading
 import time
 
+from spanprobe.abi.protocol import ROLE_SPAN
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 #: The interpreter with bcc: Debian's. Tools run there whatever runs the tests.
@@ -248,12 +250,13 @@ def raw(port, data):
 
 
 def declared(provider):
-    """(types, names) of every probe of an SDK provider: capture()'s and as_dicts()' arguments.
+    """(types, names) of every probe of an SDK provider but its spans' one-hit probes (the start and end
+    probes carry the same): capture()'s and as_dicts()' arguments.
 
     Read from the provider's own declarations, so a test follows the
     application's probes instead of restating them.
     """
-    probes = provider.probes.values()
+    probes = [p for p in provider.probes.values() if p.role != ROLE_SPAN]
     return ({p.name: [a.type.value for a in p.args] for p in probes},
             {p.name: [a.name for a in p.args] for p in probes})
 

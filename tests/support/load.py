@@ -25,8 +25,8 @@ from tests.support import await_sites, child_env
 from tests.support.otlp_receiver import Collector, GrpcReceiver
 from tests.support.tracer_helpers import spanprobe_cmd
 
-#: Probe sites of one soak generator: two spans, a start and an end probe each.
-SOAK_SITES_PER_GENERATOR = 4
+#: Probe sites of one soak generator: two spans, traced by their one-hit span probes.
+SOAK_SITES_PER_GENERATOR = 2
 
 
 class Gen:

@@ -4,8 +4,8 @@
 
 Provider ``soak<INDEX>`` has two spans made by the SDK's public decorator, a
 request calling a query (two spans a call). It speaks the generator protocol
-of tests.support.load.Gen: its pid first, then ``wait`` (until every probe is
-enabled), ``go SECONDS`` (fire; replies how many spans were fired), ``exit``.
+of tests.support.load.Gen: its pid first, then ``wait`` (until a tracer listens
+to both spans), ``go SECONDS`` (fire; replies how many spans were fired), ``exit``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def generator(index: int, threads: int, rate: Optional[float]) -> None:
     for line in sys.stdin:
         cmd = line.split()
         if cmd[0] == "wait":
-            while not all(p.enabled for p in provider.probes.values()):
+            while not all(f.__spanprobe_span__.enabled for f in (query, request)):
                 time.sleep(0.01)
             print(json.dumps({"enabled": True}), flush=True)
         elif cmd[0] == "go":

@@ -6,7 +6,9 @@ tracer is attached (a probe's semaphore is set), fire spans with known ids and
 know the wall-clock window they were fired in.
 
 It uses the SDK's low-level span protocol (docs/abi.md) directly: Provider.declare
-with the span roles, and span dicts given to Provider.add_schema_span.
+with the span roles, and span dicts given to Provider.add_schema_span. With
+SPANPROBE_TRACEE_ONE_HIT=1 each span also has a one-hit span probe, fired as the
+SDK fires it (OneHitSpan): the same tests then run on the one-hit path.
 
 Commands:
   load NAME [bad=version|json|mismatch]   declare and load provider NAME
@@ -45,7 +47,70 @@ import time
 
 from spanprobe import Arg, ArgType as T, Provider
 
-from spanprobe.abi.protocol import END_ARGS, EVENT_ARGS, START_ARGS
+from spanprobe.abi.protocol import END_ARGS, EVENT_ARGS, ROLE_SPAN, SPAN_ARGS, START_ARGS
+from spanprobe.spans.onehit import span_emitter
+
+#: SPANPROBE_TRACEE_ONE_HIT=1: every span also has a one-hit span probe, fired as the SDK fires it (OneHitSpan).
+ONE_HIT = os.environ.get("SPANPROBE_TRACEE_ONE_HIT") == "1"
+
+
+def _raise():
+    raise
+
+
+class _Half:
+    """The start or the end of a OneHitSpan, fired like a probe: ``fire(*args)``."""
+
+    def __init__(self, fire, probes):
+        self.fire = fire
+        self._probes = probes
+
+    @property
+    def enabled(self):
+        return any(p.enabled for p in self._probes)
+
+
+class OneHitSpan:
+    """A hand-declared span that also has the SDK's one-hit span probe, fired by the SDK's own emitter
+    (spanprobe.spans.onehit) by the SDK's rule (spans/definition.py): at a start, the start probe if the
+    start or end probe is listened to, and the clock if the span probe is; at the end, the end probe if
+    the start was fired, the span probe if the clock was read and it is still listened to."""
+
+    def __init__(self, start, end, one):
+        self.emit = span_emitter(one, start, end, _raise)
+        self.probes = (start, end, one)
+        self.open = {}
+        self.start, self.end = _Half(self._start, self.probes), _Half(self._end, self.probes)
+
+    def _start(self, sid, parent, high, low, flags, *values):
+        start, end, one = self.probes
+        pair = bool(start.enabled or end.enabled)
+        t0 = time.clock_gettime_ns(time.CLOCK_BOOTTIME) if one.enabled else 0
+        if pair:
+            start.fire(sid, parent, high, low, flags, *values)
+        self.open[sid] = (pair, t0, parent, high, low, flags, values)
+
+    def _end(self, sid, status, error_type, error_message, flags, *values):
+        start, end, one = self.probes
+        pair, t0, parent, high, low, start_flags, start_values = self.open.pop(sid)
+        if pair:
+            end.fire(sid, status, error_type, error_message, flags, *values)
+        if t0 and one.enabled:
+            self.emit(t0, sid, parent, high, low, start_flags, status, error_type.encode() or None,
+                      error_message.encode() or None, *start_values, *values)
+
+
+def declare_span(p, name, start, end, entry):
+    """Declare a span's start and end probes (and with ONE_HIT its span probe): (start, end) to fire."""
+    start = p.declare(start[0], start[1], "span_start")
+    end = p.declare(end[0], end[1], "span_end")
+    if not ONE_HIT:
+        p.add_schema_span(entry)
+        return start, end
+    one = p.declare(name, SPAN_ARGS, ROLE_SPAN)
+    p.add_schema_span(dict(entry, span=name))
+    span = OneHitSpan(start, end, one)
+    return span.start, span.end
 
 
 class BadSchemaProvider(Provider):
@@ -77,20 +142,19 @@ class BadSchemaProvider(Provider):
 
 def make_provider(name, bad=None):
     p = BadSchemaProvider(name, bad) if bad else Provider(name)
-    probes = {
-        "req_start": p.declare("req_start", [*START_ARGS,
-            Arg("http.request.method", T.STR), Arg("url.path", T.STR), Arg("user.id", T.I64),
-            Arg("retry", T.U8), Arg("big", T.U64), Arg("ratio", T.F64), Arg("payload", T.BYTES)], "span_start"),
-        "req_end": p.declare("req_end", [*END_ARGS,
-            Arg("http.response.status_code", T.I32), Arg("cached", T.BOOL)], "span_end"),
-        "db_start": p.declare("db_start", [*START_ARGS, Arg("db.query.text", T.STR)], "span_start"),
-        "db_end": p.declare("db_end", END_ARGS, "span_end"),
-        "note": p.declare("note", [*EVENT_ARGS, Arg("note.text", T.STR), Arg("note.n", T.I16)], "event"),
-        "tick": p.add_probe("tick", n="u32", label=str),
-    }
-    p.add_schema_span({"name": "GET /items", "kind": "server", "start": "req_start", "end": "req_end",
-                     "code": {"function": "handle", "filepath": "/srv/app.py", "lineno": 42}})
-    p.add_schema_span({"name": "db.query", "kind": "client", "start": "db_start", "end": "db_end"})
+    probes = {}
+    probes["req_start"], probes["req_end"] = declare_span(
+        p, "req_span",
+        ("req_start", [*START_ARGS, Arg("http.request.method", T.STR), Arg("url.path", T.STR), Arg("user.id", T.I64),
+                       Arg("retry", T.U8), Arg("big", T.U64), Arg("ratio", T.F64), Arg("payload", T.BYTES)]),
+        ("req_end", [*END_ARGS, Arg("http.response.status_code", T.I32), Arg("cached", T.BOOL)]),
+        {"name": "GET /items", "kind": "server", "start": "req_start", "end": "req_end",
+         "code": {"function": "handle", "filepath": "/srv/app.py", "lineno": 42}})
+    probes["db_start"], probes["db_end"] = declare_span(
+        p, "db_span", ("db_start", [*START_ARGS, Arg("db.query.text", T.STR)]), ("db_end", END_ARGS),
+        {"name": "db.query", "kind": "client", "start": "db_start", "end": "db_end"})
+    probes["note"] = p.declare("note", [*EVENT_ARGS, Arg("note.text", T.STR), Arg("note.n", T.I16)], "event")
+    probes["tick"] = p.add_probe("tick", n="u32", label=str)
     p.add_schema_event({"name": "cache.miss", "probe": "note"})
     p.load()
     return p, probes
@@ -155,12 +219,11 @@ WEB = {"methods": ("GET", "POST"), "routes": ("/items/{id}", "/users/{id}/orders
 
 def make_web_provider(name):
     p = Provider(name)
-    probes = {
-        "start": p.declare("http_start", [*START_ARGS, Arg("http.request.method", T.STR), Arg("http.route", T.STR)],
-                           "span_start"),
-        "end": p.declare("http_end", [*END_ARGS, Arg("http.response.status_code", T.I32)], "span_end"),
-    }
-    p.add_schema_span({"name": "http.server", "kind": "server", "start": "http_start", "end": "http_end"})
+    probes = {}
+    probes["start"], probes["end"] = declare_span(
+        p, "http_span", ("http_start", [*START_ARGS, Arg("http.request.method", T.STR), Arg("http.route", T.STR)]),
+        ("http_end", [*END_ARGS, Arg("http.response.status_code", T.I32)]),
+        {"name": "http.server", "kind": "server", "start": "http_start", "end": "http_end"})
     p.load()
     return p, probes
 

@@ -29,6 +29,36 @@ def read_jsonl(path) -> list:
 TRACEE = Path(__file__).resolve().parent / "tracee.py"
 #: Probe sites of one tracee.make_provider() provider: four span probes, an event, a plain probe.
 SITES = 6
+#: The same provider with one-hit span probes (SPANPROBE_TRACEE_ONE_HIT=1) traced by them: two span
+#: probes, an event, a plain probe.
+ONE_HIT_SITES = 4
+
+
+class SpanPath:
+    """Tracees on one of the tracer's two span paths: "paired" (start and end probes only, paired in the
+    kernel) or "one_hit" (spans also have the SDK's one-hit span probe, which the tracer then attaches
+    alone, unless its sampler remembers trace decisions: kernel.plan.one_hit_allowed)."""
+
+    def __init__(self, name: str, factory):
+        self.name = name
+        self.one_hit = name == "one_hit"
+        self._factory = factory
+
+    def tracee(self, **kw) -> "Tracee":
+        env = dict({"SPANPROBE_TRACEE_ONE_HIT": "1"} if self.one_hit else {}, **kw.pop("env", {}))
+        return self._factory(env=env, **kw)
+
+    def traced_by_one_hit(self, *tracer_args: str) -> bool:
+        """Does a tracer run with ``tracer_args`` trace these tracees' spans by their one-hit probes?"""
+        from spanprobe_tracer.kernel.sampling import resolve_sampler
+        flag = dict(zip(tracer_args, tracer_args[1:]))
+        sampler = resolve_sampler(flag.get("--sampler"), flag.get("--sampler-arg"), env={})
+        return self.one_hit and not sampler.stateful
+
+    def sites(self, *tracer_args: str, spans: int = 2, others: int = 2) -> int:
+        """Probe sites a tracer run with ``tracer_args`` attaches in one provider of ``spans`` spans and
+        ``others`` event and plain probes (tracee.make_provider's by default; make_web_provider's: 1, 0)."""
+        return spans * (1 if self.traced_by_one_hit(*tracer_args) else 2) + others
 
 
 class Tracee:

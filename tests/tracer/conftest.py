@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.otlp_receiver import GrpcReceiver, HttpReceiver
-from tests.support.tracer_helpers import Tracee
+from tests.support.tracer_helpers import SpanPath, Tracee
 
 
 @pytest.fixture
@@ -25,6 +25,13 @@ def tracee_factory():
 @pytest.fixture
 def tracee(tracee_factory) -> Tracee:
     return tracee_factory()
+
+
+@pytest.fixture(params=["paired", "one_hit"])
+def span_path(request, tracee_factory) -> SpanPath:
+    """The test runs twice: tracees whose spans have start and end probes only, and tracees whose spans
+    also have the one-hit span probe (the tracer then attaches it alone, where its sampler allows)."""
+    return SpanPath(request.param, tracee_factory)
 
 
 @pytest.fixture

@@ -14,7 +14,10 @@ ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT = "plain", "span_start", 
 #: One probe per finished OpenTelemetry API span (spanprobe.otel): its one argument is the
 #: span, an OTLP ``ScopeSpans`` message with that one span (spanprobe.abi.otlp writes it).
 ROLE_OTEL_SPAN = "otel_span"
-PROBE_ROLES = (ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT, ROLE_OTEL_SPAN)
+#: One probe per finished span (``<base>__span``), beside its start and end probes: one probe hit
+#: a span where the pair costs two. Its one argument is the span's payload (SPAN_PAYLOAD).
+ROLE_SPAN = "span"
+PROBE_ROLES = (ROLE_PLAIN, ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_SPAN)
 
 #: The fixed leading arguments of span and event probes, (name, type) in order
 #: ("Span protocol"). Attributes follow them.
@@ -25,16 +28,17 @@ FIXED_ARGS = {
                     ("error_message", "str"), ("flags", "u32")),
     ROLE_EVENT: (("span_id", "u64"), ("trace_id_high", "u64"), ("trace_id_low", "u64"), ("flags", "u32")),
     ROLE_OTEL_SPAN: (("span", "bytes"),),
+    ROLE_SPAN: (("span", "bytes"),),
 }
 #: Roles whose probes carry their fixed arguments and nothing else.
-FIXED_ONLY_ROLES = (ROLE_OTEL_SPAN,)
+FIXED_ONLY_ROLES = (ROLE_OTEL_SPAN, ROLE_SPAN)
 #: The same, as the Args a probe is declared with.
-START_ARGS, END_ARGS, EVENT_ARGS, OTEL_SPAN_ARGS = (
+START_ARGS, END_ARGS, EVENT_ARGS, OTEL_SPAN_ARGS, SPAN_ARGS = (
     tuple(Arg(n, ArgType(t)) for n, t in FIXED_ARGS[role])
-    for role in (ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT, ROLE_OTEL_SPAN))
+    for role in (ROLE_SPAN_START, ROLE_SPAN_END, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_SPAN))
 
 #: A span's probes are named <base> + these (the base is the span name made a C identifier).
-START_SUFFIX, END_SUFFIX = "__start", "__end"
+START_SUFFIX, END_SUFFIX, SPAN_SUFFIX = "__start", "__end", "__span"
 
 #: The application's environment variables a provider's schema carries (``environment``), as they
 #: are when it loads: the tracer makes the resource of every span of the process from them.
@@ -76,6 +80,33 @@ STATUS_OK, STATUS_ERROR, STATUS_CANCELLED = 0, 1, 2
 STATUS_SET_ERROR, STATUS_SET_OK = 3, 4
 #: span_end's ``error_message`` is ``str(exception)`` cut to this many characters.
 MAX_ERROR_MESSAGE = 256
+
+# --- the one-hit span probe's payload ---------------------------------------------------
+
+#: The ``span`` probe's bytes value is one little-endian struct, laid out per span from the types of
+#: its start and end probes' arguments: a u32 reserved 0, then 8-byte words: the start time (ns,
+#: CLOCK_BOOTTIME, which bpf_ktime_get_boot_ns reads), every argument the start probe would carry,
+#: every argument the end probe would carry, in the order of their probes. Each word is the value
+#: as the probe would pass it (signed types sign-extended, f64 its bits, bool 0/1); a str or bytes
+#: word is the address of what the probe would point at (NUL-terminated UTF-8; a u32 header and the
+#: data), 0 for NULL, valid for the duration of the hit.
+PAYLOAD_RESERVED = 4
+PAYLOAD_TIME_WORD = 0
+
+
+def payload_format(start_types, end_types):
+    """The ``struct`` format of a span payload's data (the header not included) for the start and end
+    probes' argument types (ArgType, fixed arguments included)."""
+    def code(t):
+        return "d" if t is ArgType.F64 else "q" if t.signed else "Q"
+    return "<I" + "Q" + "".join(code(t) for t in (*start_types, *end_types))
+
+
+def payload_words(n_start):
+    """(first start argument word, first end argument word) of a payload whose start probe has
+    ``n_start`` arguments, as word indexes (word 0 is the start time)."""
+    return 1, 1 + n_start
+
 
 # --- flags -----------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import re
 
 from ..errors import SchemaError
 from .protocol import (DEFAULT_KIND, FIXED_ARGS, FIXED_ONLY_ROLES, PROBE_ROLES, RESOURCE_ENV, ROLE_EVENT,
-                       ROLE_PLAIN, ROLE_SPAN_END, ROLE_SPAN_START, SPAN_KINDS)
+                       ROLE_OTEL_SPAN, ROLE_PLAIN, ROLE_SPAN, ROLE_SPAN_END, ROLE_SPAN_START, SPAN_KINDS)
 from .types import MAX_ARGS, ArgType
 
 SCHEMA_FORMAT = "spanprobe.schema"
@@ -137,7 +137,10 @@ def validate(schema):
         _require(isinstance(span, dict), "a schema span entry is not an object")
         what = f"span {span.get('name')!r}"
         _require(isinstance(span.get("name"), str) and span["name"], f"{what}: name must be a non-empty string")
-        for end, role in (("start", ROLE_SPAN_START), ("end", ROLE_SPAN_END)):
+        # "span" (the one-hit probe) is optional: hand-declared spans and older SDKs have none.
+        for end, role in (("start", ROLE_SPAN_START), ("end", ROLE_SPAN_END), ("span", ROLE_SPAN)):
+            if end == "span" and end not in span:
+                continue
             probe = span.get(end)
             _require(isinstance(probe, str) and probe in roles, f"{what}: {end} probe {probe!r} is not declared")
             _require(roles[probe] == role, f"{what}: {end} probe {probe!r} has role {roles[probe]!r}, not {role!r}")
@@ -157,5 +160,5 @@ def validate(schema):
                  f"event {event['name']!r}: probe {event['probe']!r} has role {roles[event['probe']]!r}, not 'event'")
         _require(event["probe"] not in used, f"event {event['name']!r}: probe {event['probe']!r} is used twice")
         used[event["probe"]] = f"event {event['name']!r}"
-    orphans = sorted(n for n, r in roles.items() if r not in (ROLE_PLAIN,) + FIXED_ONLY_ROLES and n not in used)
+    orphans = sorted(n for n, r in roles.items() if r not in (ROLE_PLAIN, ROLE_OTEL_SPAN) and n not in used)
     _require(not orphans, f"probes {orphans} have a span or event role but no span or event entry")

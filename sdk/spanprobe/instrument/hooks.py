@@ -116,7 +116,7 @@ class SpanHook(Hook):
 
     def wrapper(self, bind, is_async):
         span, sources, end_sources = self.span, self.sources, self.end_sources
-        start, end = span.start, span.end
+        start, end, one = span.start, span.end, span.one
 
         def finish_ok(state, env, result):
             if end_sources:
@@ -134,7 +134,7 @@ class SpanHook(Hook):
             return result
 
         def wrapper(wrapped, instance, args, kwargs):
-            if not (start.enabled or end.enabled):
+            if not (one.enabled or start.enabled or end.enabled):
                 return wrapped(*args, **kwargs)
             env = bind(instance, args, kwargs)
             if is_async:

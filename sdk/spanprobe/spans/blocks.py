@@ -91,13 +91,13 @@ def span_block(provider, name, *, kind=DEFAULT_KIND, attributes=None, end_attrib
     # end_values(): the end attribute values by position or name, FAILED where not given.
     source = (f"def _sp_factory():\n"
               f"    def block({', '.join(params)}):\n"
-              f"        if _sp_a.enabled or _sp_b.enabled:\n"
+              f"        if _sp_c.enabled or _sp_a.enabled or _sp_b.enabled:\n"
               f"            return _sp_active(_sp_span, ({comma_each(params)}), _sp_end_values)\n"
               f"        return _sp_untraced\n"
               f"    def end_values({', '.join(p + '=_sp_unset' for p in end_params)}):\n"
               f"        return ({comma_each(end_params)})\n"
               f"    return block, end_values\n")
-    namespace = {"_sp_a": span.start, "_sp_b": span.end, "_sp_span": span,
+    namespace = {"_sp_a": span.start, "_sp_b": span.end, "_sp_c": span.one, "_sp_span": span,
                  "_sp_active": ActiveSpan, "_sp_unset": FAILED}
     block, end_values = compile_factory(name, source, namespace)()
     namespace.update(_sp_end_values=end_values, _sp_untraced=_Untraced(end_values))

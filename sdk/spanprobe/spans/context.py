@@ -2,7 +2,9 @@
 
 The current span is one ``ContextVar`` holding a tuple: ``(trace_id_high,
 trace_id_low, span_id, trace_flags)`` as probe arguments (see ``id_arg``),
-then the three ids again as ints. A ContextVar follows the code that
+then the three ids again as ints. A span traced by its one-hit probe alone
+makes no probe arguments: its ids are None there (and its trace's too, if it
+made the trace), and whoever needs them makes them from the ints. A ContextVar follows the code that
 runs, not the thread: every thread starts empty, every asyncio task starts
 with a copy of its creator's context, so nested calls, threads and
 concurrent tasks each see their own parent without locks.
@@ -90,12 +92,6 @@ class RemoteParent(tuple):
 #: span id (int) -> (span_end status, description bytes or None). Empty almost always, so
 #: ending a span tests it and moves on.
 statuses = {}
-
-
-def end_with_status(span_int, end, span_id, results):
-    """Fire a span's end probe with the status the application set, if it set one."""
-    status, description = statuses.pop(span_int, (0, None))
-    end(span_id, status, None, description, 0, *results)
 
 
 #: Primitives for the generated span code (definition.py), bound once.
@@ -199,7 +195,8 @@ def _make_otel_reader():
                 return None
             tid = sc.trace_id
             hi, lo, sid = tid >> 64, tid & _MASK64, sc.span_id
-            return id_arg(hi), id_arg(lo), id_arg(sid), int(sc.trace_flags) & TRACE_FLAGS_MASK, hi, lo, sid
+            # no probe arguments: made where a start/end pair or an event needs them (definition.py)
+            return None, None, None, int(sc.trace_flags) & TRACE_FLAGS_MASK, hi, lo, sid
         except Exception:  # an SDK misbehaving must not break the traced call
             return None
 

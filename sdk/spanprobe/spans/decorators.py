@@ -2,7 +2,7 @@
 
 The decorator declares the span's two probes (definition.SpanDef) and wraps
 the function in a closure generated from source with the function's exact
-parameters (signature.Plan). Untraced, a call costs two semaphore tests more
+parameters (signature.Plan). Untraced, a call costs three semaphore tests more
 than the bare call: no ``*args`` tuple, no ids, no context. Traced, the
 wrapper runs the span's begin and end code inline around the call.
 Captured parameters are never called, even when callable: only values given
@@ -41,10 +41,10 @@ def span_decorator(provider, name=None, *, kind=DEFAULT_KIND, attributes=None, c
         result = ["_sp_r"] if end_attrs else []
 
         def traced(call, values):
-            return "if _sp_a.enabled or _sp_b.enabled:\n" + indent(span.traced_source(call, values, result), 4)
+            return ("if _sp_c.enabled or _sp_a.enabled or _sp_b.enabled:\n"
+                    + indent(span.traced_source(call, values, result), 4))
 
-        namespace = dict(span.names, _sp_a=span.start, _sp_b=span.end)
-        wrapper = plan.generate(func, span_name, traced, namespace)
+        wrapper = plan.generate(func, span_name, traced, dict(span.names))
         wrapper.__spanprobe_span__ = span
         return wrapper
 

@@ -1,10 +1,13 @@
-"""A declared span: its two probes, and the code that begins and ends one.
+"""A declared span: its three probes, and the code that begins and ends one.
 
 A span is a start probe and an end probe (``<name>__start``, ``<name>__end``;
-layouts in docs/abi.md "Span protocol") around a call or a block. Traced,
-the code generated here takes ids from the context (context.py), fires the
-start probe with the attributes, and when the call is over fires the end
-probe with the outcome: ok, the exception's type and message, or cancelled.
+layouts in docs/abi.md "Span protocol") around a call or a block, and the
+one-hit span probe (``<name>__span``, onehit.py) that carries both at once.
+Traced, the code generated here takes ids from the context (context.py),
+fires the start probe with the attributes, and when the call is over fires
+the end probe with the outcome: ok, the exception's type and message, or
+cancelled; or, for a tracer on the span probe, reads the clock at begin and
+fires that probe alone at the end.
 The decorators (decorators.py) inline the same code in their wrappers;
 with-blocks (blocks.py) and spanprobe.instrument call it.
 
@@ -20,24 +23,24 @@ import hashlib
 import logging
 import re
 import sys
+import time
 
-from ..abi.protocol import (END_ARGS, END_SUFFIX, FLAG_CONVERSION_FAILED, MAX_ERROR_MESSAGE, ROLE_SPAN_END,
-                            ROLE_SPAN_START, SPAN_KINDS, START_ARGS, START_SUFFIX, STATUS_CANCELLED,
-                            STATUS_ERROR, TRACE_FLAG_SAMPLED)
+from ..abi.protocol import (END_ARGS, END_SUFFIX, FLAG_CONVERSION_FAILED, MAX_ERROR_MESSAGE, ROLE_SPAN,
+                            ROLE_SPAN_END, ROLE_SPAN_START, SPAN_ARGS, SPAN_KINDS, SPAN_SUFFIX, START_ARGS,
+                            START_SUFFIX, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, TRACE_FLAG_SAMPLED)
 from ..abi.types import MAX_ARGS, ArgType
 from ..errors import DeclarationError
 from ..probes.convert import converter
 from ..probes.firing import FAST_PATH_NAMES, comma_each, compile_factory, fast_path, indent
 from ..probes.provider import MAX_NAME_LENGTH
 from . import context
+from .onehit import ZERO, plain, span_emitter
 
 log = logging.getLogger("spanprobe")
 
 MAX_PROBE_BASE = MAX_NAME_LENGTH - len(START_SUFFIX)
 
 # --- attribute values ------------------------------------------------------------
-
-_ZERO = {ArgType.STR: "", ArgType.BYTES: b"", ArgType.F64: 0.0, ArgType.BOOL: False}
 
 
 class _Failed:
@@ -50,19 +53,6 @@ class _Failed:
 
 
 FAILED = _Failed()
-
-
-def _plain(value):
-    """``value`` as an exact builtin type, without running any of its methods; TypeError if impossible."""
-    if isinstance(value, str):
-        return str.__str__(value)      # str subclasses (StrEnum) by their characters
-    if isinstance(value, int):
-        return int.__int__(value)      # IntEnum, bool stay numbers
-    if isinstance(value, float):
-        return float.__float__(value)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(memoryview(value))
-    raise TypeError(type(value).__name__)
 
 
 _logged_internal = False
@@ -94,7 +84,7 @@ def emitter(probe, fixed_count, lazy):
     """
     attrs = probe.args[fixed_count:]
     checks = tuple(converter(a.type, f"probe {probe.qualname} attribute {a.name!r}") for a in attrs)
-    zeros = tuple(check(_ZERO.get(a.type, 0)) for a, check in zip(attrs, checks))
+    zeros = tuple(check(ZERO.get(a.type, 0)) for a, check in zip(attrs, checks))
     site_cell = probe.site_cell  # load() and unload() repoint it; read it at each call
 
     def slow(fixed, values):
@@ -104,7 +94,7 @@ def emitter(probe, fixed_count, lazy):
                 try:
                     if lazy and callable(v):
                         v = v()
-                    out.append(check(_plain(v)))
+                    out.append(check(plain(v)))
                 except Exception:
                     out.append(zero)
                     failed |= 1 << (FLAG_CONVERSION_FAILED + i)
@@ -131,6 +121,16 @@ def emitter(probe, fixed_count, lazy):
     namespace = dict(FAST_PATH_NAMES, _sp_cell=site_cell, _sp_slow=slow)
     source = "def _sp_factory():\n" + "".join(f"    {line}\n" for line in lines) + "    return emit\n"
     return compile_factory(probe.qualname, source, namespace)()
+
+
+def resolved(value):
+    """A lazy value (a zero-argument callable given to a block) called, once; FAILED if it raises."""
+    if callable(value):
+        try:
+            return value()
+        except Exception:
+            return FAILED
+    return value
 
 
 def describe_exception(exc):
@@ -161,29 +161,51 @@ def _c_string(text):
 # A span's traced path as source, used twice: generated wrappers inline it
 # (a traced call then makes no Python call beyond the probes' emitters), and
 # SpanDef compiles it into begin() and finish() for with-blocks and
-# spanprobe.instrument. {values} and {result}: the start and end attribute values,
-# each followed by ", ". A parent is (trace_id_high, trace_id_low, span_id,
-# flags, then the ids as ints; context.py): its span id, index 2, is
-# the new span's parent id. OpenTelemetry is asked for a parent, and told of
-# the new span (one context), only once the application has imported it (one
-# dict lookup until then).
+# spanprobe.instrument. {values}: the start attribute values, each followed by
+# ", " (expressions: bound once to _sp_v<i>, which the end reuses); {result}:
+# the end attribute values, the same way. A parent is (trace_id_high,
+# trace_id_low, span_id, flags, then the ids as ints; context.py): its span id,
+# index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
+# told of the new span (one context), only once the application has imported it
+# (one dict lookup until then). Which probes fire is decided here, at begin, by
+# their semaphores (_sp_a start, _sp_b end, _sp_c the one-hit span probe): the
+# start/end pair if either of its semaphores is set, the span probe (at the end,
+# with the start time read now) if its own is; a tracer attaching mid-span gets
+# nothing of it. Ids become probe arguments (context.id_arg, ~60 ns each) only
+# for a pair: the span probe packs ints, and the context holds None where
+# a span made none (its children and events make them if they need them).
 _BEGIN = """\
-_sp_o = _sp_OTEL in _sp_modules
+{bind}_sp_o = _sp_OTEL in _sp_modules
 _sp_p = (_sp_o and _sp_ctx.otel_parent()) or _sp_get()
 _sp_x = _sp_bits(64) or 1
-_sp_id = _sp_arg(_sp_x)
 if not _sp_p:  # a root span: a new trace, parent span id 0
     _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
-    _sp_p = (_sp_arg(_sp_hx), _sp_arg(_sp_lx), 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
+    _sp_p = (None, None, 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
 _sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
+_sp_t0 = _sp_clock(_sp_BOOTTIME) if _sp_c.enabled else 0
+if _sp_a.enabled or _sp_b.enabled:
+    _sp_pair = 1
+    _sp_id = _sp_arg(_sp_x)
+    if _sp_hi is None:  # the trace's ids as probe arguments: made once, where a start/end pair needs them
+        _sp_hi, _sp_lo = _sp_arg(_sp_hx), _sp_arg(_sp_lx)
+    if _sp_parent is None:
+        _sp_parent = _sp_arg(_sp_px)
+    _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
+else:
+    _sp_pair = 0
+    _sp_id = None
 _sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
 _sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_hx, _sp_lx, _sp_x, _sp_fl)
-_sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 """
+# What finish() and _fail() need of a span begun by _BEGIN.
+_STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_lx, _sp_fl, ({values}))"
 # _sp_end is the end probe's emitter, or its site itself when the end probe
 # has no attributes (nothing to convert: one Python call less). A span that
-# ended ok has no error type or message: NULL, which a tracer need not read
-# (docs/abi.md; two user-memory reads cost ~0.5 µs in the probe here).
+# ended ok has no error type: NULL, which a tracer need not read (docs/abi.md;
+# two user-memory reads cost ~0.5 µs in the probe here); its message is the
+# description of a status the application set (spanprobe.set_status), if any.
+# The span probe fires only if its semaphore is still set (a tracer that left
+# mid-span gets nothing either).
 _END_OK = """\
 try:
     _sp_reset(_sp_t)
@@ -191,16 +213,24 @@ except ValueError:  # a coroutine driven from two contexts: the span is over any
     pass
 if _sp_ot:
     _sp_ctx.otel_leave(_sp_ot)
-if _sp_statuses:
-    _sp_ctx.end_with_status(_sp_x, {end}, _sp_id, ({result}))
-else:
-    {end}(_sp_id, 0, None, None, 0, {result})
+_sp_st, _sp_de = _sp_statuses.pop(_sp_x, _sp_UNSET) if _sp_statuses else _sp_UNSET
+if _sp_pair:
+    {end}(_sp_id, _sp_st, None, _sp_de, 0, {result})
+if _sp_t0 and _sp_c.enabled:
+    _sp_one(_sp_t0, _sp_x, _sp_px, _sp_hx, _sp_lx, _sp_fl, _sp_st, None, _sp_de, {values}{result})
 """
 _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_arg": context.id_arg,
                  "_sp_bits": context.random_bits, "_sp_SAMPLED": TRACE_FLAG_SAMPLED,
                  "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules,
-                 "_sp_statuses": context.statuses}
+                 "_sp_statuses": context.statuses, "_sp_UNSET": (STATUS_OK, None),
+                 "_sp_clock": time.clock_gettime_ns, "_sp_BOOTTIME": time.CLOCK_BOOTTIME}
+
+
+def _bound(values):
+    """Start attribute expressions -> (source binding each to a local once, the locals)."""
+    names = [f"_sp_v{i}" for i in range(len(values))]
+    return "".join(f"{n} = {v}\n" for n, v in zip(names, values) if n != v), names
 
 
 class SpanDef:
@@ -218,57 +248,71 @@ class SpanDef:
             raise DeclarationError(f"span {name!r}: kind {kind!r} is not one of {', '.join(SPAN_KINDS)}")
         self.name, self.kind = name, kind
         base = probe_base(name) if probe is None else probe
-        start_name, end_name = base + START_SUFFIX, base + END_SUFFIX
-        for probe_name in (start_name, end_name):
+        start_name, end_name, one_name = base + START_SUFFIX, base + END_SUFFIX, base + SPAN_SUFFIX
+        for probe_name in (start_name, end_name, one_name):
             if probe_name in provider.probes:
                 raise DeclarationError(
                     f"span {name!r} needs the probe {probe_name!r}, which provider {provider.name!r} "
                     "already has; give this span another name or probe= base name")
-        self.start = declare(provider, start_name, START_ARGS, start_attrs, ROLE_SPAN_START, f"span {name!r}")
-        try:
+        declared = []
+        try:  # declare all three probes or none
+            self.start = declare(provider, start_name, START_ARGS, start_attrs, ROLE_SPAN_START, f"span {name!r}")
+            declared.append(start_name)
             self.end = declare(provider, end_name, END_ARGS, end_attrs, ROLE_SPAN_END, f"span {name!r}")
+            declared.append(end_name)
+            self.one = provider.declare(one_name, SPAN_ARGS, ROLE_SPAN)
         except Exception:
-            del provider.probes[start_name]  # declare both probes or neither
+            for probe_name in declared:
+                del provider.probes[probe_name]
             raise
         self.n_start, self.n_end = len(start_attrs), len(end_attrs)
         # What a span that raised sends for the end attributes it never got: nothing
         # invented, each one's conversion-failure bit (docs/abi.md, "status").
         self._end_unset = (FAILED,) * len(end_attrs)
-        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), lazy),
-                          _sp_end=emitter(self.end, len(END_ARGS), lazy), _sp_fail=self._fail,
-                          _sp_end_cell=self.end.site_cell)
+        # Lazy values (callables given to a block) are called once, where they are given: the start
+        # values when the span begins traced, the end values when it ends; the emitters get values.
+        self._lazy = lazy
+        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), False),
+                          _sp_end=emitter(self.end, len(END_ARGS), False),
+                          _sp_one=span_emitter(self.one, self.start, self.end, internal_error),
+                          _sp_resolved=resolved,
+                          _sp_fail=self._fail, _sp_end_cell=self.end.site_cell,
+                          _sp_a=self.start, _sp_b=self.end, _sp_c=self.one)
         values = [f"_sp_v{i}" for i in range(self.n_start)]
         results = [f"_sp_r{i}" for i in range(self.n_end)]
         source = ("def _sp_factory():\n"
                   f"    def begin({comma_each(values)}):\n"
-                  + indent(_BEGIN.format(values=comma_each(values)), 8)
-                  + "        return _sp_t, _sp_ot, _sp_id, _sp_x\n"
+                  + indent(_BEGIN.format(bind="".join(f"{v} = _sp_resolved({v})\n" for v in values) if lazy else "",
+                                         values=comma_each(values)), 8)
+                  + f"        return {_STATE.format(values=comma_each(values))}\n"
                   f"    def finish_ok(_sp_s, {comma_each(results)}):\n"
-                  "        _sp_t, _sp_ot, _sp_id, _sp_x = _sp_s\n"
-                  + indent(self._end_ok(results), 8)
+                  f"        {_STATE.format(values=comma_each(values))} = _sp_s\n"
+                  + indent(self._end_ok(values, results), 8)
                   + "    return begin, finish_ok\n")
         self._begin, self._finish_ok = compile_factory(name, source, dict(self.names))()
-        entry = {"name": name, "kind": kind, "start": start_name, "end": end_name}
+        entry = {"name": name, "kind": kind, "start": start_name, "end": end_name, "span": one_name}
         if code:
             entry["code"] = code
         provider.add_schema_span(entry)
 
     @property
     def enabled(self):
-        """Whether a tracer listens to either probe of this span."""
-        return bool(self.start.enabled or self.end.enabled)
+        """Whether a tracer listens to any probe of this span."""
+        return bool(self.one.enabled or self.start.enabled or self.end.enabled)
 
     def traced_source(self, call, values, result):
         """The traced branch of a wrapper: begin, ``_sp_r = call``, end (needs self.names)."""
-        return (_BEGIN.format(values=comma_each(values))
+        bind, values = _bound(values)
+        state = _STATE.format(values=comma_each(values))
+        return (_BEGIN.format(bind=bind, values=comma_each(values))
                 + f"try:\n    _sp_r = {call}\n"
-                + "except BaseException as _sp_e:\n    _sp_fail(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_e)\n    raise\n"
-                + self._end_ok(result)
+                + f"except BaseException as _sp_e:\n    _sp_fail({state}, _sp_e)\n    raise\n"
+                + self._end_ok(values, result)
                 + "return _sp_r\n")
 
-    def _end_ok(self, result):
+    def _end_ok(self, values, result):
         end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"
-        return _END_OK.format(end=end, result=comma_each(result))
+        return _END_OK.format(end=end, values=comma_each(values), result=comma_each(result))
 
     def begin(self, values):
         """Make a new span current and fire the start probe; returns finish()'s state."""
@@ -279,13 +323,16 @@ class SpanDef:
 
         ``values``: the end attributes given (FAILED where not), also when the block raised.
         """
+        if values and self._lazy:
+            values = tuple(map(resolved, values))
         if exc is None:
             self._finish_ok(state, *(values or self._end_unset))
         else:
-            self._fail(*state, exc, values)
+            self._fail(state, exc, values)
 
-    def _fail(self, token, otel_token, span_id, span_int, exc, values=None):
+    def _fail(self, state, exc, values=None):
         """End the span with the exception's status; end attributes not given are marked, not zeroed."""
+        token, otel_token, span_id, span_int, pair, t0, parent, high, low, flags, start_values = state
         context.leave(token)
         if otel_token:
             context.otel_leave(otel_token)
@@ -295,10 +342,15 @@ class SpanDef:
         except Exception:
             internal_error()
             status, error_type, message = STATUS_ERROR, b"", b""
-        self.names["_sp_end"](span_id, status, error_type, message, 0, *(values or self._end_unset))
+        end_values = values or self._end_unset
+        if pair:
+            self.names["_sp_end"](span_id, status, error_type, message, 0, *end_values)
+        if t0 and self.one.enabled:
+            self.names["_sp_one"](t0, span_int, parent, high, low, flags, status, error_type, message,
+                                  *start_values, *end_values)
 
     def __repr__(self):
-        return f"<SpanDef {self.name!r} kind={self.kind} {self.start.name}/{self.end.name}>"
+        return f"<SpanDef {self.name!r} kind={self.kind} {self.start.name}/{self.end.name}/{self.one.name}>"
 
 
 def declare(provider, probe_name, fixed, attrs, role, what):

@@ -53,6 +53,9 @@ class Event:
         ctx = context.parent_context()
         if ctx is None:
             self._emit(0, 0, 0, 0, *values)
+        elif ctx[2] is None:  # a span traced by its one-hit probe alone made no id arguments
+            arg = context.id_arg
+            self._emit(arg(ctx[6]), arg(ctx[4]), arg(ctx[5]), ctx[3], *values)
         else:
             self._emit(ctx[2], ctx[0], ctx[1], ctx[3], *values)
 

@@ -28,15 +28,26 @@ def test_schema_describes_spans_and_events(declared):
     s = declared.schema()
     schema.validate(s)
     roles = {p["name"]: p["role"] for p in s["probes"]}
-    assert roles == {"handle__start": "span_start", "handle__end": "span_end", "block__start": "span_start",
-                     "block__end": "span_end", "tick": "event", "plain": "plain"}
+    assert roles == {"handle__start": "span_start", "handle__end": "span_end", "handle__span": "span",
+                     "block__start": "span_start", "block__end": "span_end", "block__span": "span",
+                     "tick": "event", "plain": "plain"}
     span = s["spans"][0]
-    assert {k: span[k] for k in ("name", "kind", "start", "end")} == {
-        "name": "handle", "kind": "server", "start": "handle__start", "end": "handle__end"}
+    assert {k: span[k] for k in ("name", "kind", "start", "end", "span")} == {
+        "name": "handle", "kind": "server", "start": "handle__start", "end": "handle__end", "span": "handle__span"}
+    assert _probe(s, "handle__span")["args"] == [{"name": "span", "type": "bytes"}]
     assert span["code"]["function"].endswith("handle") and span["code"]["lineno"] > 0
     assert s["events"] == [{"name": "tick", "probe": "tick"}]
     start_args = next(p["args"] for p in s["probes"] if p["name"] == "handle__start")
     assert start_args[-1] == {"name": "http.request.method", "type": "str"}
+
+
+def test_a_span_entry_without_its_one_hit_probe_is_valid(declared):
+    """Hand-declared spans and older SDKs have no "span" probe: their schemas stay valid."""
+    s = copy.deepcopy(declared.schema())
+    for entry in s["spans"]:
+        del entry["span"]
+    s["probes"] = [p for p in s["probes"] if p["role"] != "span"]
+    schema.validate(s)
 
 
 def test_schema_survives_the_elf_round_trip(declared):
@@ -69,6 +80,11 @@ def _probe(s, name):
     (lambda s: s["spans"][0].update(kind="sideways"), "unknown kind"),
     (lambda s: s["spans"][0].update(name=""), "non-empty"),
     (lambda s: s["spans"][0].update(code={"lineno": "12"}), "bad code entry"),
+    (lambda s: s["spans"][0].update(span="handle__end"), "has role 'span_end', not 'span'"),
+    (lambda s: s["spans"][1].update(span="handle__span"), "already belongs"),
+    (lambda s: s["spans"][0].update(span="nope"), "span probe 'nope' is not declared"),
+    (lambda s: s["spans"][0].pop("span"), "no span or event entry"),
+    (lambda s: _probe(s, "handle__span")["args"].append({"name": "x", "type": "u8"}), "no arguments after span"),
 ])
 def test_validate_refuses_inconsistent_span_layouts(declared, change, message):
     with pytest.raises(SchemaError, match=message):

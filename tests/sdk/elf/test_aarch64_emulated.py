@@ -17,7 +17,8 @@ import struct
 
 import pytest
 
-from spanprobe.abi.protocol import PROBE_ROLES, view_of, views
+from spanprobe.abi.protocol import PROBE_ROLES, ROLE_SPAN, payload_format, payload_words, view_of, views
+from spanprobe.abi.types import ArgType
 from spanprobe_tracer.discover import argspec, procfs
 from spanprobe_tracer.discover.scan import Scanner
 from tests.support import Lines, semaphores
@@ -170,9 +171,19 @@ def test_semaphores_set_from_outside_turn_the_probes_on(app, provider, tmp_path)
     hits = {n: sum(1 for r in records if names[r.probe] == n) for n in names}
     assert hits == {n: 1 for n in names}, "every probe fired once while its semaphore was set"
     seen = {}
+    spans = {e["span"]: e for e in image.schema["spans"] if "span" in e}
     for r in records:
         probe = image.probes[names[r.probe]]
         assert r.fail == 0, "probe %s: the tracer's reads failed (bits %#x)" % (probe.name, r.fail)
+        if probe.role == ROLE_SPAN:  # a whole span in one value: its layout from its start and end probes
+            entry = spans[probe.name]
+            start, end = ([ArgType(t) for _, t in image.probes[entry[k]].args] for k in ("start", "end"))
+            data = r.data[0]
+            assert len(data) == struct.calcsize(payload_format(start, end))
+            words = struct.unpack(payload_format(start, end), data)[1:]
+            first_start, first_end = payload_words(len(start))
+            assert words[0] and words[first_start] == words[first_end] != 0, "start time, span id twice"
+            continue
         for (arg, typ), word, loc, data in zip(probe.args, r.words, probe.specs, r.data):
             if arg in EXPECTED:
                 seen[arg] = decode(typ, word, loc, data)

@@ -35,7 +35,7 @@ def test_span_block(provider):
     assert starts[0]["span_id"] == inner_ids[2]
     assert [e["status"] for e in ends] == [0, 1] and ends[1]["error_type"] == "KeyError"
     assert provider.schema_spans[-1] == {"name": "db.query", "kind": "client", "start": "db_query__start",
-                                   "end": "db_query__end"}
+                                   "end": "db_query__end", "span": "db_query__span"}
     with pytest.raises(TypeError):
         query("missing rows")  # a wrong call fails like any call, traced or not
 

@@ -179,7 +179,7 @@ def test_long_names_are_cut_to_unique_identifiers(provider):
     provider.span(long1)(lambda: None)
     provider.span(long2)(lambda: None)
     names = list(provider.probes)
-    assert len(set(names)) == 4 and all(len(n) <= 64 for n in names)
+    assert len(set(names)) == 6 and all(len(n) <= 64 for n in names)
 
 
 def test_declaring_after_load_fails(provider):

@@ -156,6 +156,22 @@ def test_list_shows_schema_and_json(tracee):
 
 
 @needs_root
+def test_list_shows_one_hit_span_probes(tracee_factory):
+    """A span with a one-hit span probe: named on its span's line, not listed again as a probe of its own."""
+    tracee = tracee_factory(env={"SPANPROBE_TRACEE_ONE_HIT": "1"})
+    tracee.send("load shop")
+    r = run_spanprobe("list", "--pid", str(tracee.pid))
+    assert r.returncode == 0, r.stderr
+    assert "span GET /items [server]  req_start -> req_end  (one hit: req_span)  at handle /srv/app.py:42" in r.stdout
+    assert "span db.query [client]  db_start -> db_end  (one hit: db_span)\n" in r.stdout
+    assert "span probe" not in r.stdout
+    (info,) = json.loads(run_spanprobe("list", "--pid", str(tracee.pid), "--json").stdout)
+    assert {(s["name"], s["span"]) for s in info["providers"][0]["spans"]} == {("GET /items", "req_span"),
+                                                                               ("db.query", "db_span")}
+    assert {p["name"]: p["role"] for p in info["providers"][0]["probes"]}["req_span"] == "span"
+
+
+@needs_root
 def test_list_all_finds_the_process(tracee):
     tracee.send("load shop")
     r = run_spanprobe("list", "--all", "--json")

@@ -62,3 +62,44 @@ def test_config_is_checked():
                 CaptureConfig(min_duration_ns=-1)):
         with pytest.raises(ValueError):
             bad.check()
+
+
+def test_spans_with_a_one_hit_probe_are_traced_by_it_alone():
+    """An SDK span (start, end and span probes): the plan attaches its span probe and one handler; a
+    hand-declared span (no span probe) keeps the pair; a sampler that remembers trace decisions keeps
+    the pair for every span (kernel.plan.one_hit_allowed)."""
+    from spanprobe_tracer.kernel.sampling import Sampler
+    p = Provider("mixed")
+    p.span("sdk", attributes={"a": str})(lambda a: a)
+    p.declare("hand_start", [*START_ARGS, Arg("a", T.STR)], "span_start")
+    p.declare("hand_end", END_ARGS, "span_end")
+    p.add_schema_span({"name": "hand", "start": "hand_start", "end": "hand_end"})
+    plan = ProviderPlan(image_of(p), CaptureConfig())
+    spans = {s.name: s for s in plan.spans}
+    assert spans["sdk"].one.name == "sdk__span" and spans["sdk"].shape.functions == [spans["sdk"].shape.one_fn]
+    assert spans["hand"].one is None
+    assert spans["hand"].shape.functions == [spans["hand"].shape.start_fn, spans["hand"].shape.end_fn]
+    assert spans["sdk"].shape is not spans["hand"].shape   # same start/end shapes, other handlers
+    assert not [pt for pt in plan.points if pt.role == "span"]
+    for name in ("parentbased_traceidratio", "parentbased_always_off", "adaptive"):
+        paired = ProviderPlan(image_of(p), CaptureConfig(sampler=Sampler(name, 0.5)))
+        assert [s.one for s in paired.spans] == [None, None], name
+    stateless = ProviderPlan(image_of(p), CaptureConfig(sampler=Sampler("traceidratio", 0.5)))
+    assert {s.name: s.one is not None for s in stateless.spans} == {"sdk": True, "hand": False}
+    assert [s.one for s in ProviderPlan(image_of(p), CaptureConfig(one_hit=False)).spans] == [None, None]
+
+
+def test_a_span_probe_that_is_not_one_bytes_value_is_not_used():
+    """Defence in depth (the schema validator refuses it first): the span falls back to its pair."""
+    image = image_of(_one_hit_provider())
+    probe = image.probes["op__span"]
+    image.probes["op__span"] = type(probe)(probe.name, probe.role, [("span", "u64")], probe.specs, probe.locations)
+    warnings = []
+    (span,) = ProviderPlan(image, CaptureConfig(), warn=warnings.append).spans
+    assert span.one is None and any("not one bytes value" in w for w in warnings)
+
+
+def _one_hit_provider():
+    p = Provider("onehit")
+    p.span("op")(lambda: None)
+    return p

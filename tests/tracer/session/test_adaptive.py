@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.support.otlp_receiver import Collector, GrpcReceiver
-from tests.support.tracer_helpers import SITES, Tracer, stats_of, wait_attached
+from tests.support.tracer_helpers import Tracer, stats_of, wait_attached
 from tests.tracer.session.test_span_metrics import metric_points
 
 pytestmark = pytest.mark.bpf
@@ -27,7 +27,10 @@ class SlowCollector(Collector):
         return super().arrived(arrival)
 
 
-def test_overload_gives_fewer_whole_traces_and_exact_metrics(tracee, tmp_path):
+def test_overload_gives_fewer_whole_traces_and_exact_metrics(span_path, tmp_path):
+    """On both span paths: with one-hit span probes the tracer still pairs start and end probes under the
+    adaptive sampler (it remembers each trace's decision from the trace's first span to start)."""
+    tracee = span_path.tracee()
     receiver = GrpcReceiver(SlowCollector())
     tracee.send("load shop")
     stats_file = tmp_path / "stats.json"
@@ -35,7 +38,7 @@ def test_overload_gives_fewer_whole_traces_and_exact_metrics(tracee, tmp_path):
                     "--stats-file", str(stats_file), "--duration", "300", "--sampler", "adaptive",
                     env={"OTEL_METRIC_EXPORT_INTERVAL": "1000"})
     try:
-        wait_attached(tracer, SITES)
+        wait_attached(tracer, span_path.sites("--sampler", "adaptive"))
         t0 = time.monotonic()
         reply = tracee.send("spans shop %d" % TRACES, timeout=120)
         fire_s = time.monotonic() - t0

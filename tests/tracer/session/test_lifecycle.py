@@ -26,12 +26,12 @@ def stats_file(tmp_path):
     return str(tmp_path / "stats.json")
 
 
-def trace_commands(tracee, out, stats_file, commands, spans, *args):
-    """Trace ``tracee`` (--pid, one provider loaded); once the tracer is attached, send each of
-    ``commands`` and stop the tracer when ``spans`` spans are written. (tracer, replies)."""
+def trace_commands(tracee, out, stats_file, commands, spans, *args, sites=SITES):
+    """Trace ``tracee`` (--pid, one provider loaded of ``sites`` probe sites); once the tracer is attached,
+    send each of ``commands`` and stop the tracer when ``spans`` spans are written. (tracer, replies)."""
     tracer = jsonl_tracer(out, stats_file, "--pid", str(tracee.pid), *args)
     try:
-        wait_attached(tracer, SITES)
+        wait_attached(tracer, sites)
         replies = [tracee.send(command) for command in commands]
         assert wait_until(lambda: len(read_jsonl(out)) >= spans, timeout=60), tracer.stopped()
         assert tracer.stop() == 0, tracer.stderr
@@ -181,13 +181,15 @@ def test_spans_from_many_threads(tracee, out, stats_file):
         assert spans[trace["ok_child"]]["parent_span_id"] == trace["root"]
 
 
-def test_min_duration_threshold_filters_in_kernel(tracee, out, stats_file):
+def test_min_duration_threshold_filters_in_kernel(span_path, out, stats_file):
     """The threshold is wide (250 ms) because the "fast" span, two probes fired back to back,
     lasts as long as its thread is kept off the CPU between them: on a loaded machine, tens
     of milliseconds. Stopping the tracer drains everything, so a fast span that got through
-    would be in the output."""
+    would be in the output. On both span paths (on the one-hit path, the start time is the SDK's)."""
+    tracee = span_path.tracee()
     tracee.send("load shop")
-    _, (ids,) = trace_commands(tracee, out, stats_file, ["slow shop 500"], 1, "--min-duration", "250ms")
+    _, (ids,) = trace_commands(tracee, out, stats_file, ["slow shop 500"], 1, "--min-duration", "250ms",
+                               sites=span_path.sites())
     spans = read_jsonl(out)
     assert [s["span_id"] for s in spans] == [ids["slow"]]
     assert spans[0]["duration_ns"] >= 500_000_000

@@ -2,7 +2,9 @@
 
 Two tracees share traces: process A begins each trace's root span (and a local
 child), process B runs a server span under that root with a child of its own,
-then A ends the root. Four spans a trace, in two processes.
+then A ends the root. Four spans a trace, in two processes. Each test runs on
+both span paths (span_path: start/end probes paired in the kernel, and the
+one-hit span probe, which the tracer uses where its sampler allows).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import Decision, TraceIdRatioBased
 
 from spanprobe_tracer.errors import TracerError
 from spanprobe_tracer.kernel.sampling import Sampler, bound_for, resolve_sampler
-from tests.support.tracer_helpers import SITES, jsonl_tracer, read_jsonl, run_spanprobe, stats_of, wait_attached
+from tests.support.tracer_helpers import jsonl_tracer, read_jsonl, run_spanprobe, stats_of, wait_attached
 
 TRACES = 2000
 SPANS_PER_TRACE = 4
@@ -27,16 +29,16 @@ def sdk_keeps(trace_id_hex: str, ratio: float) -> bool:
     return result.decision == Decision.RECORD_AND_SAMPLE
 
 
-def run_shared(tracee_factory, tmp_path, *args, seed=7, remote=False):
+def run_shared(span_path, tmp_path, *args, seed=7, remote=False):
     """The two-process traces, traced with ``args``: (spans by trace id, the tracer's accounting, trace ids)."""
-    a, b = tracee_factory(), tracee_factory()
+    a, b = span_path.tracee(), span_path.tracee()
     for t in (a, b):
         t.send("load shop")
     out, stats_file = tmp_path / "spans.jsonl", tmp_path / "stats.json"
     tracer = jsonl_tracer(out, stats_file, "--pid", str(a.pid), "--pid", str(b.pid), *args)
     extra = ("remote",) if remote else ()
     try:
-        wait_attached(tracer, 2 * SITES)
+        wait_attached(tracer, 2 * span_path.sites(*args))
         a.send(" ".join(("begin shop", str(TRACES), str(seed)) + extra))
         b.send(" ".join(("join shop", str(TRACES), str(seed)) + extra))
         ids = a.send("finish shop")["traces"]
@@ -62,8 +64,8 @@ def assert_whole(traces):
 
 
 @pytest.mark.bpf
-def test_traceidratio_keeps_a_tenth_of_whole_traces_as_the_sdk_decides(tracee_factory, tmp_path):
-    traces, stats, ids, err = run_shared(tracee_factory, tmp_path, "--sampler", "traceidratio",
+def test_traceidratio_keeps_a_tenth_of_whole_traces_as_the_sdk_decides(span_path, tmp_path):
+    traces, stats, ids, err = run_shared(span_path, tmp_path, "--sampler", "traceidratio",
                                          "--sampler-arg", "0.1")
     assert len(ids) == TRACES
     expected = {t for t in ids if sdk_keeps(t, 0.1)}
@@ -78,10 +80,10 @@ def test_traceidratio_keeps_a_tenth_of_whole_traces_as_the_sdk_decides(tracee_fa
 
 
 @pytest.mark.bpf
-def test_parentbased_ratio_drops_children_of_dropped_roots_in_the_other_process(tracee_factory, tmp_path):
+def test_parentbased_ratio_drops_children_of_dropped_roots_in_the_other_process(span_path, tmp_path):
     """The SDK marks its own traces sampled; the root's decision, remembered in the kernel, still rules
     the children that carry that flag, in the other process too."""
-    traces, stats, ids, _ = run_shared(tracee_factory, tmp_path, "--sampler", "parentbased_traceidratio",
+    traces, stats, ids, _ = run_shared(span_path, tmp_path, "--sampler", "parentbased_traceidratio",
                                        "--sampler-arg", "0.1", seed=11)
     assert set(traces) == {t for t in ids if sdk_keeps(t, 0.1)}
     assert_whole(traces)
@@ -89,10 +91,10 @@ def test_parentbased_ratio_drops_children_of_dropped_roots_in_the_other_process(
 
 
 @pytest.mark.bpf
-def test_parentbased_follows_the_sampled_flag_of_a_remote_parent(tracee_factory, tmp_path):
+def test_parentbased_follows_the_sampled_flag_of_a_remote_parent(span_path, tmp_path):
     """Roots with a remote parent: kept when the flags say sampled (even traces), dropped otherwise,
     whatever the ratio."""
-    traces, stats, ids, _ = run_shared(tracee_factory, tmp_path, "--sampler", "parentbased_traceidratio",
+    traces, stats, ids, _ = run_shared(span_path, tmp_path, "--sampler", "parentbased_traceidratio",
                                        "--sampler-arg", "0.1", seed=5, remote=True)
     assert set(traces) == set(ids[0::2])
     for spans in traces.values():
@@ -147,8 +149,8 @@ def test_a_bad_sampler_is_refused_before_anything_is_attached():
     ("parentbased_always_off", True, lambda ids: set(ids[0::2])),   # the remote parent's flag rules
     ("parentbased_always_on", True, lambda ids: set(ids[0::2])),
 ])
-def test_the_other_samplers_on_shared_traces(tracee_factory, tmp_path, sampler, remote, kept):
-    traces, stats, ids, _ = run_shared(tracee_factory, tmp_path, "--sampler", sampler, seed=3, remote=remote)
+def test_the_other_samplers_on_shared_traces(span_path, tmp_path, sampler, remote, kept):
+    traces, stats, ids, _ = run_shared(span_path, tmp_path, "--sampler", sampler, seed=3, remote=remote)
     expected = kept(ids)
     assert set(traces) == expected
     assert_whole(traces)

@@ -1,4 +1,7 @@
-"""Span metrics counted in the kernel from every span, exported over OTLP like the spanmetrics connector."""
+"""Span metrics counted in the kernel from every span, exported over OTLP like the spanmetrics connector.
+
+The counting tests run on both span paths (span_path: start/end probes paired in the kernel, and the
+one-hit span probe)."""
 
 from __future__ import annotations
 
@@ -39,15 +42,16 @@ def metric_points(collector, name):
     return last
 
 
-def trace_spans(tracee, receiver, tmp_path, *args, env=None):
-    """`spans shop TRACES` in ``tracee`` traced to ``receiver`` with ``args``; the tracer's accounting."""
+def trace_spans(tracee, receiver, tmp_path, *args, env=None, sites=SITES):
+    """`spans shop TRACES` in ``tracee`` traced to ``receiver`` with ``args`` (``sites`` probe sites attached);
+    the tracer's accounting."""
     tracee.send("load shop")
     stats_file = tmp_path / "stats.json"
     tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "otlp", "--otlp-endpoint", receiver.endpoint,
                     "--stats-file", str(stats_file), "--duration", "120", *args,
                     env=dict({"OTEL_METRIC_EXPORT_INTERVAL": "300"}, **(env or {})))
     try:
-        wait_attached(tracer, SITES)
+        wait_attached(tracer, sites)
         tracee.send("spans shop %d" % TRACES)
         tracee.send("exit 0")
         assert tracer.wait(60) == 0, tracer.stderr
@@ -56,8 +60,9 @@ def trace_spans(tracee, receiver, tmp_path, *args, env=None):
     return stats_of(stats_file)
 
 
-def test_counts_equal_spans_fired_while_a_tenth_is_sampled(tracee, grpc_receiver, tmp_path):
-    stats = trace_spans(tracee, grpc_receiver, tmp_path, "--sampler", "traceidratio", "--sampler-arg", "0.1")
+def test_counts_equal_spans_fired_while_a_tenth_is_sampled(span_path, grpc_receiver, tmp_path):
+    tracee, args = span_path.tracee(), ("--sampler", "traceidratio", "--sampler-arg", "0.1")
+    stats = trace_spans(tracee, grpc_receiver, tmp_path, *args, sites=span_path.sites(*args))
     assert 0 < stats["spans_received"] < TRACES * 3 and stats["sampled_out"] == TRACES * 3 - stats["spans_received"]
     # each trace's event goes with it
     assert stats["kernel"]["point_sampled_out"] == TRACES - stats["spans_received"] // 3
@@ -81,11 +86,12 @@ def test_counts_equal_spans_fired_while_a_tenth_is_sampled(tracee, grpc_receiver
         assert len(point.bucket_counts) == len(DEFAULT_BOUNDS_MS) + 1
 
 
-def test_histograms_match_the_sdks_for_the_same_durations(tracee, grpc_receiver, tmp_path):
+def test_histograms_match_the_sdks_for_the_same_durations(span_path, grpc_receiver, tmp_path):
     """Every span exported (always_on): the durations the spans carry, recorded in the OpenTelemetry SDK's own
     histogram with the same bounds, give the same buckets, count and sum as the kernel's."""
     bounds = "0.01,0.02,0.05,0.1,0.5,1,5"
-    trace_spans(tracee, grpc_receiver, tmp_path, "--sampler", "always_on", "--histogram-buckets", bounds)
+    args = ("--sampler", "always_on", "--histogram-buckets", bounds)
+    trace_spans(span_path.tracee(), grpc_receiver, tmp_path, *args, sites=span_path.sites(*args))
     spans = grpc_receiver.collector.spans
     assert len(spans) == 3 * TRACES
     reader = InMemoryMetricReader()
@@ -111,16 +117,17 @@ def test_histograms_match_the_sdks_for_the_same_durations(tracee, grpc_receiver,
     provider.shutdown()
 
 
-def test_http_server_duration_counts_every_request_by_method_route_and_status(tracee, grpc_receiver, tmp_path):
+def test_http_server_duration_counts_every_request_by_method_route_and_status(span_path, grpc_receiver, tmp_path):
     """http.server.request.duration from HTTP server spans, a tenth of them sampled: counts exact per method,
     route and status, the names sent by the kernel, seconds and the semantic conventions' buckets."""
+    tracee = span_path.tracee()
     tracee.send("web web")
     stats_file = tmp_path / "stats.json"
     tracer = Tracer("trace", "--pid", str(tracee.pid), "--exporter", "otlp", "--otlp-endpoint",
                     grpc_receiver.endpoint, "--stats-file", str(stats_file), "--duration", "120",
                     "--sampler", "traceidratio", "--sampler-arg", "0.1", env={"OTEL_METRIC_EXPORT_INTERVAL": "300"})
     try:
-        wait_attached(tracer, 2)
+        wait_attached(tracer, span_path.sites("--sampler", "traceidratio", spans=1, others=0))
         counts = tracee.send("requests web 1200")["counts"]
         tracee.send("exit 0")
         assert tracer.wait(60) == 0, tracer.stderr

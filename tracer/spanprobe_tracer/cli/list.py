@@ -87,15 +87,16 @@ def render(info: dict) -> List[str]:
             if code:
                 where = "  at %s %s:%s" % (safe_text(str(code.get("function", "?"))),
                                            safe_text(str(code.get("filepath", "?"))), code.get("lineno", "?"))
-            lines.append("    span %s [%s]  %s -> %s%s" % (safe_text(str(span.get("name"))),
-                                                           span.get("kind", DEFAULT_KIND), span["start"],
-                                                           span["end"], where))
+            one = "  (one hit: %s)" % span["span"] if span.get("span") else ""
+            lines.append("    span %s [%s]  %s -> %s%s%s" % (safe_text(str(span.get("name"))),
+                                                             span.get("kind", DEFAULT_KIND), span["start"],
+                                                             span["end"], one, where))
             start_attrs, end_attrs = _attributes(start, ROLE_SPAN_START), _attributes(end, ROLE_SPAN_END)
             if start_attrs:
                 lines.append("      attributes: " + _args_text(start_attrs))
             if end_attrs:
                 lines.append("      end attributes: " + _args_text(end_attrs))
-            shown.update((span["start"], span["end"]))
+            shown.update((span["start"], span["end"], span.get("span")))
         for event in prov["events"]:
             attrs = _attributes(probes.get(event["probe"]), ROLE_EVENT)
             lines.append("    event %s  (probe %s)%s" % (

@@ -114,6 +114,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                      help="started-but-not-ended spans remembered per span type (default 65536)")
     cap.add_argument("--ring-buffer-mb", type=int, default=16, metavar="MB",
                      help="kernel ring buffer size, a power of two (default 16)")
+    cap.add_argument("--paired-spans", action="store_true",
+                     help="trace every span by its start and end probes (two probe hits a span), also spans that "
+                          "have a one-hit span probe (one hit): for comparisons")
     cap.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                      help="with --pid: wait this long for a provider to be loaded before giving up")
     cap.add_argument("--flush-timeout", type=float, default=10.0, metavar="SECONDS",
@@ -302,6 +305,7 @@ def capture_config(args) -> CaptureConfig:
     """What the capture, sampling and metrics flags ask the kernel side to do."""
     return CaptureConfig(string_max=args.string_size, min_duration_ns=args.min_duration,
                          max_open_spans=args.max_open_spans, ringbuf_bytes=args.ring_buffer_mb << 20,
+                         one_hit=not args.paired_spans,
                          sampler=resolve_sampler(args.sampler, args.sampler_arg),
                          metrics=metrics_exporter_name(args) != "none",
                          histogram_bounds_ns=bounds_ns(histogram_bounds_ms(args)))

@@ -31,6 +31,7 @@ class Counter(enum.IntEnum):
     METRICS_MAP_FULL = 11   # span ends missing from the span metrics: their series map was full
     POINT_SAMPLED_OUT = 12  # events the sampler dropped with their trace (not a loss)
     NAME_RB_FULL = 13       # HTTP method/route names not sent yet: ring buffer full (sent with a later span)
+    BAD_SPAN_PAYLOAD = 14   # one-hit span probe hits whose payload could not be read or had the wrong size
 
 
 #: Slots in the array (room for more counters without changing its size).

@@ -6,8 +6,11 @@ arguments. Names (of spans, attributes, providers) only matter in userspace.
 So code and records are laid out per shape:
 
 * a *span shape* (start probe shape + end probe shape) gets a start handler,
-  an end handler and an open-span map; every span type of that shape, in any
-  provider, shares them;
+  an end handler and an open-span map; or, for spans traced by their one-hit
+  span probe (the shape then also has that probe's argument location), one
+  handler that reads the span's payload (spanprobe.abi.protocol.payload_format)
+  and emits the same record; every span type of that shape, in any provider,
+  shares them;
 * a *point shape* (event or plain probe) gets one handler.
 
 A ModuleLayout is a set of distinct shapes: what one compiled module holds.
@@ -64,6 +67,8 @@ class CaptureConfig:
     max_open_spans: int = 65536
     #: Size of the shared ring buffer (a power of two, at least one page).
     ringbuf_bytes: int = 16 << 20
+    #: Trace spans that have a one-hit span probe by it (kernel.plan.one_hit_allowed)?
+    one_hit: bool = True
     #: Which spans leave the kernel (kernel.sampling).
     sampler: Sampler = Sampler()
     #: Count every span in the span metrics map (kernel.metrics)?
@@ -127,10 +132,12 @@ class SpanShape:
     """Record layout and handlers for spans whose start and end probes have these shapes."""
 
     def __init__(self, index: int, start: Tuple[ArgShape, ...], end: Tuple[ArgShape, ...], string_max: int,
-                 http: Optional[HttpFields] = None):
+                 http: Optional[HttpFields] = None, one: Optional[ArgLocation] = None):
         self.index = index
         self.start = start
         self.end = end
+        #: Where the one-hit span probe's payload pointer is, for spans traced by that probe; else None.
+        self.one = one
         #: Where an HTTP server span's method, route and status code are (kernel.metrics), or None.
         self.http = http
         self.start_fields, end_at = _place(start, SPAN_START_AT + 16, string_max)
@@ -140,6 +147,12 @@ class SpanShape:
         self.record_size = _align8(end_at)
         self.start_fn = "sp_span%d_start" % index
         self.end_fn = "sp_span%d_end" % index
+        self.one_fn = "sp_span%d_one" % index
+
+    @property
+    def functions(self) -> List[str]:
+        """The handlers this shape compiles: the one-hit one, or the start and end pair."""
+        return [self.one_fn] if self.one is not None else [self.start_fn, self.end_fn]
 
 
 class PointShape:
@@ -165,10 +178,10 @@ class ModuleLayout:
         self.machine = machine
         self.config = config
         sm = config.string_max
-        self.spans = [SpanShape(i, s, e, sm, http) for i, (s, e, http) in enumerate(span_shapes)]
+        self.spans = [SpanShape(i, s, e, sm, http, one) for i, (s, e, http, one) in enumerate(span_shapes)]
         self.points = [PointShape(i, role, shape, sm) for i, (role, shape) in enumerate(point_shapes)]
         self.key = hashlib.sha256(repr((machine, config, list(span_shapes), list(point_shapes))).encode()).hexdigest()
 
     @property
     def functions(self) -> List[str]:
-        return [f for s in self.spans for f in (s.start_fn, s.end_fn)] + [p.fn for p in self.points]
+        return [f for s in self.spans for f in s.functions] + [p.fn for p in self.points]

@@ -1,7 +1,10 @@
 """What to attach for one provider: its span and point types, and the module layout they need.
 
-A provider's schema names its spans (a start probe and an end probe each),
-its events and its plain probes. The plan pairs them up, checks each against
+A provider's schema names its spans (a start probe and an end probe each,
+and from SDKs that have it a one-hit span probe), its events and its plain
+probes. The plan pairs them up, picks a span's one-hit probe where it has
+one (one uprobe hit a span instead of two; then its start and end probes
+are not attached), checks each against
 the span protocol's fixed arguments (spanprobe.abi.protocol), and gives
 every span type and point type the shape its handlers are rendered for.
 Spans of one shape share handlers, so a provider with twenty spans of three
@@ -19,8 +22,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_PLAIN, ROLE_SPAN_END,
-                                    ROLE_SPAN_START)
+from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_PLAIN, ROLE_SPAN,
+                                    ROLE_SPAN_END, ROLE_SPAN_START)
 
 from ..discover import ProbeInfo, ProviderImage
 from .layout import CaptureConfig, ModuleLayout, PointShape, SpanShape, probe_shape
@@ -56,6 +59,8 @@ class SpanType:
     code: Optional[dict]
     start: ProbeInfo
     end: ProbeInfo
+    #: The one-hit span probe, when the span has one and the plan uses it: then it alone is attached.
+    one: Optional[ProbeInfo] = None
     shape: Optional[SpanShape] = None
     #: The schema's "code" as semantic-convention attributes (code.function.name, ...).
     code_attributes: Dict[str, object] = field(init=False)
@@ -73,6 +78,14 @@ class PointType:
     provider: str
     probe: ProbeInfo
     shape: Optional[PointShape] = None
+
+
+def one_hit_allowed(config: CaptureConfig) -> bool:
+    """May spans be traced by their one-hit span probe under ``config``? Not when it asks for the pair
+    (--paired-spans), nor with a sampler that remembers each trace's decision (kernel.sampling): the first
+    span of a trace to *start* on the host decides there, and the span probe reports a span only when it
+    ends, children before their parents."""
+    return config.one_hit and not config.sampler.stateful
 
 
 def _types(probe: ProbeInfo) -> tuple:
@@ -97,7 +110,8 @@ class ProviderPlan:
         span_shapes: List[tuple] = []
         point_shapes: List[tuple] = []
         keys = {s: (probe_shape(s.start), probe_shape(s.end),
-                    http_fields(s.kind, s.start.args, s.end.args) if config.metrics else None) for s in self.spans}
+                    http_fields(s.kind, s.start.args, s.end.args) if config.metrics else None,
+                    s.one.specs[0] if s.one else None) for s in self.spans}
         for s in self.spans:
             if keys[s] not in span_shapes:
                 span_shapes.append(keys[s])
@@ -128,8 +142,15 @@ class ProviderPlan:
                 warn("%s: its probes do not follow the span protocol (docs/abi.md); span skipped" % where)
                 continue
             used.update((start.name, end.name))
+            one = probes.get(entry.get("span")) if one_hit_allowed(self.config) else None
+            if one is not None and (one.role != ROLE_SPAN or _types(one) != FIXED_TYPES[ROLE_SPAN]):
+                warn("%s: its span probe %s is not one bytes value; its start and end probes are traced instead"
+                     % (where, one.name))
+                one = None
+            if one is not None:
+                used.add(one.name)
             self.spans.append(SpanType(str(name), entry.get("kind", DEFAULT_KIND), self.provider,
-                                       entry.get("code"), start, end))
+                                       entry.get("code"), start, end, one))
         event_names = {}
         for entry in image.schema.get("events", []):
             event_names.setdefault(entry.get("probe"), entry.get("name") or entry.get("probe"))

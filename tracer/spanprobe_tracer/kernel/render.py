@@ -18,10 +18,13 @@ kernel.counters (``common_header``).
 
 from __future__ import annotations
 
+import struct
 from importlib import resources
 from typing import List, Sequence, Tuple
 
-from spanprobe.abi.protocol import BYTES_TRUNCATED, PRIVATE_DIR_PREFIX, PROC_SELF, ROLE_EVENT
+from spanprobe.abi.protocol import (BYTES_TRUNCATED, PAYLOAD_TIME_WORD, PRIVATE_DIR_PREFIX, PROC_SELF, ROLE_EVENT,
+                                    payload_format, payload_words)
+from spanprobe.abi.types import ArgType
 from spanprobe.elf.arch import EM_X86_64
 
 from ..discover.argspec import ArgLocation
@@ -89,8 +92,11 @@ def render_module(layout: ModuleLayout, program_id: int) -> str:
         decls.append(metrics.render_record(config.histogram_bounds_ns, NAME_TEXT_AT))
     for s in layout.spans:
         decls.append(source.span_decls(s))
-        handlers.append(source.start_handler(s))
-        handlers.append(source.end_handler(s))
+        if s.one is not None:
+            handlers.append(source.one_handler(s))
+        else:
+            handlers.append(source.start_handler(s))
+            handlers.append(source.end_handler(s))
     for p in layout.points:
         decls.append(source.point_decls(p))
         handlers.append(source.point_handler(p))
@@ -138,9 +144,19 @@ class _ModuleSource:
         lines += self._asserts("sp_span_%d" % i, s.record_size,
                                [("h", 0), ("end_ns", HDR_SIZE), ("st", SPAN_START_AT), ("ew", s.end_words_at)]
                                + [("s%d" % f.index, f.slot) for f in s.end_fields if f.slot_size])
-        lines += ["BPF_F_TABLE(\"hash\", struct sp_key, struct sp_start_%d, sp_starts_%d, SP_MAX_OPEN, "
-                  "BPF_F_NO_PREALLOC);" % (i, i),
-                  "BPF_ARRAY(sp_zero_%d, struct sp_start_%d, 1);" % (i, i), ""]
+        if s.one is not None:  # the payload as it arrives (bytes header first), and where it is unpacked
+            lines += ["struct sp_pay_%d {" % i, "    u32 len;", "    u32 reserved;",
+                      "    u64 w[%d];" % (payload_words(len(s.start))[1] + len(s.end)), "};",
+                      # the bytes value the SDK packs (spanprobe.abi.protocol.payload_format): header + data
+                      "_Static_assert(sizeof(struct sp_pay_%d) == 4 + %d, \"sp_pay_%d size\");" % (
+                          i, struct.calcsize(payload_format([ArgType(t) for t, _ in s.start],
+                                                            [ArgType(t) for t, _ in s.end])), i),
+                      "struct sp_one_%d {" % i, "    struct sp_start_%d st;" % i, "    struct sp_pay_%d p;" % i, "};",
+                      "BPF_PERCPU_ARRAY(sp_one_%d, struct sp_one_%d, 1);" % (i, i), ""]
+        else:
+            lines += ["BPF_F_TABLE(\"hash\", struct sp_key, struct sp_start_%d, sp_starts_%d, SP_MAX_OPEN, "
+                      "BPF_F_NO_PREALLOC);" % (i, i),
+                      "BPF_ARRAY(sp_zero_%d, struct sp_start_%d, 1);" % (i, i), ""]
         return "\n".join(lines)
 
     def point_decls(self, p: PointShape) -> str:
@@ -156,8 +172,20 @@ class _ModuleSource:
                                [("ts", HDR_SIZE)] + [("s%d" % f.index, f.slot) for f in p.fields if f.slot_size])
         return "\n".join(lines) + "\n"
 
-    def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False) -> List[str]:
-        """Statements reading each argument into ``base``->``words``[i] and its slot."""
+    def _register(self, f: ArgField, dest: str, fail: str) -> str:
+        """Read argument ``f`` where its probe site puts it (a start, end, event or plain probe)."""
+        return render_read(f.loc, self.machine, dest, fail)
+
+    @staticmethod
+    def _payload(first: int):
+        """A reader of the one-hit span payload ``o->p``'s words, the probe's arguments from word ``first``."""
+        return lambda f, dest, fail: "%s = o->p.w[%d];" % (dest, first + f.index)
+
+    def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False,
+                   read=None) -> List[str]:
+        """Statements reading each argument (by ``read(field, dest, fail)``, else from its probe site) into
+        ``base``->``words``[i] and its slot."""
+        read = read or self._register
         out = []
         for f in fields:
             if skip_first and f.index == 0:
@@ -166,21 +194,21 @@ class _ModuleSource:
             word = "%s->%s[%d]" % (base, words, f.index)
             if f.type == "str":
                 slot = "%s->s%d" % (base, f.index)
-                out.append("    { u64 _p = 0; %s %s = _p;" % (render_read(f.loc, self.machine, "_p", bit), word))
+                out.append("    { u64 _p = 0; %s %s = _p;" % (read(f, "_p", bit), word))
                 # NULL is "no value" (docs/abi.md): an empty string, without a read that would fault.
                 out.append("      if (!_p) %s[0] = 0;" % slot)
                 out.append("      else if (bpf_probe_read_user_str(%s, sizeof(%s), (void *)_p) < 0) { %s[0] = 0; %s } }"
                            % (slot, slot, slot, bit))
             elif f.type == "bytes":
                 slot = "%s->s%d" % (base, f.index)
-                out.append("    { u64 _p = 0; u32 _h = 0; %s" % render_read(f.loc, self.machine, "_p", bit))
+                out.append("    { u64 _p = 0; u32 _h = 0; %s" % read(f, "_p", bit))
                 out.append("      if (bpf_probe_read_user(&_h, 4, (void *)_p) != 0) { %s } else {" % bit)
                 out.append("        u32 _n = _h & %#x; if (_n > %d) _n = %d;"
                            % (BYTES_TRUNCATED - 1, f.slot_size, f.slot_size))
                 out.append("        if (bpf_probe_read_user(%s, _n, (void *)(_p + 4)) != 0) { %s } }" % (slot, bit))
                 out.append("      %s = _h; }" % word)
             else:
-                out.append("    " + render_read(f.loc, self.machine, word, bit))
+                out.append("    " + read(f, word, bit))
         return out
 
     @staticmethod
@@ -232,48 +260,77 @@ class _ModuleSource:
 
     def end_handler(self, s: SpanShape) -> str:
         i = s.index
-        config = self.config
         lines = self._handler_head(s.end_fn, "fail = 0") + self._span_key(s.end_fields[0])
         lines += ["    u64 cookie = sp_attach_cookie(ctx);",
                   "    struct sp_start_%d *st = sp_starts_%d.lookup(&k);" % (i, i),
                   "    if (!st) {", "        sp_count(SP_CNT_END_WITHOUT_START);", "        return 0;", "    }"]
+        return "\n".join(lines + self._finish(s, "        sp_starts_%d.delete(&k);" % i, "k.tgid", self._register))
+
+    def one_handler(self, s: SpanShape) -> str:
+        """The one-hit span probe's handler: the payload (one read) into a per-CPU start struct, filled as
+        the start handler fills a stored one, then what the end handler does with it."""
+        i = s.index
+        first_start, first_end = payload_words(len(s.start))
+        lines = self._handler_head(s.one_fn, "fail = 0, zero = 0")
+        lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
+                  "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
+                  "    if (!o)", "        return 0;",
+                  "    if (bpf_probe_read_user(&o->p, sizeof(o->p), (void *)p) != 0"
+                  " || o->p.len != sizeof(o->p) - 4) {",
+                  "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
+                  "    struct sp_start_%d *st = &o->st;" % i,
+                  "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
+        lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start))
+        if self.config.sampler.compiled:
+            lines.append(sampling.render_decide("st"))
+        lines += ["    st->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    fail = 0;",
+                  "    u64 span_id = o->p.w[%d];" % first_end, "    u64 cookie = sp_attach_cookie(ctx);"]
+        return "\n".join(lines + self._finish(s, "", "pid_tgid >> 32", self._payload(first_end)))
+
+    def _finish(self, s: SpanShape, forget: str, pid: str, read) -> List[str]:
+        """An ended span's path, ``st`` its start, ``span_id`` and ``cookie`` known, end arguments read by
+        ``read``: span metrics, sampling, the duration threshold, then one ring-buffer record. ``forget``
+        drops the stored start wherever the path ends."""
+        i = s.index
+        config = self.config
+        lines = []
         if config.metrics:  # every span that ended, before anything can drop it
             status = s.end_fields[metrics.STATUS_ARG]
-            lines.append(metrics.render_end(render_read(status.loc, self.machine, "status", "")))
+            lines.append(metrics.render_end(read(status, "status", "")))
             if s.http is not None:
-                lines.append(self._http_end(s))
+                lines.append(self._http_end(s, read))
         if config.sampler.stateful:
             lines.append(sampling.render_forget(config.sampler, "st"))
+        forget = [forget] if forget else []
         if config.sampler.compiled:
-            lines += ["    if (st->fail & SP_ST_DROP) {", "        sp_starts_%d.delete(&k);" % i,
+            lines += ["    if (st->fail & SP_ST_DROP) {", *forget,
                       "        sp_count(SP_CNT_SAMPLED_OUT);", "        return 0;", "    }"]
-        lines += ["    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {",
-                  "        sp_starts_%d.delete(&k);" % i,
+        lines += ["    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {", *forget,
                   "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
                   "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
-                  "    if (!r) {", "        sp_starts_%d.delete(&k);" % i,
+                  "    if (!r) {", *forget,
                   "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }"]
-        lines += self._record_header("SP_KIND_SPAN", i, "k.tgid", "cookie")
+        lines += self._record_header("SP_KIND_SPAN", i, pid, "cookie")
         lines += ["    r->end_ns = now;", "    r->pad = 0;",
                   "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);"]
         if config.sampler.compiled:  # the kernel's own bits are not argument read failures
             lines.append("    r->st.fail &= ~(SP_ST_DROP | SP_ST_OWNER);")
             lines.append(sampling.render_written(config.sampler, "r"))
-        lines += ["    sp_starts_%d.delete(&k);" % i, "    r->ew[0] = span_id;"]
-        lines += self._read_args(s.end_fields, "r", "ew", skip_first=True)
+        lines += [f[4:] for f in forget] + ["    r->ew[0] = span_id;"]
+        lines += self._read_args(s.end_fields, "r", "ew", skip_first=True, read=read)
         lines += self._submit("end_fail", "SP_CNT_SPANS")
-        return "\n".join(lines)
+        return lines
 
-    def _http_end(self, s: SpanShape) -> str:
+    def _http_end(self, s: SpanShape, read) -> str:
         """An HTTP server span's http.server.request.duration (kernel.metrics), its status code read as its type."""
         http = s.http
-        read = ""
+        status_read = ""
         if http.status >= 0:
-            loc = s.end_fields[http.status].loc
-            read = "{ u64 hraw = 0; %s hstatus = (s64)(%s%d)hraw; }" % (
-                render_read(loc, self.machine, "hraw", ""), "s" if loc.signed else "u", 8 * loc.size)
+            f = s.end_fields[http.status]
+            status_read = "{ u64 hraw = 0; %s hstatus = (s64)(%s%d)hraw; }" % (
+                read(f, "hraw", ""), "s" if f.loc.signed else "u", 8 * f.loc.size)
         return metrics.render_http_end(http, "st->s%d" % http.method,
-                                       "st->s%d" % http.route if http.route >= 0 else None, read)
+                                       "st->s%d" % http.route if http.route >= 0 else None, status_read)
 
     def point_handler(self, p: PointShape) -> str:
         i = p.index

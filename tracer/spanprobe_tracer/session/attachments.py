@@ -1,7 +1,8 @@
 """Attaching a provider in a process: every span and point of its plan, each probe site with its cookie.
 
 The one place that attaches: the session does it for every provider it
-traces, and `spanprobe doctor` for its end-to-end check. Span start sites
+traces, and `spanprobe doctor` for its end-to-end check. A span with a
+one-hit span probe in the plan has that probe's sites only. Span start sites
 carry no cookie (their handler stores the start and emits no record); every
 other site gets a fresh cookie bound to the decoder of its records
 (decode.Bindings), so a shared handler's records say which probe, of which
@@ -27,7 +28,8 @@ class Attachment:
     links: List[UprobeLink]
     cookies: List[int]
     sites: int = 0
-    #: The cookies of span end sites, and their span types (what span metrics are counted by).
+    #: The cookies of span end sites (or one-hit span sites), and their span types (what span metrics are
+    #: counted by).
     span_ends: Dict[int, SpanType] = field(default_factory=dict)
 
     def close(self) -> None:
@@ -47,6 +49,9 @@ def attach_provider(inst: ProviderInstance, plan: ProviderPlan, module: Module, 
     att = Attachment(inst, module, [], [])
     work = []  # (probe, handler, decoder; None for span starts, whose handler emits no record; span if an end)
     for span in plan.spans:
+        if span.one is not None:  # the whole span in one hit: its start and end probes stay unattached
+            work.append((span.one, span.shape.one_fn, decoders[span], span))
+            continue
         work.append((span.start, span.shape.start_fn, None, None))
         work.append((span.end, span.shape.end_fn, decoders[span], span))
     for point in plan.points:

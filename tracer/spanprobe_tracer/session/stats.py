@@ -81,7 +81,7 @@ class Stats:
         """Spans that finished in the application but were not exported."""
         k = self.kernel
         return (k[Counter.SPAN_RB_FULL] + k[Counter.POINT_RB_FULL] + k[Counter.START_MAP_FULL]
-                + sum(self.dropped.values()))
+                + k[Counter.BAD_SPAN_PAYLOAD] + sum(self.dropped.values()))
 
     def rate(self) -> float:
         """Exported spans per second since the previous call."""
@@ -124,8 +124,10 @@ class Stats:
         lines = [
             "%d spans and %d events/probe hits received, %d spans exported in %.1f s"
             % (self.spans_received, self.points_received, self.exported, elapsed),
-            "lost: %d (ring buffer full: %d spans, %d events; open-span map full: %d; %s)"
+            "lost: %d (ring buffer full: %d spans, %d events; open-span map full: %d; unreadable one-hit "
+            "span payload: %d; %s)"
             % (self.lost, k[Counter.SPAN_RB_FULL], k[Counter.POINT_RB_FULL], k[Counter.START_MAP_FULL],
+               k[Counter.BAD_SPAN_PAYLOAD],
                ", ".join("%s: %d" % (label, self.dropped[key]) for key, label in self.USER_DROPS.items())),
             "events (probe hits and events outside a span, as OpenTelemetry events): %d exported, lost: %d (%s)"
             % (self.events_exported, sum(self.events_dropped.values()),

@@ -1,0 +1,212 @@
+"""The one-hit span probe (``<base>__span``) without BPF: its payload carries exactly what the start and
+end probes carry, for every way a span is made, and it fires only for spans that began traced by it."""
+
+import asyncio
+import os
+import sys
+import time
+
+import pytest
+
+import spanprobe
+from spanprobe.instrument import Instrumentation
+from spanprobe.spans import context
+from spanprobe.testing import Recorder
+
+
+def _pairs(rec, base):
+    """(start hit, end hit, one-hit payload) of each span of ``base``, matched by span id."""
+    starts = {h["span_id"]: h for h in rec.of(f"{base}__start")}
+    ends = {h["span_id"]: h for h in rec.of(f"{base}__end")}
+    ones = [h["span"] for h in rec.of(f"{base}__span")]
+    assert len(ones) == len(starts) == len(ends)
+    return [(starts[o["start"]["span_id"]], ends[o["end"]["span_id"]], o) for o in ones]
+
+
+def _same(rec, base):
+    """Every span of ``base``: the payload's start and end arguments equal the start and end hits'."""
+    pairs = _pairs(rec, base)
+    for start, end, one in pairs:
+        assert {"probe": start["probe"], **one["start"]} == start
+        assert {"probe": end["probe"], **one["end"]} == end
+    return pairs
+
+
+def test_decorated_spans_carry_both_probes_in_one_hit(provider):
+    @provider.span("handle", attributes={"method": str, "status": "u16", "delta": "i32", "ratio": float,
+                                         "ok": bool, "blob": bytes}, record_return="i64")
+    def handle(method, status, delta, ratio, ok, blob):
+        if method == "RAISE":
+            raise ValueError("bad \0 method")
+        return -delta
+
+    rec = Recorder(provider, one_hit=True)
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    handle("GET", 200, -7, 0.25, True, b"\x00\x01")
+    handle(None, 1 << 20, 1, 1, "x", "not bytes")     # every start attribute fails to convert
+    with pytest.raises(ValueError):
+        handle("RAISE", 500, 0, -0.0, False, b"")
+    after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    pairs = _same(rec, "handle")
+    ok, failed, raised = (one for _, _, one in pairs)
+    assert before <= ok["start_time"] <= failed["start_time"] <= raised["start_time"] <= after
+    assert ok["start"]["method"] == "GET" and ok["start"]["delta"] == -7 and ok["end"]["result"] == 7
+    assert ok["start"]["blob"] == b"\x00\x01" and ok["start"]["ratio"] == 0.25
+    assert failed["start"]["flags"] == 0x01 | (0b110011 << 8)   # an int converts to i32 and f64
+    assert raised["end"]["status"] == 1 and raised["end"]["error_type"] == "ValueError"
+    assert raised["end"]["error_message"] == "bad \\0 method" and raised["end"]["flags"] == 1 << 8
+
+
+def test_async_nested_and_set_status_spans(provider):
+    @provider.span("inner")
+    async def inner():
+        spanprobe.set_status("error", "degraded")
+        await asyncio.sleep(0)
+
+    @provider.span("outer", attributes={"n": int})
+    async def outer(n):
+        await inner()
+        await asyncio.sleep(0)
+        return n
+
+    @provider.span("cancelled")
+    async def cancelled():
+        await asyncio.sleep(10)
+
+    async def main():
+        await outer(3)
+        task = asyncio.ensure_future(cancelled())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    rec = Recorder(provider, one_hit=True)
+    asyncio.run(main())
+    (_, _, o), = _same(rec, "outer")
+    (_, _, i), = _same(rec, "inner")
+    (_, _, c), = _same(rec, "cancelled")
+    assert i["start"]["parent_span_id"] == o["start"]["span_id"]
+    assert i["start"]["trace_id_low"] == o["start"]["trace_id_low"]
+    assert i["end"]["status"] == 3 and i["end"]["error_message"] == "degraded"
+    assert c["end"]["status"] == 2 and c["end"]["error_type"] == "asyncio.CancelledError"
+
+
+def test_blocks_and_instrumented_functions(provider, tmp_path, monkeypatch):
+    block = provider.span_block("db.query", attributes={"db.statement": str}, end_attributes={"rows": "u32"})
+    name = f"sp_onehit_{os.urandom(4).hex()}"
+    (tmp_path / f"{name}.py").write_text("def work(n):\n    return n * 2\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    inst = Instrumentation(spanprobe.Provider("onehit_hooks"))
+    inst.span(f"{name}:work", attributes={"n": ("i32", "n")}, end_attributes={"result": ("i32", "result")})
+    rec = Recorder(provider, one_hit=True)
+    hooks_rec = Recorder(inst.provider, one_hit=True)
+    with block("select 1") as s:
+        s.set_end(rows=4)
+    with pytest.raises(KeyError):
+        with block(lambda: "select 2"):
+            raise KeyError("k")
+    inst.apply()
+    try:
+        assert __import__(name).work(21) == 42
+    finally:
+        sys.modules.pop(name, None)
+    given, missing = (one for _, _, one in _same(rec, "db_query"))
+    assert given["end"]["rows"] == 4 and given["start"]["db.statement"] == "select 1"
+    assert missing["start"]["db.statement"] == "select 2" and missing["end"]["flags"] == 1 << 8
+    (_, _, work), = _same(hooks_rec, "work")
+    assert work["start"]["n"] == 21 and work["end"]["result"] == 42
+
+
+def test_only_the_probes_listened_to_fire(provider):
+    @provider.span("handle", attributes={"method": str})
+    def handle(method):
+        return method
+
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    provider.probes["handle__span"].enabled.value = 1   # a tracer on the span probe only
+    handle("GET")
+    assert [h["probe"] for h in rec.hits] == ["handle__span"]
+    rec.clear()
+    provider.probes["handle__span"].enabled.value = 0
+    provider.probes["handle__end"].enabled.value = 1    # a tracer on the pair only (an older one)
+    handle("GET")
+    assert [h["probe"] for h in rec.hits] == ["handle__start", "handle__end"]
+
+
+def test_a_tracer_attaching_or_leaving_mid_span_gets_nothing_of_it(provider):
+    one = None
+
+    @provider.span("handle")
+    def handle(attach):
+        one.enabled.value = attach
+        return context.current_span()
+
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    one = provider.probes["handle__span"]
+    assert handle(1) is None          # untraced at begin: no ids, no hit, though listened to at the end
+    assert handle(0) is not None      # traced at begin, the tracer left: no hit
+    assert rec.hits == []
+    one.enabled.value = 1
+    assert handle(1) is not None
+    assert len(rec.of("handle__span")) == 1
+
+
+def test_children_and_events_of_a_one_hit_span_on_the_pair(provider):
+    """A span traced by its span probe alone makes no id arguments; a child traced by its start/end pair,
+    an event and a root's pair child make them from the ints: the same ids everywhere."""
+    tick = provider.event("tick", n=int)
+
+    @provider.span("child")
+    def child():
+        tick.fire(1)
+
+    @provider.span("parent")
+    def parent():
+        child()
+
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    for name in ("parent__span", "child__start", "child__end", "tick"):
+        provider.probes[name].enabled.value = 1
+    parent()
+    (p,) = [h["span"]["start"] for h in rec.of("parent__span")]
+    (c,) = rec.of("child__start")
+    (t,) = rec.of("tick")
+    assert c["parent_span_id"] == p["span_id"] and t["span_id"] == c["span_id"]
+    assert (c["trace_id_high"], c["trace_id_low"]) == (p["trace_id_high"], p["trace_id_low"])
+    assert (t["trace_id_high"], t["trace_id_low"]) == (p["trace_id_high"], p["trace_id_low"])
+    rec.clear()
+    provider.probes["child__start"].enabled.value = provider.probes["child__end"].enabled.value = 0
+    tick.fire(2)  # outside any span
+    parent()      # the child untraced: the event hangs from the parent, traced by its span probe alone
+    outside, inside = rec.of("tick")
+    assert outside["span_id"] == outside["trace_id_low"] == 0
+    (p,) = [h["span"]["start"] for h in rec.of("parent__span")]
+    assert (inside["span_id"], inside["trace_id_high"], inside["trace_id_low"]) == (
+        p["span_id"], p["trace_id_high"], p["trace_id_low"])
+
+
+def test_a_blocks_lazy_values_are_called_once_when_given(provider):
+    """Start values when the span begins, end values when it ends: once each, whichever probes fire."""
+    block = provider.span_block("lazy", attributes={"a": str}, end_attributes={"r": "i32"})
+    calls = []
+
+    def start_value():
+        calls.append("start")
+        return "begun"
+
+    def end_value():
+        calls.append("end")
+        return -1
+
+    rec = Recorder(provider, one_hit=True)   # the pair and the span probe both listened to
+    with block(start_value) as s:
+        assert calls == ["start"]
+        s.set_end(end_value)
+        assert calls == ["start"]
+    assert calls == ["start", "end"]
+    (_, _, one), = _same(rec, "lazy")
+    assert one["start"]["a"] == "begun" and one["end"]["r"] == -1
