@@ -10,7 +10,9 @@ tracer's own stages: Bindings.decode, SpanBuilder.span, then
 export.otlp.wire.encode_request (batches of 1,024, the pipeline's batch) or
 the JSON-lines exporter's line. As a baseline in the same run, the official
 OTLP encoder (opentelemetry-exporter-otlp-proto-common) encodes the same
-spans as SDK ReadableSpans. CPU time (process_time), best of ``--rounds``.
+spans as SDK ReadableSpans. Last, the path the tracer takes when OTLP is its
+only span exporter: export.otlp.records' record -> Span bytes, then the
+request. CPU time (process_time), best of ``--rounds``.
 What this leaves out and bench_tracer includes: reading the ring buffer,
 the export queue and thread, and the gRPC call.
 """
