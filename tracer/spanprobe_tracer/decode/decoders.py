@@ -147,7 +147,8 @@ class CommonRecord:
         fields = list(d.span.shape.start_fields[len(_START):]) + list(d.span.shape.end_fields[len(_END):])
         self.attrs = [CommonAttr(name, f, at, _value_expression(f, at), dec)
                       for (at, _, _, name, dec), f in zip(items, fields)]
-        self.uncommon = "f[4] & %d or f[1] & %d or f[%d] >> %d & %d or f[%d] >> %d & %d or f[%d] & 255" % (
+        self.uncommon = ("f[4] & %d or f[1] & %d or (f[%d] & 0xFFFFFFFF) >> %d & %d or f[%d] >> %d & %d "
+                         "or f[%d] & 255") % (
             sum(1 << index for _, index, _, _, _ in start), sum(1 << index for _, index, _, _, _ in end),
             self.sflags_at, FLAG_CONVERSION_FAILED, (1 << len(start)) - 1,
             eflags_at, FLAG_CONVERSION_FAILED, (1 << len(end)) - 1, status_at)
