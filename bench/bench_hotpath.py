@@ -10,7 +10,9 @@ tracer's own stages: Bindings.decode, SpanBuilder.span, then
 export.otlp.wire.encode_request (batches of 1,024, the pipeline's batch) or
 the JSON-lines exporter's line. As a baseline in the same run, the official
 OTLP encoder (opentelemetry-exporter-otlp-proto-common) encodes the same
-spans as SDK ReadableSpans. CPU time (process_time), best of ``--rounds``.
+spans as SDK ReadableSpans. Last, the path the tracer takes when OTLP is its
+only span exporter: export.otlp.records' record -> Span bytes, then the
+request. CPU time (process_time), best of ``--rounds``.
 What this leaves out and bench_tracer includes: reading the ring buffer,
 the export queue and thread, and the gRPC call.
 """
@@ -36,6 +38,7 @@ def main() -> None:
     from spanprobe_tracer.assemble import SpanBuilder
     from spanprobe_tracer.decode import Bindings, plan_decoders
     from spanprobe_tracer.export.jsonl import SpanLines
+    from spanprobe_tracer.export.otlp.records import SpanRecordEncoder
     from spanprobe_tracer.export.otlp.wire import encode_request
     from spanprobe_tracer.kernel import CaptureConfig, ProviderPlan
     from tests.support.fake_records import image_of, span_record
@@ -54,6 +57,7 @@ def main() -> None:
                          "telemetry.sdk.name": "spanprobe"})
     builder = SpanBuilder(lambda pid: resource, lambda ns: ns + 1_700_000_000_000_000_000)
     line = SpanLines()
+    fused = SpanRecordEncoder(plan_decoders(plan)[span_type], builder).encode
 
     def batches(items):
         return [items[i:i + 1024] for i in range(0, len(items), 1024)]
@@ -76,9 +80,15 @@ def main() -> None:
         for batch in batches(readable):
             encode_spans(batch).SerializeToString()
         times.append(time.process_time())
+        encoded = [fused(r, 100, 101) for r in records]
+        times.append(time.process_time())
+        for batch in batches(encoded):
+            encode_request(batch)
+        times.append(time.process_time())
         d = [(b - a) / len(records) * 1e6 for a, b in zip(times, times[1:])]
         return {"decode": d[0], "build": d[1], "otlp encode": d[2], "jsonl line": d[3],
-                "official encoder (baseline)": d[5]}
+                "official encoder (baseline)": d[5], "fused: record to Span bytes": d[6],
+                "fused: request": d[7]}
 
     runs = [once() for _ in range(args.rounds)]
     print("%d spans of bench_tracer's shape, best and worst of %d rounds, CPU µs per span:"
@@ -90,6 +100,9 @@ def main() -> None:
     print("  to OTLP (decode+build+encode) %5.2f; to JSON lines (decode+build+line) %5.2f"
           % (best["decode"] + best["build"] + best["otlp encode"], best["decode"] + best["build"] + best["jsonl line"]))
     print("  our encoder / official: %.2f" % (best["otlp encode"] / best["official encoder (baseline)"]))
+    fused_total = best["fused: record to Span bytes"] + best["fused: request"]
+    print("  to OTLP fused (export.otlp.records, then the request) %5.2f: %.2f of decode+build+encode"
+          % (fused_total, fused_total / (best["decode"] + best["build"] + best["otlp encode"])))
 
 
 if __name__ == "__main__":

@@ -75,8 +75,9 @@ class SpanBuilder:
     def __init__(self, resource_for: Callable[[int], Resource], to_wall: Callable[[int], int],
                  max_pending_events: int = 10000, event_wait_s: float = 300.0,
                  drop_orphan_events: bool = False):
-        self._resource_for = resource_for
-        self._to_wall = to_wall
+        #: pid -> its Resource; boot ns -> epoch ns (an offset: export.otlp.records relies on it)
+        self.resource_for = resource_for
+        self.to_wall = to_wall
         self._scopes: Dict[str, InstrumentationScope] = {}
         #: span type -> (SpanKind, scope), made once per type (bounded: emptied past 4,096 types)
         self._kind_scope: Dict[object, tuple] = {}
@@ -115,7 +116,7 @@ class SpanBuilder:
         attrs["thread.id"] = rec.start_tid
         if rec.notes:
             _note_attributes(rec.notes, attrs)
-        end = self._to_wall(rec.end_ns)
+        end = self.to_wall(rec.end_ns)
         events: List[Event] = []
         if self._pending:
             pending = self._pending.pop((rec.pid, rec.span_id), None)
@@ -125,17 +126,29 @@ class SpanBuilder:
         status = UNSET
         if rec.status != STATUS_OK:
             status = self._status(rec, attrs, events, end)
-        kind_scope = self._kind_scope.get(d)
-        if kind_scope is None:
-            if len(self._kind_scope) >= 4096:
-                self._kind_scope.clear()
-            kind_scope = self._kind_scope[d] = (KINDS.get(d.kind, SpanKind.INTERNAL), self._scope(d.provider))
+        kind_scope = self._kind_scope.get(d) or self.kind_scope(d)
         span = Span(d.name, rec.trace_id, rec.span_id, rec.parent_id, rec.trace_flags, kind_scope[0],
-                    self._to_wall(rec.start_ns), end, attrs, events, status, self._resource_for(rec.pid),
+                    self.to_wall(rec.start_ns), end, attrs, events, status, self.resource_for(rec.pid),
                     kind_scope[1])
         if self._plain:
             self._claim_plain(rec, span)
         return span
+
+    def kind_scope(self, span_def) -> Tuple[SpanKind, InstrumentationScope]:
+        """A span type's SpanKind and InstrumentationScope (its provider's), made once per type."""
+        kind_scope = self._kind_scope.get(span_def)
+        if kind_scope is None:
+            if len(self._kind_scope) >= 4096:
+                self._kind_scope.clear()
+            kind_scope = self._kind_scope[span_def] = (KINDS.get(span_def.kind, SpanKind.INTERNAL),
+                                                       self._scope(span_def.provider))
+        return kind_scope
+
+    def waits_for(self, pid: int, span_id: int, tid: int) -> bool:
+        """Is anything held for this span: events naming it, plain hits of the thread it started on?
+        (Such a span must be built here, to take them.)"""
+        return bool(self._pending or self._plain) and (
+            (pid, span_id) in self._pending or (pid, tid) in self._plain)
 
     @staticmethod
     def _status(rec: SpanRecord, attrs: dict, events: list, end: int) -> Status:
@@ -186,7 +199,7 @@ class SpanBuilder:
             entry = self._pending.get(key)
             if entry is None:
                 entry = self._pending[key] = (time.monotonic(), [])
-            entry[1].append((rec, Event(p.name, attrs, self._to_wall(rec.ts_ns))))
+            entry[1].append((rec, Event(p.name, attrs, self.to_wall(rec.ts_ns))))
             self._pending_count += 1
             return
         # A plain probe carries no span ids: the span it fired in is the innermost span
@@ -223,8 +236,8 @@ class SpanBuilder:
         attrs.update(rec.attributes)
         attrs["thread.id"] = rec.tid
         _note_attributes(rec.notes, attrs)
-        return LogEvent(p.name, self._to_wall(rec.ts_ns), trace_id, span_id, flags, attrs,
-                        self._resource_for(rec.pid), self._scope(p.provider))
+        return LogEvent(p.name, self.to_wall(rec.ts_ns), trace_id, span_id, flags, attrs,
+                        self.resource_for(rec.pid), self._scope(p.provider))
 
     def take_events(self) -> List[LogEvent]:
         """The OpenTelemetry events released since the last call."""

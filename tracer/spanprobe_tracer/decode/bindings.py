@@ -6,6 +6,10 @@ attachment of a handler to a probe site gets a fresh BPF cookie
 (kernel.links.attach), which the handler copies into the record's header;
 ``bind`` remembers what each cookie stands for, and ``decode`` turns a record
 into a SpanRecord, PointRecord or LoadRecord by it.
+
+A later stage may read span records its own way: ``span_path`` (a span
+decoder -> the function its records go to instead of its decode) is how the
+session hands OTLP-bound span records straight to export.otlp.records.
 """
 
 from __future__ import annotations
@@ -13,14 +17,15 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, Optional, Set, Tuple, Union
 
 from ..kernel.layout import HDR, KIND_LOAD, KIND_NAME, NAME_HASH, NAME_TEXT_AT
-from .decoders import Decoder, OtelSpanDecoder
+from .decoders import Decoder, OtelSpanDecoder, SpanDecoder
 from .records import LoadRecord, NameRecord, OtelSpanRecord, PointRecord, SpanRecord
 
 
 class Bindings:
     """The cookies handed out, each bound to a decoder and a process."""
 
-    def __init__(self):
+    def __init__(self, span_path: Optional[Callable[[SpanDecoder], Callable]] = None):
+        self.span_path = span_path
         self._next_cookie = 1
         #: cookie -> (the decode method of the records it marks, their process)
         self._by_cookie: Dict[int, Tuple[Callable, int]] = {}
@@ -31,7 +36,10 @@ class Bindings:
         """A fresh cookie standing for ``decoder`` in process ``pid``."""
         cookie = self._next_cookie
         self._next_cookie += 1
-        self._by_cookie[cookie] = (decoder.decode, pid)
+        decode = decoder.decode
+        if self.span_path is not None and isinstance(decoder, SpanDecoder):
+            decode = self.span_path(decoder)
+        self._by_cookie[cookie] = (decode, pid)
         if isinstance(decoder, OtelSpanDecoder):
             self._otel_cookies.add(cookie)
         return cookie
@@ -46,7 +54,8 @@ class Bindings:
         return HDR.unpack_from(rec, 0)[5] in self._otel_cookies
 
     def decode(self, rec: bytes) -> Optional[Union[SpanRecord, PointRecord, OtelSpanRecord, LoadRecord, NameRecord]]:
-        """A SpanRecord, PointRecord, OtelSpanRecord, LoadRecord or NameRecord from one ring-buffer record (None if unknown)."""
+        """A SpanRecord, PointRecord, OtelSpanRecord, LoadRecord or NameRecord from one ring-buffer record (None if
+        unknown); or what ``span_path`` makes of a span record."""
         kind, _shape, _program, pid, tid, cookie = HDR.unpack_from(rec, 0)
         if kind == KIND_LOAD:
             return LoadRecord(pid, tid)

@@ -11,7 +11,9 @@ A span record is unpacked once, whole. The common record (every value
 delivered, status ok) is decoded by Python written for its span shape when
 the decoder is made, the tracer's hottest loop at 100,000 spans/s; any
 other goes through decode_careful, the reference the fast path is tested
-against.
+against. Where the common record's fields are, and which records are common,
+is stated once, in CommonRecord, for this fast path and export.otlp.records'
+(OTLP bytes straight from the record).
 
 Decoders depend only on the plan, so DecoderCache builds them once per plan,
 however many processes it is attached in.
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import struct
 import weakref
-from typing import Dict, Optional, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Union
 
 from spanprobe.abi.protocol import (FIXED_ARGS, FLAG_CONVERSION_FAILED, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_SPAN_END,
                                     ROLE_SPAN_START, TRACE_FLAGS_MASK)
@@ -64,8 +66,10 @@ class SpanDecoder:
         self._end_attrs = AttrDecoder(s.end_fields, [n for n, _ in span.end.args], len(_END), string_max, e)
         self._err_type = value_decoder(s.end_fields[_E_TYPE], string_max)
         self._err_msg = value_decoder(s.end_fields[_E_MESSAGE], string_max)
+        #: how Python written for this shape reads its common record (this decode, export.otlp.records)
+        self.common = CommonRecord(self, string_max)
         #: decode(rec, pid, tid) -> SpanRecord: written for this shape; uncommon records go to decode_careful
-        self.decode = _fast_path(self, s, span, string_max)
+        self.decode = _fast_path(self, self.common)
 
     def decode_careful(self, rec: bytes, pid: int, tid: int) -> SpanRecord:
         """Any span record: failed reads and conversions noted, an error's type and message read."""
@@ -106,50 +110,92 @@ def _value_expression(f: ArgField, at: int) -> Optional[str]:
     return None
 
 
-def _fast_path(decoder: SpanDecoder, shape, span: SpanType, string_max: int):
+class CommonAttr(NamedTuple):
+    """One attribute of a span type's common record, as Python written for the shape reads it."""
+
+    name: str
+    field: ArgField
+    at: int                      # its word among the unpacked fields ``f``
+    expression: Optional[str]    # integers and bools: source for the value from ``f``; else None
+    decoder: Callable            # decode.values' decoder (text and others; what the careful path uses)
+
+    @property
+    def u64(self) -> bool:
+        """A u64, whose values above 2**63-1 come out as decimal strings."""
+        return self.field.type in INT_TYPES and 8 * min(INT_TYPES[self.field.type][0], self.field.loc.size) == 64 \
+            and not INT_TYPES[self.field.type][1]
+
+
+class CommonRecord:
+    """What Python written per span shape needs to read a span type's common record (every value
+    delivered, status ok), stated once for the two fast paths: SpanDecoder.decode (a SpanRecord) and
+    export.otlp.records (OTLP Span bytes straight from the record).
+
+    Source lines, over ``rec`` (the record) and ``f`` (its fields, ``unpack(rec, 0)``): ``uncommon``
+    is true for a record the careful path must read; ``text_lines`` finds a whole, short text."""
+
+    def __init__(self, decoder: "SpanDecoder", string_max: int):
+        d = decoder
+        self.unpack = d._record.unpack_from
+        self.string_max = string_max
+        self.sflags_at, eflags_at, status_at, _, _, self.trace_hi_at, self.trace_lo_at, self.span_id_at, \
+            self.parent_id_at = d._at
+        #: end_ns, start_ns, start_tid: the fixed fields' positions (SPAN_FIXED)
+        self.end_ns_at, self.start_ns_at, self.start_tid_at = 0, 2, 3
+        start, end = d._start_attrs.items, d._end_attrs.items
+        items = start + end
+        fields = list(d.span.shape.start_fields[len(_START):]) + list(d.span.shape.end_fields[len(_END):])
+        self.attrs = [CommonAttr(name, f, at, _value_expression(f, at), dec)
+                      for (at, _, _, name, dec), f in zip(items, fields)]
+        self.uncommon = ("f[4] & %d or f[1] & %d or (f[%d] & 0xFFFFFFFF) >> %d & %d or f[%d] >> %d & %d "
+                         "or f[%d] & 255") % (
+            sum(1 << index for _, index, _, _, _ in start), sum(1 << index for _, index, _, _, _ in end),
+            self.sflags_at, FLAG_CONVERSION_FAILED, (1 << len(start)) - 1,
+            eflags_at, FLAG_CONVERSION_FAILED, (1 << len(end)) - 1, status_at)
+
+    def text_lines(self, a: CommonAttr, use: str, otherwise: List[str]) -> List[str]:
+        """Lines that run ``use`` (a line; ``{}``: the text's bytes as captured) when the text is whole
+        and short (what value_decoder's text() reads first); else the lines ``otherwise``."""
+        f = a.field
+        return ["n = rec.find(b'\\0', %d, %d)" % (f.slot, f.slot + f.slot_size),
+                "if 0 <= n - %d <= %d:" % (f.slot, self.string_max),
+                "    " + use.format("rec[%d:n]" % f.slot),
+                "else:"] + ["    " + line for line in otherwise]
+
+
+def _fast_path(decoder: SpanDecoder, common: CommonRecord):
     """SpanDecoder.decode for this span type: Python written for its shape, for the common record
     (every value delivered, status ok); any other goes to ``decode_careful``.
 
     Values come out exactly as decode.values' decoders make them (the careful path uses those):
     integers and bools inline, text whole and short inline, the rest through the same decoders.
     Only numbers are written into the source; names and decoders are passed as values."""
-    items = decoder._start_attrs.items + decoder._end_attrs.items
-    names = tuple(name for _, _, _, name, _ in items)
-    decoders = tuple(dec for _, _, _, _, dec in items)
-    arg_fields = list(shape.start_fields[len(_START):]) + list(shape.end_fields[len(_END):])  # as ``items``
-    start_fail = sum(1 << index for _, index, _, _, _ in decoder._start_attrs.items)
-    end_fail = sum(1 << index for _, index, _, _, _ in decoder._end_attrs.items)
-    sflags_at, eflags_at, status_at, _, _, hi_at, lo_at, span_at, parent_at = decoder._at
+    c = common
     lines = [
         "def decode(rec, pid, tid):",
         "    f = unpack(rec, 0)",
-        "    sflags = f[%d] & 0xFFFFFFFF" % sflags_at,
-        "    if (f[4] & %d or f[1] & %d or sflags >> %d & %d or f[%d] >> %d & %d or f[%d] & 255):" % (
-            start_fail, end_fail, FLAG_CONVERSION_FAILED, (1 << len(decoder._start_attrs.items)) - 1,
-            eflags_at, FLAG_CONVERSION_FAILED, (1 << len(decoder._end_attrs.items)) - 1, status_at),
+        "    if %s:" % c.uncommon,
         "        return careful(rec, pid, tid)",
         "    notes = None",
     ]
     values = []
-    for k, ((at, _, _, _, _), f) in enumerate(zip(items, arg_fields)):
-        expression = _value_expression(f, at)
-        if expression is not None:
-            values.append(expression)
+    for k, a in enumerate(c.attrs):
+        if a.expression is not None:
+            values.append(a.expression)
             continue
         values.append("v%d" % k)
-        slow = ["v%d, cut = D[%d](rec, f[%d])" % (k, k, at), "if cut:", "    notes = truncated(notes, N[%d])" % k]
-        if f.type == "str":  # whole and short: what value_decoder's text() does first
-            lines += ["    n = rec.find(b'\\0', %d, %d)" % (f.slot, f.slot + f.slot_size),
-                      "    if 0 <= n - %d <= %d:" % (f.slot, string_max),
-                      "        v%d = rec[%d:n].decode('utf-8', 'replace')" % (k, f.slot),
-                      "    else:"] + ["        " + line for line in slow]
+        slow = ["v%d, cut = D[%d](rec, f[%d])" % (k, k, a.at), "if cut:", "    notes = truncated(notes, N[%d])" % k]
+        if a.field.type == "str":
+            lines += ["    " + line for line in c.text_lines(a, "v%d = {}.decode('utf-8', 'replace')" % k, slow)]
         else:
             lines += ["    " + line for line in slow]
     attrs = "{%s}" % ", ".join("N[%d]: %s" % (k, v) for k, v in enumerate(values))
     lines.append("    return SpanRecord(span, pid, tid, f[3], f[2], f[0], (f[%d] << 64) | f[%d], f[%d], f[%d], "
-                 "sflags & %d, 0, '', '', %s, notes)" % (hi_at, lo_at, span_at, parent_at, TRACE_FLAGS_MASK, attrs))
-    namespace = {"unpack": decoder._record.unpack_from, "careful": decoder.decode_careful, "span": span,
-                 "N": names, "D": decoders, "SpanRecord": SpanRecord, "truncated": _truncated}
+                 "f[%d] & %d, 0, '', '', %s, notes)" % (c.trace_hi_at, c.trace_lo_at, c.span_id_at, c.parent_id_at,
+                                                        c.sflags_at, TRACE_FLAGS_MASK, attrs))
+    namespace = {"unpack": c.unpack, "careful": decoder.decode_careful, "span": decoder.span,
+                 "N": tuple(a.name for a in c.attrs), "D": tuple(a.decoder for a in c.attrs),
+                 "SpanRecord": SpanRecord, "truncated": _truncated}
     exec("\n".join(lines), namespace)
     return namespace["decode"]
 

@@ -1,7 +1,8 @@
 """Draining: ring-buffer records decoded, built into spans and handed to the export pipeline.
 
 One way only: a drain reads what the ring buffer holds, decodes it
-(decode.Bindings), assembles spans and events (assemble.SpanBuilder), submits
+(decode.Bindings; span records bound for OTLP come out as encoded spans
+already, export.otlp.records), assembles spans and events (assemble.SpanBuilder), submits
 them to the pipeline, and *returns* the dlopen() notifications it found. The session acts
 on those after the drain (scanning, attaching, resuming the process), so
 nothing a drain does ever calls back into discovery or attaching.
@@ -19,6 +20,7 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from ..assemble import BadPayload, SpanBuilder
+from ..assemble.telemetry import EncodedSpan
 from ..decode import Bindings, LoadRecord, NameRecord, OtelSpanRecord, PointRecord, SpanRecord
 from ..export import ExportPipeline
 from ..kernel import RingBuffer
@@ -87,7 +89,10 @@ class Drainer:
                 errors += 1
                 log.debug("undecodable record: %s", exc)
                 continue
-            if isinstance(item, SpanRecord):
+            if item.__class__ is EncodedSpan:   # a span record the bindings' span_path encoded already
+                spans_received += 1
+                out.append(item)
+            elif isinstance(item, SpanRecord):
                 spans_received += 1
                 out.append(builder.span(item))
             elif isinstance(item, PointRecord):

@@ -82,6 +82,10 @@ class Session:
         self.clock = WallClock()
         self.builder = SpanBuilder(self._resource_for, self.clock.to_wall,
                                    drop_orphan_events=min_duration_ns > 0)
+        if getattr(pipeline.exporter, "takes_span_bytes", False):
+            # Only OTLP reads the spans: common span records go straight to its bytes.
+            from ..export.otlp.records import span_path
+            self.bindings.span_path = span_path(self.builder)
         self.scan_interval = scan_interval
         self.open_span_timeout_s = open_span_timeout_s
         self.status_interval = status_interval

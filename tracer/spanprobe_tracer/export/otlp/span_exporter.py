@@ -35,6 +35,10 @@ LOG_EVERY_S = 10.0
 
 
 class OtlpSpanExporter(SpanExporter):
+    #: Spans reach it only to be encoded: the session may hand it EncodedSpans made straight from
+    #: span records (export.otlp.records) instead of Spans.
+    takes_span_bytes = True
+
     def __init__(self, settings: OtlpSettings, on_rejected: Optional[Callable[[int, str], None]] = None,
                  backoff: Backoff = Backoff(), events_settings: Optional[OtlpSettings] = None,
                  on_events_rejected: Optional[Callable[[int, str], None]] = None):

@@ -33,7 +33,7 @@ _fixed64 = struct.Struct("<Q").pack
 _fixed32 = struct.Struct("<I").pack
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     if value < 0:
         value += 1 << 64
     if value < 0x80:
@@ -54,7 +54,7 @@ _SMALL_LEN = [bytes((n,)) for n in range(128)]
 
 
 def _len(n: int) -> bytes:
-    return _SMALL_LEN[n] if n < 128 else _varint(n)
+    return _SMALL_LEN[n] if n < 128 else varint(n)
 
 
 def _field(tag: bytes, payload: bytes) -> bytes:
@@ -88,7 +88,7 @@ def _any_value(value) -> bytes:
         data = value.encode("utf-8")
         return _T_STRING + _len(len(data)) + data
     if t is int:
-        return _T_INT + _varint(value)
+        return _T_INT + varint(value)
     if t is float:
         return _T_DOUBLE + _double(value)
     if isinstance(value, bool):
@@ -97,7 +97,7 @@ def _any_value(value) -> bytes:
         data = value.encode("utf-8")
         return _T_STRING + _len(len(data)) + data
     if isinstance(value, int):
-        return _T_INT + _varint(int(value))
+        return _T_INT + varint(int(value))
     if isinstance(value, float):
         return _T_DOUBLE + _double(value)
     if isinstance(value, bytes):
@@ -138,7 +138,7 @@ def _attributes(tag: bytes, attributes) -> bytes:
 
 
 def _uint(tag: bytes, value) -> bytes:
-    return tag + _varint(value) if value else b""
+    return tag + varint(value) if value else b""
 
 
 def _string(tag: bytes, value) -> bytes:
@@ -149,25 +149,26 @@ def _string(tag: bytes, value) -> bytes:
 
 
 # Span fields.
-_S_TRACE_ID = b"\x0a\x10"          # 1, bytes, always 16 long
-_S_SPAN_ID = b"\x12\x08"           # 2, bytes, 8
+S_TRACE_ID = b"\x0a\x10"           # 1, bytes, always 16 long
+S_SPAN_ID = b"\x12\x08"            # 2, bytes, 8
 _S_TRACE_STATE = b"\x1a"           # 3
-_S_PARENT = b"\x22\x08"            # 4, bytes, 8
+S_PARENT = b"\x22\x08"             # 4, bytes, 8
 _S_NAME = b"\x2a"                  # 5
 _S_KIND = b"\x30"                  # 6, enum
-_S_START = b"\x39"                 # 7, fixed64
-_S_END = b"\x41"                   # 8, fixed64
-_S_ATTR = b"\x4a"                  # 9
+S_START = b"\x39"                  # 7, fixed64
+S_END = b"\x41"                    # 8, fixed64
+S_ATTR = b"\x4a"                   # 9
 _S_EVENT = b"\x5a"                 # 11
 _S_LINK = b"\x6a"                  # 13
 _S_STATUS = b"\x7a"                # 15
 _S_FLAGS = b"\x85\x01"             # 16, fixed32
-_FLAGS_LOCAL = _S_FLAGS + _fixed32(0x100)   # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
+STATUS_UNSET = _S_STATUS + b"\x00"  # an empty Status message: what the official encoder writes for UNSET
+FLAGS_LOCAL = _S_FLAGS + _fixed32(0x100)    # SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK
 _FLAGS_REMOTE = _S_FLAGS + _fixed32(0x300)  # ... | SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK
 _KIND = [_S_KIND + bytes((k + 1,)) for k in range(5)]  # SDK SpanKind value -> proto enum (+1)
 # Fields that go together, packed in one call: trace id (two big-endian halves) and span id; both times.
-_IDS = struct.Struct(">%dsQQ%dsQ" % (len(_S_TRACE_ID), len(_S_SPAN_ID))).pack
-_TIMES = struct.Struct("<%dsQ%dsQ" % (len(_S_START), len(_S_END))).pack
+_IDS = struct.Struct(">%dsQQ%dsQ" % (len(S_TRACE_ID), len(S_SPAN_ID))).pack
+_TIMES = struct.Struct("<%dsQ%dsQ" % (len(S_START), len(S_END))).pack
 
 
 
@@ -221,9 +222,9 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
         if t is str:
             data = value.encode("utf-8")
             n = len(data)
-            av = (b"\x0a" + _SMALL_LEN[n] if n < 128 else b"\x0a" + _varint(n)) + data
+            av = (b"\x0a" + _SMALL_LEN[n] if n < 128 else b"\x0a" + varint(n)) + data
         elif t is int:
-            av = b"\x18" + (_SMALL_LEN[value] if 0 <= value < 128 else _varint(value))
+            av = b"\x18" + (_SMALL_LEN[value] if 0 <= value < 128 else varint(value))
         elif t is bool:
             av = b"\x10\x01" if value else b"\x10\x00"
         elif t is float:
@@ -231,9 +232,9 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
         else:
             av = _any_value(value)
         n = len(av)
-        kv = k + (b"\x12" + _SMALL_LEN[n] if n < 128 else b"\x12" + _varint(n)) + av
+        kv = k + (b"\x12" + _SMALL_LEN[n] if n < 128 else b"\x12" + varint(n)) + av
         n = len(kv)
-        field = (tag + _SMALL_LEN[n] if n < 128 else tag + _varint(n)) + kv
+        field = (tag + _SMALL_LEN[n] if n < 128 else tag + varint(n)) + kv
         parts.append(field)
         if cacheable and len(fields) < MAX_CACHED_FIELDS:
             seen = _values_per_key.get((tag, key), 0)
@@ -242,11 +243,18 @@ def _attribute_fields(tag: bytes, attributes, parts: list) -> None:
                 fields[(tag, key, value)] = field
 
 
+def attribute_field(tag: bytes, key: str, value) -> bytes:
+    """One attribute as a whole KeyValue field (``tag``: the field's, e.g. S_ATTR), as encode_span writes it
+    (without touching its caches)."""
+    return _field(tag, _key_value(key, value))
+
+
 #: (name, id(kind)) -> the name and kind fields, encoded once (kinds are SpanKind singletons).
 _heads: Dict[tuple, bytes] = {}
 
 
-def _head(name: str, kind) -> bytes:
+def span_head(name: str, kind) -> bytes:
+    """A span's name and kind fields (kind: an SDK SpanKind)."""
     data = name.encode("utf-8")
     head = (_S_NAME + _len(len(data)) + data if data else b"") + _KIND[kind.value]
     if len(_heads) < MAX_CACHED_FIELDS:
@@ -260,27 +268,27 @@ def encode_span(span: Union[Span, EncodedSpan]) -> bytes:
         return span.body
     parent_id = span.parent_id
     trace_id = span.trace_id
-    parts = [_IDS(_S_TRACE_ID, trace_id >> 64, trace_id & 0xFFFFFFFFFFFFFFFF, _S_SPAN_ID, span.span_id)]
+    parts = [_IDS(S_TRACE_ID, trace_id >> 64, trace_id & 0xFFFFFFFFFFFFFFFF, S_SPAN_ID, span.span_id)]
     trace_state = span.trace_state
     if trace_state:
         parts.append(_string(_S_TRACE_STATE, ",".join("%s=%s" % kv for kv in trace_state.items())))
     if parent_id:
-        parts += (_S_PARENT, parent_id.to_bytes(8, "big"))
+        parts += (S_PARENT, parent_id.to_bytes(8, "big"))
     head = _heads.get((span.name, id(span.kind)))
     if head is None:
-        head = _head(span.name, span.kind)
+        head = span_head(span.name, span.kind)
     parts.append(head)
     start, end = span.start_time, span.end_time
     if start and end:
-        parts.append(_TIMES(_S_START, start, _S_END, end))
+        parts.append(_TIMES(S_START, start, S_END, end))
     else:
         if start:
-            parts += (_S_START, _fixed64(start))
+            parts += (S_START, _fixed64(start))
         if end:
-            parts += (_S_END, _fixed64(end))
+            parts += (S_END, _fixed64(end))
     attributes = span.attributes
     if attributes:
-        _attribute_fields(_S_ATTR, attributes, parts)
+        _attribute_fields(S_ATTR, attributes, parts)
     events = span.events
     if events:
         parts.extend(map(_event, events))
@@ -289,10 +297,10 @@ def encode_span(span: Union[Span, EncodedSpan]) -> bytes:
         parts.extend(map(_link, links))
     status = span.status
     if status is UNSET:
-        parts.append(b"\x7a\x00")
+        parts.append(STATUS_UNSET)
     else:
         parts.append(_status(status))
-    parts.append(_FLAGS_REMOTE if parent_id and span.parent_is_remote else _FLAGS_LOCAL)
+    parts.append(_FLAGS_REMOTE if parent_id and span.parent_is_remote else FLAGS_LOCAL)
     return b"".join(parts)
 
 
@@ -361,7 +369,7 @@ def _grouped(items: Sequence, encode) -> bytes:
             target = scope_entry[1]
         body = encode(item)
         n = len(body)
-        target.append(b"\x12" + small[n] if n < 128 else b"\x12" + _varint(n))   # ScopeSpans.spans / ScopeLogs.log_records = 2
+        target.append(b"\x12" + small[n] if n < 128 else b"\x12" + varint(n))   # ScopeSpans.spans / ScopeLogs.log_records = 2
         target.append(body)
     out: List[bytes] = []
     for resource, scopes in groups.values():
