@@ -31,9 +31,11 @@ Targets (issue 12): spanprobe >= 0.95x bare; spanprobe-traced >= 1.2x sdk.
 
     sudo .venv/bin/python -m bench.bench_flask --in-process 3000        # no server: Flask's test client
 
-measures instead the CPU per request of bare, noop and spanprobe with no
-server, sockets or threads in the way (the noise of the loaded runs is
-mostly theirs).
+measures instead the CPU per request of every mode with no server, sockets
+or threads in the way (the noise of the loaded runs is mostly theirs): the
+service's process CPU (the SDK's export thread included) and, traced, the
+tracer's (over the measured requests and the tenth more of warm-up after it
+attached).
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from tests.support.load import start_tracer, stop_tracer
 from tests.support.otlp_receiver import Collector, HttpReceiver
 
 MODES = ("bare", "noop", "spanprobe", "spanprobe-traced", "sdk")
-UNTRACED = ("bare", "noop", "spanprobe")
 WARMUP_S = 1.0
 PATH = "/items/1"
 NOOP_ENV = dict(otel_services.QUIET, OTEL_PYTHON_CONFIGURATOR="none",
@@ -98,28 +99,67 @@ def client(port: int, threads: int, seconds: float) -> None:
     print(json.dumps({"requests": sum(done), "errors": sum(errors), "total": sum(total)}))
 
 
-def test_client(requests: int) -> None:
+def test_client(requests: int, wait: bool = False) -> None:
     """In this process (run under a mode's environment): CPU µs per request of /items/1 through
-    Flask's test client, no server and no sockets; prints {"us_per_request"}."""
+    Flask's test client, no server and no sockets; prints {"us_per_request"}. ``wait``: first print
+    {"pid"} and wait for a line on stdin (a tracer attaching meanwhile)."""
     from demo_apps.otel_services.front import app
 
     client_ = app.test_client()
     for _ in range(requests // 10):  # warm-up
         client_.get(PATH)
+    if wait:
+        print(json.dumps({"pid": os.getpid()}), flush=True)
+        sys.stdin.readline()
+        for _ in range(requests // 10):  # warm-up, traced
+            client_.get(PATH)
     start = time.process_time()
     for _ in range(requests):
         client_.get(PATH)
     print(json.dumps({"us_per_request": 1e6 * (time.process_time() - start) / requests}))
 
 
-def in_process(mode: str, requests: int) -> float:
-    env, instrumented = service_env(mode, "http://127.0.0.1:9")  # never exports: nothing is sampled
+def in_process(mode: str, requests: int) -> dict:
+    """The CPU µs a request of ``mode`` through Flask's test client (the SDK's export thread included),
+    and for spanprobe-traced the tracer's, exporting to a receiver here."""
+    receiver = HttpReceiver(Collector(count_only=True))
+    env, instrumented = service_env(mode, receiver.endpoint)
     full_env = child_env()
     full_env.update(dict(env, OTEL_SERVICE_NAME="front"))
-    argv = [sys.executable, "-m", "bench.bench_flask", "--test-client", str(requests)]
-    out = subprocess.run(([otel_services.INSTRUMENT] if instrumented else []) + argv, env=full_env,
-                         capture_output=True, text=True, check=True).stdout
-    return json.loads(out.splitlines()[-1])["us_per_request"]
+    traced = mode == "spanprobe-traced"
+    argv = [sys.executable, "-m", "bench.bench_flask", "--test-client", str(requests)] + (["--wait"] if traced else [])
+    proc = subprocess.Popen(([otel_services.INSTRUMENT] if instrumented else []) + argv, env=full_env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    tracer = None
+    stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+    result = {}
+    try:
+        if traced:
+            pid = json.loads(proc.stdout.readline())["pid"]
+            tracer = start_tracer(stats_file, *otel_services.otlp_tracer_args(receiver.endpoint)[1:],
+                                  pids=[pid], sites=otel_services.SITES_PER_SERVICE)
+            tracer_cpu = cpu_seconds(tracer.pid)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError("%s in process exited with %d" % (mode, proc.returncode))
+        result["us_per_request"] = json.loads(out.splitlines()[-1])["us_per_request"]
+        if tracer is not None:
+            # the tracer's CPU over the measured requests and the warm-up ones before them
+            result["tracer_us_per_request"] = 1e6 * (cpu_seconds(tracer.pid) - tracer_cpu) / (requests * 1.1)
+            stop_tracer(tracer, stats_file)
+            tracer = None
+    finally:
+        if tracer is not None:
+            tracer.kill()
+            tracer.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.unlink(stats_file)
+        receiver.stop()
+    return result
 
 
 def load(port: int, clients: int, threads: int, seconds: float) -> dict:
@@ -210,6 +250,17 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def in_process_table(summary: dict) -> str:
+    bare = summary["bare"]["us_per_request"]
+    lines = ["%-16s %5.0f µs a request (%.2fx bare; runs %s)" % (
+        mode, s["us_per_request"], s["us_per_request"] / bare, ", ".join("%.0f" % x for x in s["runs"]))
+        for mode, s in summary.items()]
+    lines.append("tracer: %.0f µs a request; sdk / spanprobe-traced: %.2f" % (
+        summary["spanprobe-traced"]["tracer_us_per_request"],
+        summary["sdk"]["us_per_request"] / summary["spanprobe-traced"]["us_per_request"]))
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--client", nargs=3, type=float, help=argparse.SUPPRESS)
@@ -220,27 +271,27 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--in-process", type=int, metavar="N", default=0,
                         help="instead: CPU µs a request through Flask's test client, N requests a run, in "
-                             "bare, noop and spanprobe (untraced), no server (what the instrumentations and "
-                             "the provider cost without sockets and threads)")
+                             "every mode, no server (what the instrumentations, the provider and the SDK "
+                             "cost without sockets and threads; the SDK's export thread included)")
     parser.add_argument("--test-client", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--wait", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
         client(int(args.client[0]), int(args.client[1]), args.client[2])
         return 0
     if args.test_client:
-        test_client(args.test_client)
+        test_client(args.test_client, args.wait)
         return 0
     if args.in_process:
-        runs = {mode: [] for mode in UNTRACED}
+        runs = {mode: [] for mode in MODES}
         for _ in range(args.rounds):
-            for mode in UNTRACED:
+            for mode in MODES:
                 runs[mode].append(in_process(mode, args.in_process))
-        summary = {mode: {"us_per_request": statistics.median(r), "runs": r} for mode, r in runs.items()}
-        print(json.dumps(summary, indent=2) if args.json else "\n".join(
-            "%-10s %5.0f µs a request (%.2fx bare; runs %s)" % (mode, s["us_per_request"],
-                                                             s["us_per_request"] / summary["bare"]["us_per_request"],
-                                                             ", ".join("%.0f" % x for x in s["runs"]))
-            for mode, s in summary.items()))
+        summary = {mode: {"us_per_request": statistics.median(r["us_per_request"] for r in rs),
+                          "runs": [r["us_per_request"] for r in rs]} for mode, rs in runs.items()}
+        summary["spanprobe-traced"]["tracer_us_per_request"] = statistics.median(
+            r["tracer_us_per_request"] for r in runs["spanprobe-traced"])
+        print(json.dumps(summary, indent=2) if args.json else in_process_table(summary))
         return 0
     rounds = []
     for n in range(args.rounds):
