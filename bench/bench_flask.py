@@ -19,6 +19,10 @@ shared machine hits them alike; each starts a fresh service:
   spanprobe        opentelemetry-instrument, spanprobe's provider, nothing attached
   spanprobe-traced the same, `spanprobe trace --pid SERVICE --exporter otlp`
                    attached, exporting OTLP/HTTP to a receiver in this process
+  ondemand         spanprobe's provider with SPANPROBE_OTEL_INSTRUMENT=traced
+                   (the instrumentations at work only while a tracer listens),
+                   nothing attached
+  ondemand-traced  the same, traced as spanprobe-traced
   sdk              opentelemetry-instrument, the official SDK in process
                    (BatchSpanProcessor, OTLP/HTTP exporter) to the same receiver
 
@@ -26,8 +30,9 @@ Load: ``--clients`` processes of ``--threads`` threads, each thread one
 keep-alive HTTP/1.1 connection (http.client), loopback only; one second of
 warm-up, then ``--seconds`` measured. Per mode: median requests/s, its ratio
 to bare, the service's CPU time per request (user + system, /proc/PID/stat),
-and for spanprobe-traced the tracer's; spans received by the receiver.
-Targets (issue 12): spanprobe >= 0.95x bare; spanprobe-traced >= 1.2x sdk.
+and for the traced modes the tracer's; spans received by the receiver.
+Targets (issue 12): spanprobe (or ondemand) >= 0.95x bare; spanprobe-traced
+(or ondemand-traced) >= 1.2x sdk.
 
     sudo .venv/bin/python -m bench.bench_flask --in-process 3000        # no server: Flask's test client
 
@@ -54,7 +59,8 @@ from tests.support import child_env, otel_services
 from tests.support.load import start_tracer, stop_tracer
 from tests.support.otlp_receiver import Collector, HttpReceiver
 
-MODES = ("bare", "noop", "spanprobe", "spanprobe-traced", "sdk")
+MODES = ("bare", "noop", "spanprobe", "spanprobe-traced", "ondemand", "ondemand-traced", "sdk")
+TRACED = ("spanprobe-traced", "ondemand-traced")
 WARMUP_S = 1.0
 PATH = "/items/1"
 NOOP_ENV = dict(otel_services.QUIET, OTEL_PYTHON_CONFIGURATOR="none",
@@ -126,7 +132,7 @@ def in_process(mode: str, requests: int) -> dict:
     env, instrumented = service_env(mode, receiver.endpoint)
     full_env = child_env()
     full_env.update(dict(env, OTEL_SERVICE_NAME="front"))
-    traced = mode == "spanprobe-traced"
+    traced = mode in TRACED
     argv = [sys.executable, "-m", "bench.bench_flask", "--test-client", str(requests)] + (["--wait"] if traced else [])
     proc = subprocess.Popen(([otel_services.INSTRUMENT] if instrumented else []) + argv, env=full_env,
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -180,6 +186,8 @@ def service_env(mode: str, endpoint: str):
         return NOOP_ENV, True
     if mode == "sdk":
         return otel_services.sdk_env(endpoint), True
+    if mode.startswith("ondemand"):
+        return otel_services.ONDEMAND_ENV, True
     return otel_services.SPANPROBE_ENV, True
 
 
@@ -190,7 +198,7 @@ def run_mode(mode: str, clients: int, threads: int, seconds: float) -> dict:
     tracer = None
     stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
     try:
-        if mode == "spanprobe-traced":
+        if mode in TRACED:
             tracer = start_tracer(stats_file, *otel_services.otlp_tracer_args(receiver.endpoint)[1:],
                                   pids=[service.pid], sites=otel_services.SITES_PER_SERVICE)
         service_cpu = cpu_seconds(service.pid)
@@ -223,14 +231,16 @@ def summarize(rounds: list) -> dict:
                      "service_us_per_request": statistics.median(r["service_us_per_request"] for r in runs),
                      "errors": sum(r["errors"] for r in runs), "total": sum(r["total"] for r in runs),
                      "spans_received": sum(r["spans_received"] for r in runs)}
-        if mode == "spanprobe-traced":
+        if mode in TRACED:
             out[mode].update(tracer_us_per_request=statistics.median(r["tracer_us_per_request"] for r in runs),
                              tracer_lost=sum(sum(r["tracer_lost"].values()) if isinstance(r["tracer_lost"], dict)
                                              else r["tracer_lost"] for r in runs))
     for mode in MODES:
         out[mode]["vs_bare"] = out[mode]["rps"] / out["bare"]["rps"]
     out["targets"] = {"spanprobe_vs_bare": out["spanprobe"]["vs_bare"],
-                      "traced_vs_sdk": out["spanprobe-traced"]["rps"] / out["sdk"]["rps"]}
+                      "traced_vs_sdk": out["spanprobe-traced"]["rps"] / out["sdk"]["rps"],
+                      "ondemand_vs_bare": out["ondemand"]["vs_bare"],
+                      "ondemand_traced_vs_sdk": out["ondemand-traced"]["rps"] / out["sdk"]["rps"]}
     return out
 
 
@@ -242,11 +252,14 @@ def table(summary: dict) -> str:
         lines.append("| %s | %.0f | %.2f | %.0f | %s | %d |" % (
             mode, s["rps"], s["vs_bare"], s["service_us_per_request"], ", ".join("%.0f" % x for x in s["rps_runs"]),
             s["spans_received"]))
-    t, traced = summary["targets"], summary["spanprobe-traced"]
-    lines.append("\nspanprobe untraced / bare: %.2f (target >= 0.95); spanprobe traced / sdk: %.2f (target >= 1.2)"
-                 % (t["spanprobe_vs_bare"], t["traced_vs_sdk"]))
-    lines.append("tracer CPU %.0f µs a request, %d spans lost; errors: %s"
-                 % (traced["tracer_us_per_request"], traced["tracer_lost"], {m: summary[m]["errors"] for m in MODES}))
+    t = summary["targets"]
+    lines.append("\nuntraced / bare (target >= 0.95): spanprobe %.2f, ondemand %.2f; traced / sdk (target >= 1.2): "
+                 "spanprobe %.2f, ondemand %.2f" % (t["spanprobe_vs_bare"], t["ondemand_vs_bare"], t["traced_vs_sdk"],
+                                                    t["ondemand_traced_vs_sdk"]))
+    for mode in TRACED:
+        lines.append("%s: tracer CPU %.0f µs a request, %d spans lost" % (
+            mode, summary[mode]["tracer_us_per_request"], summary[mode]["tracer_lost"]))
+    lines.append("errors: %s" % {m: summary[m]["errors"] for m in MODES})
     return "\n".join(lines)
 
 
@@ -255,9 +268,10 @@ def in_process_table(summary: dict) -> str:
     lines = ["%-16s %5.0f µs a request (%.2fx bare; runs %s)" % (
         mode, s["us_per_request"], s["us_per_request"] / bare, ", ".join("%.0f" % x for x in s["runs"]))
         for mode, s in summary.items()]
-    lines.append("tracer: %.0f µs a request; sdk / spanprobe-traced: %.2f" % (
-        summary["spanprobe-traced"]["tracer_us_per_request"],
-        summary["sdk"]["us_per_request"] / summary["spanprobe-traced"]["us_per_request"]))
+    for mode in TRACED:
+        lines.append("%s: tracer %.0f µs a request; sdk / %s: %.2f" % (
+            mode, summary[mode]["tracer_us_per_request"], mode,
+            summary["sdk"]["us_per_request"] / summary[mode]["us_per_request"]))
     return "\n".join(lines)
 
 
@@ -289,8 +303,8 @@ def main() -> int:
                 runs[mode].append(in_process(mode, args.in_process))
         summary = {mode: {"us_per_request": statistics.median(r["us_per_request"] for r in rs),
                           "runs": [r["us_per_request"] for r in rs]} for mode, rs in runs.items()}
-        summary["spanprobe-traced"]["tracer_us_per_request"] = statistics.median(
-            r["tracer_us_per_request"] for r in runs["spanprobe-traced"])
+        for mode in TRACED:
+            summary[mode]["tracer_us_per_request"] = statistics.median(r["tracer_us_per_request"] for r in runs[mode])
         print(json.dumps(summary, indent=2) if args.json else in_process_table(summary))
         return 0
     rounds = []

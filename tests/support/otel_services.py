@@ -93,6 +93,8 @@ def run_scenario(url: str, paths=SCENARIO) -> List[int]:
 #: (with it, the distro's configurator would install the SDK's provider over
 #: OTEL_PYTHON_TRACER_PROVIDER; naming spanprobe's configurator replaces it).
 SPANPROBE_ENV = dict(QUIET, OTEL_PYTHON_TRACER_PROVIDER="spanprobe", OTEL_PYTHON_CONFIGURATOR="spanprobe")
+#: The same, the instrumentations at work only while a tracer listens (spanprobe.otel.ondemand).
+ONDEMAND_ENV = dict(SPANPROBE_ENV, SPANPROBE_OTEL_INSTRUMENT="traced")
 #: Probe sites of one process using spanprobe's provider: its otel_span probe.
 SITES_PER_SERVICE = 1
 
