@@ -30,7 +30,8 @@ Load: ``--clients`` processes of ``--threads`` threads, each thread one
 keep-alive HTTP/1.1 connection (http.client), loopback only; one second of
 warm-up, then ``--seconds`` measured. Per mode: median requests/s, its ratio
 to bare, the service's CPU time per request (user + system, /proc/PID/stat),
-and for the traced modes the tracer's; spans received by the receiver.
+the load generator's (its processes' rusage), for the traced modes the
+tracer's; spans received by the receiver.
 Targets (issue 12): spanprobe (or ondemand) >= 0.95x bare; spanprobe-traced
 (or ondemand-traced) >= 1.2x sdk.
 
@@ -48,6 +49,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -169,13 +171,17 @@ def in_process(mode: str, requests: int) -> dict:
 
 
 def load(port: int, clients: int, threads: int, seconds: float) -> dict:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_flask", "--client", str(port), str(threads),
                                str(seconds)], stdout=subprocess.PIPE, text=True, env=child_env())
              for _ in range(clients)]
     results = [json.loads(p.communicate()[0]) for p in procs]
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the load processes, now reaped
     requests = sum(r["requests"] for r in results)
+    total = sum(r["total"] for r in results)
+    client_s = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return {"requests": requests, "rps": requests / seconds, "errors": sum(r["errors"] for r in results),
-            "total": sum(r["total"] for r in results)}
+            "total": total, "client_us_per_request": 1e6 * client_s / max(total, 1)}
 
 
 def service_env(mode: str, endpoint: str):
@@ -229,6 +235,7 @@ def summarize(rounds: list) -> dict:
         runs = [r[mode] for r in rounds]
         out[mode] = {"rps": statistics.median(r["rps"] for r in runs), "rps_runs": [r["rps"] for r in runs],
                      "service_us_per_request": statistics.median(r["service_us_per_request"] for r in runs),
+                     "client_us_per_request": statistics.median(r["client_us_per_request"] for r in runs),
                      "errors": sum(r["errors"] for r in runs), "total": sum(r["total"] for r in runs),
                      "spans_received": sum(r["spans_received"] for r in runs)}
         if mode in TRACED:
@@ -245,13 +252,13 @@ def summarize(rounds: list) -> dict:
 
 
 def table(summary: dict) -> str:
-    lines = ["| mode | requests/s (median) | vs bare | service CPU µs/request | runs (req/s) | spans received |",
-             "|---|---:|---:|---:|---|---:|"]
+    lines = ["| mode | requests/s (median) | vs bare | service CPU µs/request | load generator CPU µs/request "
+             "| runs (req/s) | spans received |", "|---|---:|---:|---:|---:|---|---:|"]
     for mode in MODES:
         s = summary[mode]
-        lines.append("| %s | %.0f | %.2f | %.0f | %s | %d |" % (
-            mode, s["rps"], s["vs_bare"], s["service_us_per_request"], ", ".join("%.0f" % x for x in s["rps_runs"]),
-            s["spans_received"]))
+        lines.append("| %s | %.0f | %.2f | %.0f | %.0f | %s | %d |" % (
+            mode, s["rps"], s["vs_bare"], s["service_us_per_request"], s["client_us_per_request"],
+            ", ".join("%.0f" % x for x in s["rps_runs"]), s["spans_received"]))
     t = summary["targets"]
     lines.append("\nuntraced / bare (target >= 0.95): spanprobe %.2f, ondemand %.2f; traced / sdk (target >= 1.2): "
                  "spanprobe %.2f, ondemand %.2f" % (t["spanprobe_vs_bare"], t["ondemand_vs_bare"], t["traced_vs_sdk"],
