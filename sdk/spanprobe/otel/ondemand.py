@@ -61,6 +61,7 @@ def _instrumentor_entry_points():
 def post_instrument():
     """``opentelemetry_post_instrument`` entry point: in ``traced`` mode, take the instrumentations
     opentelemetry-instrument just installed out again, to be installed while a tracer listens."""
+    global active
     mode = os.environ.get(SETTING, "").strip().lower() or "always"
     if mode == "always":
         return None
@@ -74,7 +75,7 @@ def post_instrument():
         return None
     toggled, flask_instrumentor = [], None
     for ep in _instrumentor_entry_points():
-        if ep.name not in TOGGLED and ep.name != FLASK or ep.module not in sys.modules:
+        if (ep.name not in TOGGLED and ep.name != FLASK) or ep.module not in sys.modules:
             continue  # not one of ours, or not loaded by opentelemetry-instrument: not installed
         try:
             instrumentor = ep.load()()  # BaseInstrumentor is a singleton: the installed one
@@ -86,7 +87,6 @@ def post_instrument():
             flask_instrumentor = instrumentor
         else:
             toggled.append(instrumentor)
-    global active
     on_demand = OnDemand(toggled)
     if flask_instrumentor is not None:
         FlaskSwitch.install(type(flask_instrumentor).__module__, on_demand)
