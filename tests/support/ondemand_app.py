@@ -4,6 +4,7 @@ arrival and departure played by raising and lowering the otel_span probe's semap
 """
 
 import json
+import os
 import sqlite3
 import sys
 
@@ -81,6 +82,17 @@ def main() -> int:
     probe.enabled.value = 1
     wait_traced(True)
     step("traced again", client.get("/"))
+    probe.enabled.value = 0
+    wait_traced(False)
+    pid = os.fork()  # a pre-forking server's worker: its own semaphore, its own polling thread
+    if pid == 0:
+        probe.enabled.value = 1
+        wait_traced(True)
+        step("forked child traced", client.get("/"))
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    step("parent after the fork", client.get("/"))
     return 0
 
 

@@ -110,7 +110,18 @@ class OnDemand:
             instrumentor.uninstrument()
 
     def start(self):
+        """Poll from a thread, here and in every child forked later (a pre-forking server's workers:
+        threads do not survive fork, and each process has its own semaphore)."""
+        self._spawn()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _spawn(self):
         threading.Thread(target=self.run, name="spanprobe-instrument", daemon=True).start()
+
+    def _after_fork(self):
+        self.changed = threading.Condition()  # the parent's could have been held by a thread now gone
+        self._spawn()
 
     def run(self):
         while True:

@@ -70,3 +70,11 @@ def test_traced_mode_needs_spanprobes_provider():
                             OTEL_TRACES_EXPORTER="none")
     assert "SPANPROBE_OTEL_INSTRUMENT=traced needs spanprobe's tracer provider" in stderr
     assert steps["untraced"]["seen"]["connect_wrapped"] and steps["untraced"]["switch"] != "FlaskSwitch"
+
+
+def test_a_forked_worker_follows_its_own_tracer():
+    """A pre-forking server's worker (forked after start-up): the polling thread runs in it too, so a tracer
+    attaching to the worker alone gets its requests traced, and the parent stays untraced."""
+    steps, _ = run_app()
+    assert steps["forked child traced"]["seen"] == TRACED
+    assert steps["parent after the fork"]["seen"] == UNTRACED
