@@ -34,14 +34,16 @@ def sdk_env(endpoint: str) -> Dict[str, str]:
 
 
 class Service:
-    """``python -m demo_apps.otel_services.MODULE --port 0``, under opentelemetry-instrument unless
-    ``instrument`` is false; ``env`` is added to the environment (OTEL_SERVICE_NAME=MODULE unless set)."""
+    """``python -m demo_apps.otel_services.MODULE --port 0`` (or ``argv``, a server printing the same
+    banner), under opentelemetry-instrument unless ``instrument`` is false; ``env`` is added to the
+    environment (OTEL_SERVICE_NAME=MODULE unless set)."""
 
-    def __init__(self, module: str, env: Optional[Dict[str, str]] = None, instrument: bool = True):
+    def __init__(self, module: str, env: Optional[Dict[str, str]] = None, instrument: bool = True,
+                 argv: Optional[List[str]] = None):
         full_env = child_env()
         full_env["OTEL_SERVICE_NAME"] = module
         full_env.update(env or {})
-        argv = [sys.executable, "-m", "demo_apps.otel_services." + module, "--port", "0"]
+        argv = argv or [sys.executable, "-m", "demo_apps.otel_services." + module, "--port", "0"]
         self.name = module
         self.stderr_file = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(([INSTRUMENT] if instrument else []) + argv, stdout=subprocess.PIPE,
