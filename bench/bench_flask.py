@@ -15,8 +15,8 @@ when instrumented). By default it runs as in production: under gunicorn
 tracer attaches to the worker's pid, the SDK's BatchSpanProcessor runs in
 the worker (the app is imported there, after the fork), and the CPU measured
 is the worker's (the master only watches it). ``--server werkzeug``: Flask's
-development server (werkzeug, a thread a connection) instead, which costs
-most of a bare request's CPU. Modes, interleaved round by round so that drift on a
+development server (werkzeug, a thread a connection) instead, the earlier
+harness. Modes, interleaved round by round so that drift on a
 shared machine hits them alike; each starts a fresh service:
 
   bare             the service, no instrumentation
