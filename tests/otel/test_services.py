@@ -20,18 +20,19 @@ from tests.support.tracer_helpers import Tracer, wait_attached
 pytestmark = pytest.mark.bpf
 
 
-def spanprobe_export(front: str, expected: int):
+def spanprobe_export(front: str, expected: int, env=otel_services.SPANPROBE_ENV):
     """The scenario against ``front`` (and back) with spanprobe's provider, `spanprobe trace --pid`
     on both exporting OTLP/HTTP; the receiver's spans once ``expected`` arrived (or it timed out)."""
     receiver = HttpReceiver()
-    services = otel_services.start_pair(front, otel_services.SPANPROBE_ENV)
+    services = otel_services.start_pair(front, env)
     tracer = None
     try:
         tracer = Tracer(*otel_services.otlp_tracer_args(receiver.endpoint, *(s.pid for s in services)))
         wait_attached(tracer, otel_services.SITES_PER_SERVICE * len(services))
+        before = len(await_instrumented(services, receiver)) if env is otel_services.ONDEMAND_ENV else 0
         assert otel_services.run_scenario(services[1].url) == [200, 200, 500]
-        receiver.collector.wait_for(lambda c: c.count >= expected, timeout=30)
-        spans = otel_services.settled(receiver)
+        receiver.collector.wait_for(lambda c: c.count >= before + expected, timeout=30)
+        spans = otel_services.settled(receiver)[before:]
         assert tracer.stop() == 0, tracer.stderr
         return spans
     finally:
@@ -42,8 +43,33 @@ def spanprobe_export(front: str, expected: int):
         receiver.stop()
 
 
+def await_instrumented(services, receiver, timeout: float = 20.0):
+    """SPANPROBE_OTEL_INSTRUMENT=traced: a service installs its instrumentations within a poll of the
+    tracer's attaching; a request to each until it gives a span (its own trace, before the scenario's)
+    tells. The spans received so far, once settled."""
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    for service, path in zip(services, ("/stock/0", "/items/2")):  # back, then front
+        seen = receiver.collector.count
+        while receiver.collector.count == seen:
+            assert time.monotonic() < deadline, "%s made no span after the tracer attached" % service.name
+            assert requests.get(service.url + path, timeout=10).status_code == 200
+            receiver.collector.wait_for(lambda c: c.count > seen, timeout=0.5)
+    return otel_services.settled(receiver)
+
+
 @pytest.mark.parametrize("front", ["front", "shop"])
 def test_spanprobe_exports_the_spans_the_sdk_exports(sdk_exports, front):
     """front: Flask (WSGI); shop: Starlette under uvicorn (ASGI); both call back (Flask)."""
     expected = sdk_exports[front]
     assert_same_spans(expected, spanprobe_export(front, len(expected)))
+
+
+def test_instrumented_only_while_traced_exports_the_same_spans(sdk_exports):
+    """SPANPROBE_OTEL_INSTRUMENT=traced (spanprobe.otel.ondemand): the Flask apps were made and the
+    instrumentations taken out before the tracer attached; once they are in, the spans are the SDK's."""
+    expected = sdk_exports["front"]
+    assert_same_spans(expected, spanprobe_export("front", len(expected), otel_services.ONDEMAND_ENV))

@@ -34,14 +34,16 @@ def sdk_env(endpoint: str) -> Dict[str, str]:
 
 
 class Service:
-    """``python -m demo_apps.otel_services.MODULE --port 0``, under opentelemetry-instrument unless
-    ``instrument`` is false; ``env`` is added to the environment (OTEL_SERVICE_NAME=MODULE unless set)."""
+    """``python -m demo_apps.otel_services.MODULE --port 0`` (or ``argv``, a server printing the same
+    banner), under opentelemetry-instrument unless ``instrument`` is false; ``env`` is added to the
+    environment (OTEL_SERVICE_NAME=MODULE unless set)."""
 
-    def __init__(self, module: str, env: Optional[Dict[str, str]] = None, instrument: bool = True):
+    def __init__(self, module: str, env: Optional[Dict[str, str]] = None, instrument: bool = True,
+                 argv: Optional[List[str]] = None):
         full_env = child_env()
         full_env["OTEL_SERVICE_NAME"] = module
         full_env.update(env or {})
-        argv = [sys.executable, "-m", "demo_apps.otel_services." + module, "--port", "0"]
+        argv = argv or [sys.executable, "-m", "demo_apps.otel_services." + module, "--port", "0"]
         self.name = module
         self.stderr_file = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(([INSTRUMENT] if instrument else []) + argv, stdout=subprocess.PIPE,
@@ -93,6 +95,8 @@ def run_scenario(url: str, paths=SCENARIO) -> List[int]:
 #: (with it, the distro's configurator would install the SDK's provider over
 #: OTEL_PYTHON_TRACER_PROVIDER; naming spanprobe's configurator replaces it).
 SPANPROBE_ENV = dict(QUIET, OTEL_PYTHON_TRACER_PROVIDER="spanprobe", OTEL_PYTHON_CONFIGURATOR="spanprobe")
+#: The same, the instrumentations at work only while a tracer listens (spanprobe.otel.ondemand).
+ONDEMAND_ENV = dict(SPANPROBE_ENV, SPANPROBE_OTEL_INSTRUMENT="traced")
 #: Probe sites of one process using spanprobe's provider: its otel_span probe.
 SITES_PER_SERVICE = 1
 

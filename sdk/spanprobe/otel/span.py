@@ -19,6 +19,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.trace.status import Status, StatusCode
 
 from ..abi import otlp
+from ..probes.convert import bytes_arg
 from . import payload
 from .attributes import Attributes
 
@@ -188,7 +189,9 @@ class Span(trace_api.Span):
         if not probe.enabled:
             return  # nobody listens any more: dropped whole, never half-sent
         try:
-            probe.emit(payload.encode(self))
+            # The probe site itself, the one argument framed as emit() would (bytes_arg): a payload is
+            # bytes within MAX_BYTES, so emit()'s checked conversion would only cost (~0.6 µs a span).
+            probe.site_cell.cell_contents(bytes_arg(payload.encode(self)))
         except Exception:  # a bug here must not reach the application: the span is skipped, counted
             probe.conversion_failures += 1
             if probe.conversion_failures == 1:

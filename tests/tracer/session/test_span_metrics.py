@@ -253,3 +253,72 @@ def test_api_spans_are_counted_like_the_kernels(grpc_receiver, tmp_path):
     (key, (metric, p, _)) = http
     assert dict(key) == {"http.request.method": "GET", "http.route": "/items/<id>", "http.response.status_code": 200}
     assert metric.unit == "s" and p.count == 1 and list(p.explicit_bounds) == list(HTTP_BOUNDS_S)
+
+
+def test_api_span_series_count_every_span_read_from_payloads():
+    """count_api_span (no BPF): spans read from otel_span payloads (assemble.otel), several a series,
+    land in their series with counts, sums and buckets as the kernel's shape has them; only server spans
+    carrying http.request.method feed http.server.request.duration (a client span with it does not)."""
+    import bisect
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import SpanKind, StatusCode
+
+    from spanprobe_tracer.assemble.otel import OtelSpanReader
+    from spanprobe_tracer.decode import OtelSpanRecord
+    from spanprobe_tracer.session.span_metrics import SpanMetrics
+
+    class NoKernelSeries:
+        def read(self):
+            return []
+
+        read_http = read
+
+    resource = Resource({"service.name": "svc"})
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=resource)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("t")
+    http = {"http.request.method": "GET", "http.route": "/a/<id>", "http.response.status_code": 200}
+    made = [("GET /a/<id>", SpanKind.SERVER, http, None), ("GET /a/<id>", SpanKind.SERVER, http, None),
+            ("GET /a/<id>", SpanKind.SERVER, dict(http, **{"http.response.status_code": 500}), StatusCode.ERROR),
+            ("GET", SpanKind.CLIENT, http, None), ("GET /old", SpanKind.SERVER, {"http.method": "GET"}, None),
+            ("GET", SpanKind.CLIENT, http, None), ("GET /a/<id>", SpanKind.SERVER, http, None)]
+    for i, (name, kind, attrs, status) in enumerate(made):
+        span = tracer.start_span(name, kind=kind, attributes=attrs, start_time=1_000_000)
+        if status is not None:
+            span.set_status(status)
+        span.end(end_time=1_000_000 + (i + 1) * 3_000_000)
+    bounds = (5_000_000, 10_000_000, 20_000_000)
+    metrics = SpanMetrics(NoKernelSeries(), None, lambda pid: resource, 60.0, {}, bounds)
+    reader = OtelSpanReader(lambda pid: resource)
+    reader.observe = metrics.count_api_span
+    for span in exporter.get_finished_spans():
+        scope_spans = encode_spans([span]).resource_spans[0].scope_spans[0]
+        reader.span(OtelSpanRecord(None, 7, 1, 0, scope_spans.SerializeToString(), True))
+    spans, http_points = metrics.points()
+
+    def expect(durations):
+        buckets = [0] * (len(bounds) + 1)
+        for d in durations:
+            buckets[bisect.bisect_left(bounds, d)] += 1
+        return len(durations), sum(durations), buckets
+
+    ms3 = [(i + 1) * 3_000_000 for i in range(len(made))]
+    assert {p.attributes: (p.count, p.sum_ns, p.buckets) for p in spans} == {
+        (("service.name", "svc"), ("span.name", "GET /a/<id>"), ("span.kind", "SPAN_KIND_SERVER"),
+         ("status.code", "STATUS_CODE_UNSET")): expect([ms3[0], ms3[1], ms3[6]]),
+        (("service.name", "svc"), ("span.name", "GET /a/<id>"), ("span.kind", "SPAN_KIND_SERVER"),
+         ("status.code", "STATUS_CODE_ERROR")): expect([ms3[2]]),
+        (("service.name", "svc"), ("span.name", "GET"), ("span.kind", "SPAN_KIND_CLIENT"),
+         ("status.code", "STATUS_CODE_UNSET")): expect([ms3[3], ms3[5]]),
+        (("service.name", "svc"), ("span.name", "GET /old"), ("span.kind", "SPAN_KIND_SERVER"),
+         ("status.code", "STATUS_CODE_UNSET")): expect([ms3[4]]),
+    }
+    route = (("http.request.method", "GET"), ("http.route", "/a/<id>"))
+    assert {p.attributes: p.count for p in http_points} == {
+        route + (("http.response.status_code", 200),): 3, route + (("http.response.status_code", 500),): 1}

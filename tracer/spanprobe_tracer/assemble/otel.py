@@ -37,15 +37,24 @@ class BadPayload(ValueError):
 
 #: The attributes http.server.request.duration groups by (semantic conventions).
 HTTP_KEYS = ("http.request.method", "http.route", "http.response.status_code")
+#: In the payload of every span that has the method attribute (the key is written as it is).
+_METHOD_KEY = HTTP_KEYS[0].encode()
+#: OTLP Span.kind values that are SpanKinds (SPAN_KIND_INTERNAL = 1 ... SPAN_KIND_CONSUMER = 5), and SERVER.
+_KINDS = range(KIND_OFFSET, KIND_OFFSET + len(SpanKind))
+_SERVER = SpanKind.SERVER.value + KIND_OFFSET
+_STATUS_CODES = range(len(StatusCode))
 
 
 class ApiSpanSummary(NamedTuple):
-    """What span metrics need of an OpenTelemetry API span (session.span_metrics counts it)."""
+    """What span metrics need of an OpenTelemetry API span (session.span_metrics counts it), as OTLP
+    writes it: plain ints, so that counting a span costs no enum lookups."""
 
     pid: int
     name: str
-    kind: SpanKind
-    status: StatusCode
+    #: OTLP Span.kind (SpanKind's value plus KIND_OFFSET)
+    kind: int
+    #: OTLP Status.code (StatusCode's value)
+    status: int
     duration_ns: int
     #: (http.request.method, http.route or None, http.response.status_code or None) of a server span
     #: that has a method, else None
@@ -64,7 +73,6 @@ def _http(s) -> Optional[Tuple[str, Optional[str], Optional[int]]]:
         return None
     route, status = found.get(HTTP_KEYS[1]), found.get(HTTP_KEYS[2])
     return (method, route if isinstance(route, str) else None, status if isinstance(status, int) else None)
-
 
 
 class OtelSpanReader:
@@ -95,15 +103,17 @@ class OtelSpanReader:
         if len(message.spans) != 1:
             raise BadPayload("%d spans in one payload" % len(message.spans))
         s = message.spans[0]
-        try:  # what the console and JSON lines will need to read it (EncodedSpan.decoded)
-            kind = SpanKind(s.kind - KIND_OFFSET)
-            status = StatusCode(s.status.code)
-        except ValueError as exc:
-            raise BadPayload(str(exc)) from None
+        kind, status = s.kind, s.status.code
+        # what the console and JSON lines will need to read it (EncodedSpan.decoded)
+        if kind not in _KINDS:
+            raise BadPayload("%d is not a valid SpanKind" % (kind - KIND_OFFSET))
+        if status not in _STATUS_CODES:
+            raise BadPayload("%d is not a valid StatusCode" % status)
         if self.observe is not None:
+            # Attributes are read (the slow part) only from server spans whose payload holds the method's key.
             self.observe(ApiSpanSummary(rec.pid, s.name, kind, status,
                                         max(0, s.end_time_unix_nano - s.start_time_unix_nano),
-                                        _http(s) if kind is SpanKind.SERVER else None))
+                                        _http(s) if kind == _SERVER and _METHOD_KEY in rec.payload else None))
         trace_flags = s.flags & 0xFF
         s.flags = FLAG_HAS_IS_REMOTE | (s.flags & FLAG_IS_REMOTE)  # what the official exporter writes
         return EncodedSpan(s.SerializeToString(), self._resource_for(rec.pid),

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import bisect
 import time
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage, Status as StatusMessage
 from opentelemetry.sdk.resources import Resource
 
 from spanprobe.abi.protocol import STATUS_CANCELLED, STATUS_OK
@@ -38,6 +39,9 @@ SPANS, HTTP = "spans", "http"
 #: API span series kept at most (a series per process, name, kind, status; HTTP per method, route, status).
 MAX_API_SERIES = 16384
 _HTTP_BOUNDS_NS = bounds_ns([b * 1000 for b in HTTP_BOUNDS_S])
+#: span.kind and status.code values by OTLP Span.kind and Status.code (opentelemetry-proto's enum names).
+_KIND_NAMES = {v: k for k, v in SpanMessage.SpanKind.items()}
+_STATUS_NAMES = {v: k for k, v in StatusMessage.StatusCode.items()}
 
 
 def status_code(status: int) -> str:
@@ -54,6 +58,8 @@ class SpanMetrics:
         self.bounds = tuple(bounds)
         #: OpenTelemetry API span series, cumulative
         self._api: Dict[SeriesKey, SeriesPoint] = {}
+        #: the same span series' points by (pid, span name, OTLP kind, OTLP status code)
+        self._api_points: Dict[Tuple[int, str, int, int], SeriesPoint] = {}
         #: called for each API span left uncounted because MAX_API_SERIES series exist
         self.on_full: Callable[[], None] = lambda: None
         self.sender = sender
@@ -107,18 +113,27 @@ class SpanMetrics:
 
     def count_api_span(self, span: ApiSpanSummary) -> None:
         """Count one OpenTelemetry API span in its series (and http.server.request.duration's, for a server
-        span with an HTTP method)."""
-        self._count_api(SPANS, span.pid, (("span.name", span.name), ("span.kind", "SPAN_KIND_" + span.kind.name),
-                                          ("status.code", "STATUS_CODE_" + span.status.name)),
-                        span.duration_ns, self.bounds)
-        if span.http is not None:
-            method, route, status = span.http
+        span with an HTTP method). Its span series is found by (pid, name, kind, status) as the span
+        carries them; the attributes are made once, for a new series."""
+        pid, name, kind, status, duration_ns, http = span
+        point = self._api_points.get((pid, name, kind, status))
+        if point is None:
+            point = self._count_api(SPANS, pid, (("span.name", name), ("span.kind", _KIND_NAMES[kind]),
+                                                 ("status.code", _STATUS_NAMES[status])), duration_ns, self.bounds)
+            if point is not None:
+                self._api_points[(pid, name, kind, status)] = point
+        else:
+            point.count += 1
+            point.sum_ns += duration_ns
+            point.buckets[bisect.bisect_left(self.bounds, duration_ns)] += 1
+        if http is not None:
+            method, route, code = http
             attrs = [(HTTP_METHOD, method)]
             if route is not None:
                 attrs.append((HTTP_ROUTE, route))
-            if status is not None:
-                attrs.append((HTTP_STATUS, status))
-            self._count_api(HTTP, span.pid, tuple(attrs), span.duration_ns, _HTTP_BOUNDS_NS)
+            if code is not None:
+                attrs.append((HTTP_STATUS, code))
+            self._count_api(HTTP, pid, tuple(attrs), duration_ns, _HTTP_BOUNDS_NS)
 
     def _new_point(self, key: SeriesKey, count: int, sum_ns: int, buckets: List[int]) -> SeriesPoint:
         """A series' first point, under its process's resource (span metrics also carry the spanmetrics
@@ -129,17 +144,20 @@ class SpanMetrics:
             attrs = (("service.name", str(resource.attributes.get("service.name", "unknown_service"))), *attrs)
         return SeriesPoint(resource, attrs, count, sum_ns, buckets, self._started.setdefault(key, time.time_ns()))
 
-    def _count_api(self, metric: str, pid: int, attrs, duration_ns: int, bounds: Sequence[int]) -> None:
+    def _count_api(self, metric: str, pid: int, attrs, duration_ns: int,
+                   bounds: Sequence[int]) -> Optional[SeriesPoint]:
+        """Count a span in series (metric, pid, attrs); that series' point (None: not counted, too many)."""
         key = (metric, pid, attrs)
         point = self._api.get(key)
         if point is None:
             if len(self._api) >= MAX_API_SERIES:
                 self.on_full()
-                return
+                return None
             point = self._api[key] = self._new_point(key, 0, 0, [0] * (len(bounds) + 1))
         point.count += 1
         point.sum_ns += duration_ns
         point.buckets[bisect.bisect_left(bounds, duration_ns)] += 1  # bucket i: (bound i-1, bound i]
+        return point
 
     def retire(self, cookies: Iterable[int]) -> None:
         """Their process or provider is going: take their series out of the kernel, keep them for one export."""

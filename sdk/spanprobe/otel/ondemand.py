@@ -1,0 +1,219 @@
+"""``SPANPROBE_OTEL_INSTRUMENT=traced``: the OpenTelemetry instrumentations at work only while a tracer listens.
+
+The official instrumentations do their work whether or not a span records
+(flask/wsgi collects request attributes, dbapi wraps each connection and
+cursor): with the API's own no-op provider they cost ~15% of a small Flask
+service's requests/s. In this mode that work does not run while nothing
+listens. ``opentelemetry-instrument`` installs the instrumentations as usual;
+then ``post_instrument`` (entry point group ``opentelemetry_post_instrument``)
+takes over those it knows (TOGGLED, FLASK), and a thread polls the otel_span
+probe's semaphore every POLL_S seconds:
+
+* TOGGLED instrumentations (they patch library functions, looked up at each
+  call) are taken out, and installed with their ``instrument()`` when a tracer
+  attaches, taken out with ``uninstrument()`` when the last one leaves. A call
+  already running finishes as it began; an object made while traced (a dbapi
+  connection) stays wrapped after the tracer leaves (its spans do not record);
+* Flask apps stay instrumented as the flask instrumentation does it (its
+  class is kept installed), and each app made gets a switch (FlaskSwitch) read
+  once per request, when it enters the app: a request that enters while a
+  tracer listens runs the whole instrumentation (wsgi wrapper, before-request
+  and teardown functions), one that enters while nothing listens runs none of
+  it. A request in flight when a tracer attaches is not traced; one in flight
+  when it leaves ends as a traced one (its span, not fired, is no half span);
+* any other instrumentation stays installed, as without this mode.
+"""
+
+import logging
+import os
+import sys
+import threading
+import time
+from importlib.metadata import entry_points
+
+from opentelemetry import trace
+
+from .tracer import TracerProvider, span_probe
+
+log = logging.getLogger("spanprobe.otel")
+
+SETTING = "SPANPROBE_OTEL_INSTRUMENT"
+MODES = ("always", "traced")
+#: How often the semaphore is read: a tracer's first spans come at most this long after it attached.
+POLL_S = 0.1
+#: Instrumentations (entry point names) installed and taken out as tracers come and go: each patches
+#: functions that its library's callers look up at every call (tested here: tests/sdk/otel).
+TOGGLED = ("requests", "sqlite3")
+#: The instrumentation whose apps get a FlaskSwitch.
+FLASK = "flask"
+#: Set in a request's WSGI environ when it entered an app while a tracer listened.
+TRACED_KEY = "spanprobe.otel.traced"
+#: The OnDemand that post_instrument started in this process, if any.
+active = None
+
+
+def _instrumentor_entry_points():
+    eps = entry_points()
+    group = "opentelemetry_instrumentor"
+    return eps.select(group=group) if hasattr(eps, "select") else eps.get(group, ())
+
+
+def post_instrument():
+    """``opentelemetry_post_instrument`` entry point: in ``traced`` mode, take the instrumentations
+    opentelemetry-instrument just installed out again, to be installed while a tracer listens."""
+    global active
+    mode = os.environ.get(SETTING, "").strip().lower() or "always"
+    if mode == "always":
+        return None
+    if mode not in MODES:
+        log.error("spanprobe: %s=%r is not one of %s; the instrumentations stay installed",
+                  SETTING, os.environ[SETTING], ", ".join(MODES))
+        return None
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        log.error("spanprobe: %s=traced needs spanprobe's tracer provider (OTEL_PYTHON_TRACER_PROVIDER=spanprobe "
+                  "or OTEL_PYTHON_CONFIGURATOR=spanprobe); the instrumentations stay installed", SETTING)
+        return None
+    toggled, flask_instrumentor = [], None
+    for ep in _instrumentor_entry_points():
+        if (ep.name not in TOGGLED and ep.name != FLASK) or ep.module not in sys.modules:
+            continue  # not one of ours, or not loaded by opentelemetry-instrument: not installed
+        try:
+            instrumentor = ep.load()()  # BaseInstrumentor is a singleton: the installed one
+        except Exception:  # an entry point that cannot load was not installed either
+            continue
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            continue
+        if ep.name == FLASK:
+            flask_instrumentor = instrumentor
+        else:
+            toggled.append(instrumentor)
+    on_demand = OnDemand(toggled)
+    if flask_instrumentor is not None:
+        FlaskSwitch.install(type(flask_instrumentor).__module__, on_demand)
+    on_demand.start()
+    active = on_demand
+    return on_demand
+
+
+class OnDemand:
+    """Tracks whether ``probe`` (the otel_span probe) is enabled, from a thread polling it: ``traced``,
+    and ``toggled`` (installed instrumentors) installed exactly while it is (taken out now)."""
+
+    def __init__(self, toggled, probe=None, poll_s=POLL_S):
+        self.toggled = list(toggled)
+        self.probe = probe if probe is not None else span_probe()  # loaded now, for a tracer to find
+        self.poll_s = poll_s
+        #: Whether a tracer listened at the last poll; notified after each change.
+        self.traced = False
+        self.changed = threading.Condition()
+        for instrumentor in self.toggled:
+            instrumentor.uninstrument()
+
+    def start(self):
+        """Poll from a thread, here and in every child forked later (a pre-forking server's workers:
+        threads do not survive fork, and each process has its own semaphore)."""
+        self._spawn()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork)
+
+    def _spawn(self):
+        threading.Thread(target=self.run, name="spanprobe-instrument", daemon=True).start()
+
+    def _after_fork(self):
+        self.changed = threading.Condition()  # the parent's could have been held by a thread now gone
+        self._spawn()
+
+    def run(self):
+        while True:
+            self.step()
+            time.sleep(self.poll_s)
+
+    def step(self):
+        """Follow the probe's state (instrumentors installed first, taken out last); never raises."""
+        listening = bool(self.probe.enabled)
+        if listening == self.traced:
+            return
+        if not listening:
+            with self.changed:
+                self.traced = False
+        for instrumentor in self.toggled:
+            try:
+                if listening:
+                    instrumentor.instrument(skip_dep_check=True)  # checked when opentelemetry-instrument loaded it
+                else:
+                    instrumentor.uninstrument()
+            except Exception:  # the instrumentation's own failure: logged, the others still follow
+                log.exception("spanprobe: %s %s failed", "installing" if listening else "taking out",
+                              type(instrumentor).__name__)
+        with self.changed:
+            self.traced = listening
+            self.changed.notify_all()
+
+
+class FlaskSwitch:
+    """An instrumented Flask app's instrumentation, run for the requests that enter it while traced.
+
+    Put in place as the app is made (FlaskSwitch.install): the app's ``wsgi_app``
+    (the instrumentation's wrapper) becomes this switch, which marks a request
+    entering while ``on_demand.traced`` and runs the wrapper for it, else the
+    app's own ``wsgi_app``; the instrumentation's before-request and teardown
+    functions run for marked requests only. Middleware the application wraps
+    around ``app.wsgi_app`` afterwards wraps the switch.
+    """
+
+    __slots__ = ("on_demand", "wrapper", "plain")
+
+    def __init__(self, on_demand, wrapper, plain):
+        self.on_demand = on_demand
+        self.wrapper = wrapper
+        self.plain = plain
+
+    def __call__(self, environ, start_response):
+        if self.on_demand.traced:
+            environ[TRACED_KEY] = True
+            return self.wrapper(environ, start_response)
+        return self.plain(environ, start_response)
+
+    @staticmethod
+    def install(module, on_demand):
+        """Make every Flask app from now on get a switch (``module``: the flask instrumentation's)."""
+        import flask
+
+        base = flask.Flask  # the instrumentation's class: it instruments each app as it is made
+
+        class Flask(base):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                FlaskSwitch.adopt(self, module, on_demand)
+
+        Flask.__doc__ = base.__doc__
+        flask.Flask = Flask
+
+    @staticmethod
+    def adopt(app, module, on_demand):
+        """Put a switch on ``app``, just made and instrumented (or log why not: it stays instrumented)."""
+        import flask
+
+        wrapper = vars(app).get("wsgi_app")
+        ours = [[f for f in funcs.get(None, ()) if getattr(f, "__module__", None) == module]
+                for funcs in (app.before_request_funcs, app.teardown_request_funcs)]
+        if getattr(wrapper, "__module__", None) != module or [len(f) for f in ours] != [1, 1]:
+            log.warning("spanprobe: Flask app %r is not instrumented as %s does it; it stays instrumented "
+                        "while untraced", app.name, module)
+            return
+        (before,), (teardown,) = ours
+
+        def traced_before():
+            if flask.request.environ.get(TRACED_KEY):
+                return before()
+            return None
+
+        def traced_teardown(exc):
+            if flask.request.environ.get(TRACED_KEY):
+                teardown(exc)
+
+        app.before_request_funcs[None] = [traced_before if f is before else f for f in app.before_request_funcs[None]]
+        app.teardown_request_funcs[None] = [traced_teardown if f is teardown else f
+                                            for f in app.teardown_request_funcs[None]]
+        del app.wsgi_app  # the class's method again: the app's own
+        app.wsgi_app = FlaskSwitch(on_demand, wrapper, app.wsgi_app)

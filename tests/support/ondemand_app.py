@@ -1,0 +1,100 @@
+"""A Flask app under opentelemetry-instrument with SPANPROBE_OTEL_INSTRUMENT=traced, a tracer's
+arrival and departure played by raising and lowering the otel_span probe's semaphore by hand
+(no BPF). Prints one JSON line per step: what the application saw (tests/sdk/otel/test_ondemand.py).
+"""
+
+import json
+import os
+import sqlite3
+import sys
+
+import flask
+import requests
+from flask import Flask
+from opentelemetry import context, trace
+
+from spanprobe.otel import ondemand
+from spanprobe.otel.tracer import span_probe
+
+app = Flask("ondemand_app")
+probe = span_probe()
+#: Whether the OpenTelemetry context was empty again once the last request's teardown functions ran
+#: (the test client runs a request in a context of its own, so it is looked at from inside).
+after_teardown = []
+
+
+@flask.request_tearing_down.connect_via(app)
+def torn_down(sender, **extra):
+    after_teardown.append(dict(context.get_current()) == {})
+
+
+def wait_traced(want: bool) -> None:
+    with ondemand.active.changed:
+        assert ondemand.active.changed.wait_for(lambda: ondemand.active.traced is want, timeout=10)
+
+
+def seen() -> dict:
+    span = trace.get_current_span()
+    return {"recording": span.is_recording(), "kind": getattr(span, "kind", None) and span.kind.name,
+            "connect_wrapped": hasattr(sqlite3.connect, "__wrapped__"),
+            "send_wrapped": hasattr(requests.Session.send, "__wrapped__")}
+
+
+@app.route("/")
+def index():
+    with sqlite3.connect(":memory:") as db:  # a client span while traced, as the sqlite3 instrumentation makes
+        db.cursor().execute("SELECT 1")
+    return seen()
+
+
+@app.route("/leave")
+def leave():
+    """The tracer leaves while this request runs."""
+    before = seen()
+    probe.enabled.value = 0
+    wait_traced(False)
+    return {"before": before, "after": seen()}
+
+
+@app.route("/arrive")
+def arrive():
+    """A tracer arrives while this request runs."""
+    probe.enabled.value = 1
+    wait_traced(True)
+    return seen()
+
+
+def step(name: str, response) -> None:
+    print(json.dumps({"step": name, "status": response.status_code, "seen": response.json,
+                      "context_after": after_teardown.pop(),
+                      "switch": type(app.wsgi_app).__name__}), flush=True)
+
+
+def main() -> int:
+    client = app.test_client()
+    step("untraced", client.get("/"))
+    if ondemand.active is None:  # the mode refused: nothing follows the semaphore
+        return 0
+    step("arrives during a request", client.get("/arrive"))
+    step("traced", client.get("/"))
+    step("leaves during a request", client.get("/leave"))
+    step("left", client.get("/"))
+    probe.enabled.value = 1
+    wait_traced(True)
+    step("traced again", client.get("/"))
+    probe.enabled.value = 0
+    wait_traced(False)
+    pid = os.fork()  # a pre-forking server's worker: its own semaphore, its own polling thread
+    if pid == 0:
+        probe.enabled.value = 1
+        wait_traced(True)
+        step("forked child traced", client.get("/"))
+        sys.stdout.flush()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    step("parent after the fork", client.get("/"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
