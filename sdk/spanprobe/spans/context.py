@@ -121,76 +121,62 @@ def otel_parent():
 
     Until the application imports opentelemetry it cannot have a current
     span: so this only looks at sys.modules (spanprobe never imports
-    OpenTelemetry on its own), then rebinds this module's ``otel_parent`` to
-    the real reader for good (callers look it up here at each call).
+    OpenTelemetry on its own), then binds the real bridge for good
+    (_bind_otel; callers look these functions up here at each call).
     """
-    global otel_parent
     if OTEL_TRACE_MODULE not in sys.modules:
         return None
-    otel_parent = _make_otel_reader()
+    _bind_otel()
     return otel_parent()
+
+
+def otel_enter(current):
+    """Make a traced spanprobe span OpenTelemetry's current span; the token for otel_leave(), or None.
+
+    ``current``: the span's context tuple, as set in spanprobe's own context.
+    Called only once opentelemetry.trace is imported; binds the real one on
+    first use, as otel_parent() does.
+    """
+    _bind_otel()
+    return otel_enter(current)
+
+
+def otel_leave(token):
+    """Restore OpenTelemetry's context that otel_enter() replaced (bound by _bind_otel())."""
 
 
 def _no_otel(*args):
     return None
 
 
-def otel_enter(trace_id_high, trace_id_low, span_id, flags):
-    """Make a traced spanprobe span OpenTelemetry's current span; the token for otel_leave(), or None.
+def _bind_otel():
+    """Import opentelemetry-api once and bind otel_parent, otel_enter and otel_leave to the real ones.
 
-    Called only once opentelemetry.trace is imported; rebinds itself to the
-    real one on first use, as otel_parent() does.
-    """
-    global otel_enter, otel_leave
-    try:
-        from opentelemetry import context as otel_context, trace
-    except Exception:
-        otel_enter = otel_leave = _no_otel
-        return None
-    attach, detach = otel_context.attach, otel_context.detach
-    SpanContext, TraceFlags, NonRecordingSpan = trace.SpanContext, trace.TraceFlags, trace.NonRecordingSpan
-    in_context = trace.set_span_in_context
-
-    def enter(trace_id_high, trace_id_low, span_id, flags):
-        try:
-            ctx = SpanContext(trace_id_high << 64 | trace_id_low, span_id, False, TraceFlags(flags))
-            return attach(in_context(NonRecordingSpan(ctx)))
-        except Exception:
-            return None
-
-    def leave(token):
-        try:
-            detach(token)
-        except Exception:
-            pass
-
-    otel_enter, otel_leave = enter, leave
-    return enter(trace_id_high, trace_id_low, span_id, flags)
-
-
-def otel_leave(token):
-    """Restore OpenTelemetry's context that otel_enter() replaced (rebound by otel_enter())."""
-
-
-def _make_otel_reader():
-    """Import opentelemetry-api once and return a reader for its current span.
-
-    Public API only: the current Context, then the span in it. An empty
+    Public API only. A traced span is put in OpenTelemetry's context as a
+    light span (_light_span_type) holding spanprobe's context tuple, so
+    reading it back as a parent is one type check, no SpanContext. An empty
     Context has no span, which spares the span lookup in an application that
     uses OpenTelemetry but is outside any of its spans.
     """
+    global otel_parent, otel_enter, otel_leave
     try:
         from opentelemetry import context as otel_context, trace
     except Exception:  # not installed, or broken: spanprobe works without it
-        return _no_otel
-    get_context, get_span = otel_context.get_current, trace.get_current_span
+        otel_parent = otel_enter = otel_leave = _no_otel
+        return
+    attach, detach, get_context = otel_context.attach, otel_context.detach, otel_context.get_current
+    get_span, in_context = trace.get_current_span, trace.set_span_in_context
+    light = _light_span_type(trace)
 
     def read():
         try:
             ctx = get_context()
             if not ctx:
                 return None
-            sc = get_span(ctx).get_span_context()
+            span = get_span(ctx)
+            if type(span) is light:  # a spanprobe span: its context tuple as is
+                return span.ids
+            sc = span.get_span_context()
             if not sc.is_valid:
                 return None
             tid = sc.trace_id
@@ -200,4 +186,76 @@ def _make_otel_reader():
         except Exception:  # an SDK misbehaving must not break the traced call
             return None
 
-    return read
+    def enter(current):
+        try:
+            return attach(in_context(light(current), get_context()))
+        except Exception:
+            return None
+
+    def leave(token):
+        try:
+            detach(token)
+        except Exception:
+            pass
+
+    otel_parent, otel_enter, otel_leave = read, enter, leave
+
+
+def _light_span_type(trace):
+    """The span a traced spanprobe span is in OpenTelemetry's context: a non-recording
+    ``opentelemetry.trace.Span`` holding spanprobe's context tuple, whose SpanContext is made only
+    when someone asks for it (most spans are never asked: making one up front cost ~0.3 µs)."""
+    SpanContext, TraceFlags = trace.SpanContext, trace.TraceFlags
+
+    class SpanprobeSpan(trace.Span):
+        """A traced spanprobe span as OpenTelemetry sees it: ids only, records nothing (spanprobe's
+        probes do); like opentelemetry-api's NonRecordingSpan."""
+
+        __slots__ = ("ids", "span_context")
+
+        def __init__(self, ids):
+            self.ids = ids
+            self.span_context = None
+
+        def get_span_context(self):
+            sc = self.span_context
+            if sc is None:
+                ids = self.ids
+                sc = self.span_context = SpanContext(ids[4] << 64 | ids[5], ids[6], False, TraceFlags(ids[3]))
+            return sc
+
+        def is_recording(self):
+            return False
+
+        def end(self, end_time=None):
+            pass
+
+        def set_attributes(self, attributes):
+            pass
+
+        def set_attribute(self, key, value):
+            pass
+
+        def add_event(self, name, attributes=None, timestamp=None):
+            pass
+
+        def add_link(self, context, attributes=None):
+            pass
+
+        def update_name(self, name):
+            pass
+
+        def set_status(self, status, description=None):
+            pass
+
+        def record_exception(self, exception, attributes=None, timestamp=None, escaped=False):
+            pass
+
+        def __repr__(self):
+            return f"SpanprobeSpan({self.get_span_context()!r})"
+
+    return SpanprobeSpan
+
+
+def otel_leave(token):
+    """Restore OpenTelemetry's context that otel_enter() replaced (rebound by otel_enter())."""

@@ -194,8 +194,9 @@ if _sp_a.enabled or _sp_b.enabled:
 else:
     _sp_pair = 0
     _sp_id = None
-_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
-_sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_hx, _sp_lx, _sp_x, _sp_fl)
+_sp_now = (_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x)
+_sp_t = _sp_set(_sp_now)
+_sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_now)
 """
 # What finish() and _fail() need of a span begun by _BEGIN.
 _STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_lx, _sp_fl, ({values}))"
