@@ -196,7 +196,10 @@ def _bind_otel():
             ctx = get_context()
             span = new_light(light)
             span.span_context = None
-            span.parent = parent_in(ctx)
+            try:
+                span.parent = parent_in(ctx)
+            except Exception:  # a misbehaving current span is no parent; the new span is still current
+                span.parent = None
             span.token = attach(in_context(span, ctx))
             return span
         except Exception:

@@ -256,3 +256,30 @@ def test_the_span_in_opentelemetrys_context_matches_a_non_recording_span(provide
             span.add_link(osc, {}), span.update_name("n"), span.set_status(trace.StatusCode.ERROR, "d")
             span.record_exception(ValueError("x"), {}, 5, True), span.end(7)
         assert ours.get_span_context() == osc
+
+
+def test_a_misbehaving_current_span_is_no_parent_and_never_raises(provider, record):
+    """An OpenTelemetry span whose get_span_context raises: the traced span starts a trace of its own, is
+    still OpenTelemetry's current span inside, and the Context is restored after."""
+    class Broken(trace.NonRecordingSpan):
+        def get_span_context(self):
+            raise RuntimeError("broken span")
+
+    seen = []
+
+    @provider.span("under_broken")
+    def under_broken():
+        seen.append(trace.get_current_span().get_span_context())
+        return 5
+
+    rec = record(provider)
+    token = otel_context.attach(trace.set_span_in_context(Broken(trace.INVALID_SPAN_CONTEXT)))
+    try:
+        before = otel_context.get_current()
+        assert under_broken() == 5
+        assert otel_context.get_current() is before
+    finally:
+        otel_context.detach(token)
+    (start,) = rec.of("under_broken__start")
+    assert start["parent_span_id"] == 0
+    assert seen[0].span_id == start["span_id"] and seen[0].is_valid
