@@ -168,11 +168,11 @@ def _c_string(text):
 # index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
 # told of the new span (one context: one call, which makes the new span current
 # there and says its parent; its ids are set once made), only once the
-# application has imported it (one dict lookup until then). Which probes fire is decided here, at begin, by
-# their semaphores (_sp_a start, _sp_b end, _sp_c the one-hit span probe): the
-# start/end pair if either of its semaphores is set, the span probe (at the end,
-# with the start time read now) if its own is; a tracer attaching mid-span gets
-# nothing of it. Ids become probe arguments (context.id_arg, ~60 ns each) only
+# application has imported it (one dict lookup until then). Which probes fire
+# is decided here, at begin, by their semaphores (_sp_a start, _sp_b end, _sp_c
+# the one-hit span probe): the start/end pair if either of its semaphores is
+# set, the span probe (at the end, with the start time read now) if its own is;
+# a tracer attaching mid-span gets nothing of it. Ids become probe arguments (context.id_arg, ~60 ns each) only
 # for a pair: the span probe packs ints, and the context holds None where
 # a span made none (its children and events make them if they need them).
 _BEGIN = """\
