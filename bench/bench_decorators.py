@@ -32,8 +32,9 @@ Rows (ns per call, best of several rounds, each round interleaving its rows):
   BatchSpanProcessor, an exporter that drops everything). Target: the
   attached spanprobe span at least 5x cheaper. Measured last: once
   opentelemetry is imported, every traced span is also made OpenTelemetry's
-  current span (one context), which the last row (traced path, one hit,
-  opentelemetry imported) prices. Every other row runs before the import.
+  current span (one context), which the last rows price (traced path, one hit,
+  opentelemetry imported; and spanprobe trace attached, one hit, opentelemetry
+  imported). Every other row runs before the import.
 
 Needs root and bcc for the attached rows (Debian's python3 or .venv); the
 other rows run anywhere and the attached rows are then reported as skipped.
@@ -206,12 +207,17 @@ def print_rows(title, results, width):
         print(f"{name:{width}} {ns:10.1f} {ns - base:+15.1f}")
 
 
-def tracer_rows(decorated, n, rounds):
-    """The spanprobe-traced rows: its tracer on the span's start and end probes, then on its span probe,
-    one tracer at a time (each started and stopped around its row); {} where it did not attach."""
+#: The spanprobe-traced rows before opentelemetry is imported: (row, tracer arguments, sites it attaches).
+TRACER_ROWS = (("decorated, spanprobe trace --paired-spans", ("--paired-spans",), 2),
+               ("decorated, spanprobe trace (one hit)", (), 1))
+OTEL_TRACER_ROW = "decorated, spanprobe trace (one hit), opentelemetry imported"
+
+
+def tracer_rows(decorated, n, rounds, rows=TRACER_ROWS):
+    """The spanprobe-traced ``rows``: by default its tracer on the span's start and end probes, then on its
+    span probe, one tracer at a time (each started and stopped around its row); {} where it did not attach."""
     results = {}
-    for row, args, sites in (("decorated, spanprobe trace --paired-spans", ("--paired-spans",), 2),
-                             ("decorated, spanprobe trace (one hit)", (), 1)):
+    for row, args, sites in rows:
         with tempfile.TemporaryDirectory() as tmp:
             stats_file = os.path.join(tmp, "stats.json")
             tracer = spanprobe_tracer_on(stats_file, *args, sites=sites)
@@ -275,6 +281,8 @@ def main():
     results.update(best({"decorated, traced path, no uprobe, one hit, opentelemetry imported": decorated},
                         n_slow, rounds))
     traced_by_hand(span, ("one",), 0)
+    if why_not is None and not opts.no_tracer:
+        results.update(tracer_rows(decorated, n_slow, rounds, ((OTEL_TRACER_ROW, (), 1),)))
     otel_provider.shutdown()
     provider.unload()
 
@@ -305,6 +313,9 @@ def report(results, attached):
     bridge = results["decorated, traced path, no uprobe, one hit, opentelemetry imported"]
     print(f"\nopentelemetry imported (one context): the traced path costs {bridge:.0f} ns instead of "
           f"{results['decorated, traced path, no uprobe, one hit']:.0f} ns")
+    if OTEL_TRACER_ROW in results and "decorated, spanprobe trace (one hit)" in results:
+        print(f"opentelemetry imported, spanprobe trace attached: {results[OTEL_TRACER_ROW]:.0f} ns instead of "
+              f"{results['decorated, spanprobe trace (one hit)']:.0f} ns")
     if attached:
         for label, floor, n in (("start+end", "floor: both probe sites", 2), ("one hit", "floor: span probe site", 1)):
             python = results[f"decorated, traced path, no uprobe, {label}"]

@@ -64,8 +64,15 @@ def encode(schema):
     return json.dumps(schema, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def decode(data):
-    """Parse and validate schema bytes, returning the dict. Raises SchemaError."""
+def decode(data, unknown_roles=None):
+    """Parse and validate schema bytes, returning the dict. Raises SchemaError.
+
+    ``unknown_roles``: None for the strict check (a probe role this version
+    does not know is an error). A tracer reading another process's schema,
+    perhaps a newer SDK's, passes a dict instead: probes with a role it does
+    not know are taken out before validation (skip_unknown_roles) and listed
+    there, name -> role, and the rest is validated as strictly as ever.
+    """
     if len(data) > MAX_SCHEMA_BYTES:
         raise SchemaError(f"schema is {len(data)} bytes, over the {MAX_SCHEMA_BYTES}-byte limit")
     try:
@@ -81,8 +88,33 @@ def decode(data):
         raise SchemaError(f"schema is not valid JSON: {exc}") from None
     except RecursionError:
         raise SchemaError("schema nests too deeply to be one") from None
+    if unknown_roles is not None:
+        unknown_roles.update(skip_unknown_roles(schema))
     validate(schema)
     return schema
+
+
+def skip_unknown_roles(schema):
+    """Take the probes whose role this version does not know out of ``schema`` (in place); {name: role}.
+
+    Forward compatibility (docs/abi.md): a span entry whose one-hit ``span``
+    probe is taken out loses that key and keeps its start/end pair; any other
+    reference to such a probe is still an error when the schema is validated.
+    A schema too malformed to tell is left for validate() to reject.
+    """
+    probes = schema.get("probes") if isinstance(schema, dict) else None
+    if not isinstance(probes, list):
+        return {}
+    skipped = {p["name"]: p["role"] for p in probes
+               if isinstance(p, dict) and isinstance(p.get("name"), str) and isinstance(p.get("role"), str)
+               and p["role"] not in PROBE_ROLES}
+    if skipped:
+        schema["probes"] = [p for p in probes if not (isinstance(p, dict) and p.get("name") in skipped
+                                                      and p.get("role") not in PROBE_ROLES)]
+        for span in schema.get("spans", []) if isinstance(schema.get("spans"), list) else ():
+            if isinstance(span, dict) and isinstance(span.get("span"), str) and span["span"] in skipped:
+                del span["span"]
+    return skipped
 
 
 def _require(condition, message):

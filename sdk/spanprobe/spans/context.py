@@ -21,8 +21,8 @@ would hand out the same ids.
 
 One context with OpenTelemetry: once the application has imported
 opentelemetry-api, a traced spanprobe span is also made OpenTelemetry's
-current span while it runs (a non-recording span with its ids:
-``otel_enter``/``otel_leave``), so ``trace.get_current_span()`` returns it,
+current span while it runs (a light non-recording span with its ids:
+``otel_begin``/``otel_leave``), so ``trace.get_current_span()`` returns it,
 propagators inject it and OpenTelemetry spans started inside are its
 children; and a new span or event hangs from OpenTelemetry's current span
 first (the innermost of both kinds), spanprobe's own otherwise. Only traced
@@ -121,83 +121,149 @@ def otel_parent():
 
     Until the application imports opentelemetry it cannot have a current
     span: so this only looks at sys.modules (spanprobe never imports
-    OpenTelemetry on its own), then rebinds this module's ``otel_parent`` to
-    the real reader for good (callers look it up here at each call).
+    OpenTelemetry on its own), then binds the real bridge for good
+    (_bind_otel; callers look these functions up here at each call).
     """
-    global otel_parent
     if OTEL_TRACE_MODULE not in sys.modules:
         return None
-    otel_parent = _make_otel_reader()
+    _bind_otel()
     return otel_parent()
+
+
+def otel_begin():
+    """Make a new traced spanprobe span OpenTelemetry's current span, before its ids are known.
+
+    Returns the span OpenTelemetry now holds (``_light_span_type``), whose
+    ``parent`` is what otel_parent() would have said and whose ``ids`` the
+    caller sets to the span's context tuple before any application code runs;
+    or None. Reading the parent and entering are one call, one Context read.
+    Called only once opentelemetry.trace is imported; binds the real one on
+    first use, as otel_parent() does.
+    """
+    _bind_otel()
+    return otel_begin()
+
+
+def otel_leave(span):
+    """Restore OpenTelemetry's context that otel_begin() replaced (bound by _bind_otel())."""
 
 
 def _no_otel(*args):
     return None
 
 
-def otel_enter(trace_id_high, trace_id_low, span_id, flags):
-    """Make a traced spanprobe span OpenTelemetry's current span; the token for otel_leave(), or None.
+def _bind_otel():
+    """Import opentelemetry-api once and bind otel_parent, otel_begin and otel_leave to the real ones.
 
-    Called only once opentelemetry.trace is imported; rebinds itself to the
-    real one on first use, as otel_parent() does.
-    """
-    global otel_enter, otel_leave
-    try:
-        from opentelemetry import context as otel_context, trace
-    except Exception:
-        otel_enter = otel_leave = _no_otel
-        return None
-    attach, detach = otel_context.attach, otel_context.detach
-    SpanContext, TraceFlags, NonRecordingSpan = trace.SpanContext, trace.TraceFlags, trace.NonRecordingSpan
-    in_context = trace.set_span_in_context
-
-    def enter(trace_id_high, trace_id_low, span_id, flags):
-        try:
-            ctx = SpanContext(trace_id_high << 64 | trace_id_low, span_id, False, TraceFlags(flags))
-            return attach(in_context(NonRecordingSpan(ctx)))
-        except Exception:
-            return None
-
-    def leave(token):
-        try:
-            detach(token)
-        except Exception:
-            pass
-
-    otel_enter, otel_leave = enter, leave
-    return enter(trace_id_high, trace_id_low, span_id, flags)
-
-
-def otel_leave(token):
-    """Restore OpenTelemetry's context that otel_enter() replaced (rebound by otel_enter())."""
-
-
-def _make_otel_reader():
-    """Import opentelemetry-api once and return a reader for its current span.
-
-    Public API only: the current Context, then the span in it. An empty
+    Public API only. A traced span is put in OpenTelemetry's context as a
+    light span (_light_span_type) holding spanprobe's context tuple, so
+    reading it back as a parent is one type check, no SpanContext. An empty
     Context has no span, which spares the span lookup in an application that
     uses OpenTelemetry but is outside any of its spans.
     """
+    global otel_parent, otel_begin, otel_leave
     try:
         from opentelemetry import context as otel_context, trace
     except Exception:  # not installed, or broken: spanprobe works without it
-        return _no_otel
-    get_context, get_span = otel_context.get_current, trace.get_current_span
+        otel_parent = otel_begin = otel_leave = _no_otel
+        return
+    attach, detach, get_context = otel_context.attach, otel_context.detach, otel_context.get_current
+    get_span, in_context = trace.get_current_span, trace.set_span_in_context
+    light = _light_span_type(trace)
+    new_light = light.__new__
+
+    def parent_in(ctx):
+        if not ctx:
+            return None
+        span = get_span(ctx)
+        if type(span) is light:  # a spanprobe span: its context tuple as is
+            return span.ids
+        sc = span.get_span_context()
+        if not sc.is_valid:
+            return None
+        tid = sc.trace_id
+        # no probe arguments: made where a start/end pair or an event needs them (definition.py)
+        return None, None, None, int(sc.trace_flags) & TRACE_FLAGS_MASK, tid >> 64, tid & _MASK64, sc.span_id
 
     def read():
         try:
-            ctx = get_context()
-            if not ctx:
-                return None
-            sc = get_span(ctx).get_span_context()
-            if not sc.is_valid:
-                return None
-            tid = sc.trace_id
-            hi, lo, sid = tid >> 64, tid & _MASK64, sc.span_id
-            # no probe arguments: made where a start/end pair or an event needs them (definition.py)
-            return None, None, None, int(sc.trace_flags) & TRACE_FLAGS_MASK, hi, lo, sid
+            return parent_in(get_context())
         except Exception:  # an SDK misbehaving must not break the traced call
             return None
 
-    return read
+    def begin():
+        try:
+            ctx = get_context()
+            span = new_light(light)
+            span.span_context = None
+            try:
+                span.parent = parent_in(ctx)
+            except Exception:  # a misbehaving current span is no parent; the new span is still current
+                span.parent = None
+            span.token = attach(in_context(span, ctx))
+            return span
+        except Exception:
+            return None
+
+    def leave(span):
+        try:
+            detach(span.token)
+        except Exception:
+            pass
+
+    otel_parent, otel_begin, otel_leave = read, begin, leave
+
+
+def _light_span_type(trace):
+    """The span a traced spanprobe span is in OpenTelemetry's context: a non-recording
+    ``opentelemetry.trace.Span`` holding spanprobe's context tuple (``ids``), whose SpanContext is made
+    only when someone asks for it (most spans are never asked: making one up front cost ~0.3 µs); and,
+    for spanprobe, its parent as parent_context() gives it and the token that restores the Context.
+    Made without __init__ (otel_begin sets every slot): one Python call less a span."""
+    SpanContext, TraceFlags = trace.SpanContext, trace.TraceFlags
+
+    class SpanprobeSpan(trace.Span):
+        """A traced spanprobe span as OpenTelemetry sees it: ids only, records nothing (spanprobe's
+        probes do); like opentelemetry-api's NonRecordingSpan."""
+
+        __slots__ = ("ids", "span_context", "parent", "token")
+
+        def get_span_context(self):
+            sc = self.span_context
+            if sc is None:
+                ids = self.ids
+                sc = self.span_context = SpanContext(ids[4] << 64 | ids[5], ids[6], False, TraceFlags(ids[3]))
+            return sc
+
+        def is_recording(self):
+            return False
+
+        def end(self, end_time=None):
+            pass
+
+        def set_attributes(self, attributes):
+            pass
+
+        def set_attribute(self, key, value):
+            pass
+
+        def add_event(self, name, attributes=None, timestamp=None):
+            pass
+
+        def add_link(self, context, attributes=None):
+            pass
+
+        def update_name(self, name):
+            pass
+
+        def set_status(self, status, description=None):
+            pass
+
+        def record_exception(self, exception, attributes=None, timestamp=None, escaped=False):
+            pass
+
+        def __repr__(self):
+            return f"SpanprobeSpan({self.get_span_context()!r})"
+
+    return SpanprobeSpan
+

@@ -166,17 +166,18 @@ def _c_string(text):
 # the end attribute values, the same way. A parent is (trace_id_high,
 # trace_id_low, span_id, flags, then the ids as ints; context.py): its span id,
 # index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
-# told of the new span (one context), only once the application has imported it
-# (one dict lookup until then). Which probes fire is decided here, at begin, by
-# their semaphores (_sp_a start, _sp_b end, _sp_c the one-hit span probe): the
-# start/end pair if either of its semaphores is set, the span probe (at the end,
-# with the start time read now) if its own is; a tracer attaching mid-span gets
-# nothing of it. Ids become probe arguments (context.id_arg, ~60 ns each) only
+# told of the new span (one context: one call, which makes the new span current
+# there and says its parent; its ids are set once made), only once the
+# application has imported it (one dict lookup until then). Which probes fire
+# is decided here, at begin, by their semaphores (_sp_a start, _sp_b end, _sp_c
+# the one-hit span probe): the start/end pair if either of its semaphores is
+# set, the span probe (at the end, with the start time read now) if its own is;
+# a tracer attaching mid-span gets nothing of it. Ids become probe arguments (context.id_arg, ~60 ns each) only
 # for a pair: the span probe packs ints, and the context holds None where
 # a span made none (its children and events make them if they need them).
 _BEGIN = """\
-{bind}_sp_o = _sp_OTEL in _sp_modules
-_sp_p = (_sp_o and _sp_ctx.otel_parent()) or _sp_get()
+{bind}_sp_ot = _sp_OTEL in _sp_modules and _sp_ctx.otel_begin()
+_sp_p = (_sp_ot and _sp_ot.parent) or _sp_get()
 _sp_x = _sp_bits(64) or 1
 if not _sp_p:  # a root span: a new trace, parent span id 0
     _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
@@ -194,8 +195,10 @@ if _sp_a.enabled or _sp_b.enabled:
 else:
     _sp_pair = 0
     _sp_id = None
-_sp_t = _sp_set((_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x))
-_sp_ot = _sp_o and _sp_ctx.otel_enter(_sp_hx, _sp_lx, _sp_x, _sp_fl)
+_sp_now = (_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x)
+_sp_t = _sp_set(_sp_now)
+if _sp_ot:
+    _sp_ot.ids = _sp_now
 """
 # What finish() and _fail() need of a span begun by _BEGIN.
 _STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_lx, _sp_fl, ({values}))"

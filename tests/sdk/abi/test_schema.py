@@ -89,3 +89,43 @@ def _probe(s, name):
 def test_validate_refuses_inconsistent_span_layouts(declared, change, message):
     with pytest.raises(SchemaError, match=message):
         schema.validate(_broken(declared, change))
+
+
+def _newer(declared):
+    """``declared``'s schema as a newer SDK might write it: a new role for the one-hit probe and a new
+    probe role."""
+    s = copy.deepcopy(declared.schema())
+    _probe(s, "handle__span")["role"] = "span_v9"
+    _probe(s, "plain")["role"] = "gauge"
+    return s
+
+
+def test_a_reader_skips_probes_of_roles_it_does_not_know(declared):
+    """Forward compatibility: the strict check refuses a newer SDK's schema; a reader passing unknown_roles
+    gets the rest, the skipped probes listed, and a span whose one-hit probe was skipped keeps its pair."""
+    data = schema.encode(_newer(declared))
+    with pytest.raises(SchemaError, match="unknown role 'span_v9'"):
+        schema.decode(data)
+    unknown = {}
+    s = schema.decode(data, unknown_roles=unknown)
+    assert unknown == {"handle__span": "span_v9", "plain": "gauge"}
+    assert {p["name"] for p in s["probes"]} == {"handle__start", "handle__end", "block__start", "block__end",
+                                                "block__span", "tick"}
+    handle, block = s["spans"]
+    assert "span" not in handle and (handle["start"], handle["end"]) == ("handle__start", "handle__end")
+    assert block["span"] == "block__span"
+    unknown.clear()  # a known schema: nothing skipped, the same dict as the strict reader's
+    assert schema.decode(schema.encode(declared.schema()), unknown_roles=unknown) == declared.schema()
+    assert unknown == {}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: _probe(s, "handle__start").update(role="span_v9"), "start probe 'handle__start' is not declared"),
+    (lambda s: _probe(s, "tick").update(role="event_v9"), "names a probe that is not declared"),
+    (lambda s: _probe(s, "plain").update(role=7), "unknown role 7"),
+])
+def test_a_reader_still_refuses_what_only_a_broken_schema_would_have(declared, change, message):
+    """Skipping is for unknown roles only: a span or event that needs a skipped probe, or a role that is not
+    even a string, still fails validation."""
+    with pytest.raises(SchemaError, match=message):
+        schema.decode(schema.encode(_broken(declared, change)), unknown_roles={})

@@ -218,3 +218,68 @@ def test_an_unusable_propagator_setting_falls_back_to_traceparent(monkeypatch):
         out = {}
         spanprobe.inject(out)
     assert out == {"traceparent": incoming["traceparent"]}
+
+
+def test_the_span_in_opentelemetrys_context_matches_a_non_recording_span(provider, record):
+    """The light span a traced span puts in OpenTelemetry's context answers like opentelemetry-api's own
+    NonRecordingSpan with the span's ids, field by field; a spanprobe span nested in it hangs from it."""
+    seen = {}
+
+    @provider.span("outer")
+    def outer():
+        seen["outer"] = trace.get_current_span()
+        inner()
+
+    @provider.span("inner")
+    def inner():
+        seen["inner"] = trace.get_current_span()
+
+    rec = record(provider)
+    outer()
+    (start,) = rec.of("outer__start")
+    (inner_start,) = rec.of("inner__start")
+    assert inner_start["parent_span_id"] == start["span_id"]
+    assert inner_start["trace_id_low"] == start["trace_id_low"]
+    assert inner_start["trace_id_high"] == start["trace_id_high"]
+    for name, s in (("outer", start), ("inner", inner_start)):
+        ours = seen[name]
+        official = trace.NonRecordingSpan(trace.SpanContext(
+            s["trace_id_high"] << 64 | s["trace_id_low"], s["span_id"], False, trace.TraceFlags(s["flags"])))
+        sc, osc = ours.get_span_context(), official.get_span_context()
+        assert isinstance(ours, trace.Span)
+        for field in ("trace_id", "span_id", "is_remote", "trace_flags", "trace_state", "is_valid"):
+            assert getattr(sc, field) == getattr(osc, field), field
+        assert sc == osc and ours.get_span_context() is sc  # made once, when asked
+        assert ours.is_recording() is official.is_recording() is False
+        for span in (ours, official):  # the same no-op surface, with the API's signatures
+            span.set_attribute("k", 1), span.set_attributes({"k": 1}), span.add_event("e", {"k": 1}, 5)
+            span.add_link(osc, {}), span.update_name("n"), span.set_status(trace.StatusCode.ERROR, "d")
+            span.record_exception(ValueError("x"), {}, 5, True), span.end(7)
+        assert ours.get_span_context() == osc
+
+
+def test_a_misbehaving_current_span_is_no_parent_and_never_raises(provider, record):
+    """An OpenTelemetry span whose get_span_context raises: the traced span starts a trace of its own, is
+    still OpenTelemetry's current span inside, and the Context is restored after."""
+    class Broken(trace.NonRecordingSpan):
+        def get_span_context(self):
+            raise RuntimeError("broken span")
+
+    seen = []
+
+    @provider.span("under_broken")
+    def under_broken():
+        seen.append(trace.get_current_span().get_span_context())
+        return 5
+
+    rec = record(provider)
+    token = otel_context.attach(trace.set_span_in_context(Broken(trace.INVALID_SPAN_CONTEXT)))
+    try:
+        before = otel_context.get_current()
+        assert under_broken() == 5
+        assert otel_context.get_current() is before
+    finally:
+        otel_context.detach(token)
+    (start,) = rec.of("under_broken__start")
+    assert start["parent_span_id"] == 0
+    assert seen[0].span_id == start["span_id"] and seen[0].is_valid

@@ -10,7 +10,8 @@ the same file.
 
 Input is untrusted: a probe that fails a check is kept out of ``probes`` and
 listed in ``broken`` with the reason (logged once, here), so one bad probe
-does not cost the rest.
+does not cost the rest; so is a probe whose role this tracer does not know (a
+newer SDK's: forward compatibility, docs/abi.md), all of them in one warning.
 """
 
 from __future__ import annotations
@@ -69,8 +70,12 @@ def build_image(elf: ElfProbes, where: str) -> ProviderImage:
     Probes whose notes are missing or disagree with the schema are kept out of
     ``probes`` and listed in ``broken``: one bad probe does not cost the rest.
     """
-    schema = schema_mod.decode(elf.schema)
+    unknown: Dict[str, str] = {}
+    schema = schema_mod.decode(elf.schema, unknown_roles=unknown)
     provider = schema["provider"]
+    if unknown:  # a newer SDK's probes: trace the rest, say once what is skipped (docs/abi.md)
+        log.warning("%s: provider %s: %d probe(s) with a role this tracer does not know skipped (a newer SDK?): %s",
+                    where, provider, len(unknown), ", ".join("%s (role %r)" % kv for kv in sorted(unknown.items())))
     by_name: Dict[str, List[SdtNote]] = {}
     for note in elf.notes:
         if note.provider == provider:
@@ -110,4 +115,5 @@ def build_image(elf: ElfProbes, where: str) -> ProviderImage:
         probes[name] = ProbeInfo(name, entry["role"], args, specs, locations)
     for name, reason in broken.items():
         log.warning("%s: provider %s: probe %s cannot be traced: %s", where, provider, name, reason)
+    broken.update((name, "its role %r is unknown to this tracer" % role) for name, role in unknown.items())
     return ProviderImage(provider, schema, elf.machine, probes, broken)
