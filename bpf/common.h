@@ -68,3 +68,28 @@ static __always_inline void sp_count(int slot)
     if (c)
         __sync_fetch_and_add(c, 1);
 }
+
+/* bcc 0.26 has no table method for bpf_ringbuf_query() (Linux 5.8), and a
+ * ring-buffer map's address cannot be taken in its C: its rewrite of
+ * ringbuf_output() is the one that passes the map itself, so sp_reserve()
+ * borrows that rewrite to ask how much is unread (no module outputs a record
+ * by copy). */
+static u64 (*sp_ringbuf_query)(void *ring, u64 flags) = (void *)BPF_FUNC_ringbuf_query;
+#define bpf_ringbuf_output(ring, data, size, flags) sp_ringbuf_query((void *)(ring), (flags))
+
+/* A record of ``size`` bytes in the ring buffer, or NULL counted in slot
+ * ``full`` (no room for it) or ``failed`` (there was room). */
+static __always_inline void *sp_reserve(u64 size, int full, int failed)
+{
+    void *r = sp_events.ringbuf_reserve(size);
+    if (r)
+        return r;
+    /* Since Linux 6.15 the reserve can fail with room to spare: the ring's
+     * lock (an rqspinlock) gives up on a timeout or a suspected deadlock.
+     * Count those apart from a full ring (the record's 8-byte header and
+     * padding included). */
+    u64 scratch = 0;
+    u64 unread = sp_events.ringbuf_output(&scratch, sizeof(scratch), BPF_RB_AVAIL_DATA);
+    sp_count(unread + ((size + 8 + 7) & ~7ULL) <= SP_RINGBUF_BYTES ? failed : full);
+    return 0;
+}

@@ -307,9 +307,9 @@ class _ModuleSource:
                       "        sp_count(SP_CNT_SAMPLED_OUT);", "        return 0;", "    }"]
         lines += ["    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {", *forget,
                   "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
-                  "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
-                  "    if (!r) {", *forget,
-                  "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }"]
+                  "    struct sp_span_%d *r = sp_reserve(sizeof(struct sp_span_%d), SP_CNT_SPAN_RB_FULL, "
+                  "SP_CNT_SPAN_RESERVE_FAILED);" % (i, i),
+                  "    if (!r) {", *forget, "        return 0;", "    }"]
         lines += self._record_header("SP_KIND_SPAN", i, pid, "cookie")
         lines += ["    r->end_ns = now;", "    r->pad = 0;",
                   "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);"]
@@ -341,8 +341,9 @@ class _ModuleSource:
                       for j, at in enumerate(sampling.EVENT_ARGS)]
             lines += ["    if (sp_sample_event(e[0], e[1], e[2], e[3]) & SP_ST_DROP) {",
                       "        sp_count(SP_CNT_POINT_SAMPLED_OUT);", "        return 0;", "    }"]
-        lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
-                  "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
+        lines += ["    struct sp_point_%d *r = sp_reserve(sizeof(struct sp_point_%d), SP_CNT_POINT_RB_FULL, "
+                  "SP_CNT_POINT_RESERVE_FAILED);" % (i, i),
+                  "    if (!r) {", "        return 0;", "    }"]
         if self.config.sampler.compiled:
             lines.append(sampling.render_written(self.config.sampler, "r"))
         lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")
