@@ -1,11 +1,12 @@
 """The kernel's counters: what the BPF handlers count (kept, dropped and why), summed over CPUs.
 
 Every handler bumps a slot of the core module's per-CPU array sp_counters
-(SP_CNT_*, rendered from Counter): spans and points submitted, starts stored, and every
-drop by its reason (ring buffer full, a ring-buffer reserve that failed with room
-to spare, open-span map full, an end without its start, a span under the duration
-threshold), spans sampled out, and span metrics that found no room. The session reads them into its
-accounting (session.stats).
+(SP_CNT_*, rendered from Counter): spans and points submitted, starts stored,
+every drop by its reason (ring buffer full; a reserve that failed with room to
+spare, in the rescue ring buffer as well; open-span map full; an end without its
+start; a span under the duration threshold), spans sampled out, span metrics
+that found no room, and the records the rescue ring buffer took. The session
+reads them into its accounting (session.stats).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Counter(enum.IntEnum):
     BAD_SPAN_PAYLOAD = 14   # one-hit span probe hits whose payload could not be read or had the wrong size
     SPAN_RESERVE_FAILED = 15    # finished spans dropped: reserve failed, the ring buffer had room (bpf/common.h)
     POINT_RESERVE_FAILED = 16   # events/plain probe hits dropped: the same
+    RESCUED = 17            # records the rescue ring buffer took when a reserve in the shared one failed
 
 
 #: Slots in the array (room for more counters without changing its size).

@@ -138,6 +138,9 @@ class Stats:
             % (k[Counter.END_WITHOUT_START], self.unmatched_exited + self.unmatched_expired,
                self.unmatched_exited, self.unmatched_expired),
         ]
+        if k[Counter.RESCUED]:
+            lines.append("records the rescue ring buffer took (a reserve in the ring buffer failed; not lost): %d"
+                         % k[Counter.RESCUED])
         if self.open_at_exit:
             lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
                          % self.open_at_exit)
