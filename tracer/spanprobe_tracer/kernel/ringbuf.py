@@ -23,15 +23,12 @@ from __future__ import annotations
 
 import mmap
 import select
-import struct
 from typing import List
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HDR_SIZE = 8
 _SIZE_MASK = ~(BUSY_BIT | DISCARD_BIT) & 0xFFFFFFFF
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 class RingReader:
@@ -43,20 +40,24 @@ class RingReader:
     """
 
     def __init__(self, consumer, producer, size: int, page: int, cap_bytes: int):
-        self._consumer = consumer
         self._producer = producer
         self._mask = size - 1
         self._data = page
         self._cap = cap_bytes
         #: the producer pages as 32-bit words (native order: the kernel's), for the record headers
         self._words = memoryview(producer).cast("I")
+        #: the two positions as native 64-bit words, each read or written in one access as the kernel
+        #: does (struct's "<Q" goes a byte at a time: a reserve that read a consumer position half
+        #: written saw the ring buffer full; docs/performance.md)
+        self._consumer_pos = memoryview(consumer)[:8].cast("Q")
+        self._producer_pos = memoryview(producer)[:8].cast("Q")
 
     def read(self) -> List[bytes]:
         """The records committed since the last read (up to the cap), oldest first."""
         prod = self._producer
         words = self._words
-        cons = _U64.unpack_from(self._consumer, 0)[0]
-        end = _U64.unpack_from(prod, 0)[0]
+        cons = self._consumer_pos[0]
+        end = self._producer_pos[0]
         limit = cons + self._cap
         mask, data = self._mask, self._data
         out = []
@@ -70,7 +71,7 @@ class RingReader:
             if not length & DISCARD_BIT:
                 append(prod[at + HDR_SIZE:at + HDR_SIZE + size])
             cons += (size + HDR_SIZE + 7) & ~7
-        _U64.pack_into(self._consumer, 0, cons)
+        self._consumer_pos[0] = cons
         return out
 
 
