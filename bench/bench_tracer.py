@@ -165,7 +165,8 @@ def run_rate(rate: float, seconds: float, procs: int, exporter: str, extra_args)
         "exporter": exporter, "rate": rate, "fired": fired, "fire_s": fire_s, "received": received,
         "tracer_cpu_s": cpu, "cpu_us_per_span": cpu / max(exported_by_then, 1) * 1e6, "load_average": load,
         "exported": stats["exported"], "exported_per_s": stats["exported"] / max(caught_up_s, fire_s),
-        "lost": lost, "lost_by_reason": lost_by_reason(stats), "sampled_out": stats["sampled_out"],
+        "lost": lost, "lost_by_reason": lost_by_reason(stats), "rescued": k["rescued"],
+        "sampled_out": stats["sampled_out"],
         "end_without_start": k["end_without_start"], "open_at_stop": open_at_stop,
         "unaccounted": unaccounted, "collector_matches_exported": received == stats["exported"],
         "stderr_tail": err.strip().splitlines()[-3:],
@@ -199,10 +200,12 @@ def main() -> int:
             balanced = r["unaccounted"] == 0 and r["collector_matches_exported"]
             ok = ok and balanced
             if not args.json:
-                print("%-5s target %7.0f/s: fired %7d (%.0f/s)  exported %7d (%.0f/s)  lost %6d %s  sampled out %d  "
-                      "ends-without-start %d  unaccounted %d  tracer CPU %.2f s = %.2f µs/span  load %.1f  %s"
+                print("%-5s target %7.0f/s: fired %7d (%.0f/s)  exported %7d (%.0f/s)  lost %6d %s  rescued %d  "
+                      "sampled out %d  ends-without-start %d  unaccounted %d  tracer CPU %.2f s = %.2f µs/span  "
+                      "load %.1f  %s"
                       % (exporter, rate, r["fired"], r["fired"] / r["fire_s"], r["exported"], r["exported_per_s"],
-                         r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v}, r["sampled_out"],
+                         r["lost"], {k: v for k, v in r["lost_by_reason"].items() if v}, r["rescued"],
+                         r["sampled_out"],
                          r["end_without_start"], r["unaccounted"], r["tracer_cpu_s"], r["cpu_us_per_span"],
                          r["load_average"], "OK" if balanced else "UNBALANCED"),
                       flush=True)

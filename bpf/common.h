@@ -1,9 +1,10 @@
 /* spanprobe: declarations shared by every BPF module the tracer loads.
  *
- * One "core" module (core.c) owns the ring buffer and the counters; each
+ * One "core" module (core.c) owns the ring buffers and the counters; each
  * provider module (rendered from spans.c) refers to them as extern tables, so
- * every record from every provider arrives in one ring buffer that userspace
- * drains on a timer, and every drop is counted in one place.
+ * every record from every provider arrives in one ring buffer (or, when a
+ * reserve there fails, its rescue ring) that userspace drains on a timer, and
+ * every drop is counted in one place.
  *
  * Handlers are rendered per argument *shape* (types and locations), not per
  * span: spans of the same shape share code and open-span map, and the tracer
@@ -48,16 +49,25 @@ struct sp_events_table_t {
     u32 max_entries;
 };
 
+/* sp_rescue: the rescue ring buffer, a quarter of sp_events' size, tried when
+ * a reserve in sp_events fails (sp_reserve). */
 #ifdef SP_CORE
 /* BPF_RINGBUF_OUTPUT plus BPF_TABLE_PUBLIC's export line. */
 __attribute__((section("maps/ringbuf"))) struct sp_events_table_t sp_events = {
     .max_entries = SP_RINGBUF_BYTES
 };
 __attribute__((section("maps/export"))) struct sp_events_table_t __sp_events;
+__attribute__((section("maps/ringbuf"))) struct sp_events_table_t sp_rescue = {
+    .max_entries = SP_RESCUE_BYTES
+};
+__attribute__((section("maps/export"))) struct sp_events_table_t __sp_rescue;
 BPF_TABLE_PUBLIC("percpu_array", int, u64, sp_counters, SP_NCOUNTERS);
 #else
 __attribute__((section("maps/extern"))) struct sp_events_table_t sp_events = {
     .max_entries = SP_RINGBUF_BYTES
+};
+__attribute__((section("maps/extern"))) struct sp_events_table_t sp_rescue = {
+    .max_entries = SP_RESCUE_BYTES
 };
 BPF_TABLE("extern", int, u64, sp_counters, SP_NCOUNTERS);
 #endif
@@ -67,4 +77,37 @@ static __always_inline void sp_count(int slot)
     u64 *c = sp_counters.lookup(&slot);
     if (c)
         __sync_fetch_and_add(c, 1);
+}
+
+/* bcc 0.26 has no table method for bpf_ringbuf_query() (Linux 5.8), and a
+ * ring-buffer map's address cannot be taken in its C: its rewrite of
+ * ringbuf_output() is the one that passes the map itself, so sp_reserve()
+ * borrows that rewrite to ask how much is unread (no module outputs a record
+ * by copy). */
+static u64 (*sp_ringbuf_query)(void *ring, u64 flags) = (void *)BPF_FUNC_ringbuf_query;
+#define bpf_ringbuf_output(ring, data, size, flags) sp_ringbuf_query((void *)(ring), (flags))
+
+/* A record of ``size`` bytes in the ring buffer or else in the rescue ring,
+ * or NULL counted in slot ``full`` (no room for it in the ring buffer) or
+ * ``failed`` (there was room). Since Linux 6.15 a reserve can fail with room
+ * to spare: the ring's lock (an rqspinlock) gives up on a timeout or a
+ * suspected deadlock, under contention from the other CPUs; the rescue ring
+ * has a lock of its own (the pattern of anakryiko/wprof's rescue ring
+ * buffer). ringbuf_submit() finds a record's ring from the record itself, so
+ * sp_events.ringbuf_submit() submits either. */
+static __always_inline void *sp_reserve(u64 size, int full, int failed)
+{
+    void *r = sp_events.ringbuf_reserve(size);
+    if (r)
+        return r;
+    r = sp_rescue.ringbuf_reserve(size);
+    if (r) {
+        sp_count(SP_CNT_RESCUED);
+        return r;
+    }
+    /* Room is reckoned in sp_events, the record's 8-byte header and padding included. */
+    u64 scratch = 0;
+    u64 unread = sp_events.ringbuf_output(&scratch, sizeof(scratch), BPF_RB_AVAIL_DATA);
+    sp_count(unread + ((size + 8 + 7) & ~7ULL) <= SP_RINGBUF_BYTES ? failed : full);
+    return 0;
 }

@@ -65,12 +65,9 @@ int sp_dlopen_return(struct pt_regs *ctx)
     sp_dlopen_pending.delete(&tid);
     if (PT_REGS_RC(ctx) == 0)
         return 0;   /* dlopen failed: nothing was loaded */
-    struct sp_load_rec *r = sp_events.ringbuf_reserve(sizeof(struct sp_load_rec));
-    if (!r) {
-        sp_count(SP_CNT_LOAD_RB_FULL);
-        /* Do not stop a process nobody will be told to resume. */
-        return 0;
-    }
+    struct sp_load_rec *r = sp_reserve(sizeof(struct sp_load_rec), SP_CNT_LOAD_RB_FULL, SP_CNT_LOAD_RB_FULL);
+    if (!r)
+        return 0;   /* do not stop a process nobody will be told to resume */
     bpf_send_signal(SP_SIGSTOP);
     r->h.kind = SP_KIND_LOAD;
     r->h.shape = 0;

@@ -1,11 +1,12 @@
 """The kernel's counters: what the BPF handlers count (kept, dropped and why), summed over CPUs.
 
 Every handler bumps a slot of the core module's per-CPU array sp_counters
-(SP_CNT_*, rendered from Counter): spans and points submitted, starts stored, and every
-drop by its reason (ring buffer full, open-span map full, an end without its
-start, a span under the duration threshold), spans sampled
-out, and span metrics that found no room. The session reads them into its
-accounting (session.stats).
+(SP_CNT_*, rendered from Counter): spans and points submitted, starts stored,
+every drop by its reason (ring buffer full; a reserve that failed with room to
+spare, in the rescue ring buffer as well; open-span map full; an end without its
+start; a span under the duration threshold), spans sampled out, span metrics
+that found no room, and the records the rescue ring buffer took. The session
+reads them into its accounting (session.stats).
 """
 
 from __future__ import annotations
@@ -26,16 +27,19 @@ class Counter(enum.IntEnum):
     POINT_RB_FULL = 6       # events/plain probe hits dropped: ring buffer full
     POINTS = 7              # events/plain probe hits submitted
     LOADS = 8               # provider-looking dlopen()s that stopped a process
-    LOAD_RB_FULL = 9        # ...whose notification was lost (the process is left stopped)
+    LOAD_RB_FULL = 9        # ...whose notification found no ring-buffer record (the process was not stopped)
     SAMPLED_OUT = 10        # finished spans the sampler dropped (not a loss: kernel.sampling)
     METRICS_MAP_FULL = 11   # span ends missing from the span metrics: their series map was full
     POINT_SAMPLED_OUT = 12  # events the sampler dropped with their trace (not a loss)
-    NAME_RB_FULL = 13       # HTTP method/route names not sent yet: ring buffer full (sent with a later span)
+    NAME_RB_FULL = 13       # HTTP method/route names not sent yet: no ring-buffer record (sent with a later span)
     BAD_SPAN_PAYLOAD = 14   # one-hit span probe hits whose payload could not be read or had the wrong size
+    SPAN_RESERVE_FAILED = 15    # finished spans dropped: reserve failed, the ring buffer had room (bpf/common.h)
+    POINT_RESERVE_FAILED = 16   # events/plain probe hits dropped: the same
+    RESCUED = 17            # records the rescue ring buffer took when a reserve in the shared one failed
 
 
 #: Slots in the array (room for more counters without changing its size).
-NCOUNTERS = 16
+NCOUNTERS = 24
 
 
 class KernelCounters:

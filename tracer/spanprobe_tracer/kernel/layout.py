@@ -65,7 +65,7 @@ class CaptureConfig:
     min_duration_ns: int = 0
     #: Open (started, not ended) spans remembered per span shape; beyond, starts are dropped and counted.
     max_open_spans: int = 65536
-    #: Size of the shared ring buffer (a power of two, at least one page).
+    #: Size of the shared ring buffer (a power of two, at least one page); its rescue ring is a quarter of it.
     ringbuf_bytes: int = 16 << 20
     #: Trace spans that have a one-hit span probe by it (kernel.plan.one_hit_allowed)?
     one_hit: bool = True
@@ -75,6 +75,11 @@ class CaptureConfig:
     metrics: bool = False
     #: The duration histogram's bucket bounds, nanoseconds.
     histogram_bounds_ns: Tuple[int, ...] = bounds_ns(DEFAULT_BOUNDS_MS)
+
+    @property
+    def rescue_bytes(self) -> int:
+        """Size of the rescue ring buffer, tried when a reserve in the shared one fails (bpf/common.h)."""
+        return max(4096, self.ringbuf_bytes // 4)
 
     def check(self) -> None:
         if not 1 <= self.string_max <= MAX_STRING:

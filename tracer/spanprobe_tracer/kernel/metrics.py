@@ -141,8 +141,9 @@ def _render_http(text_at: int) -> str:
              "            break;", "        h = (h ^ c) * 0x100000001b3ULL;", "    }", "    return h;", "}",
              "static __always_inline void sp_name(struct pt_regs *ctx, u64 h, const char *s)", "{",
              "    if (sp_names.lookup(&h))", "        return;",
-             "    struct sp_name_rec *r = sp_events.ringbuf_reserve(sizeof(struct sp_name_rec));",
-             "    if (!r) {", "        sp_count(SP_CNT_NAME_RB_FULL);", "        return;", "    }",
+             "    struct sp_name_rec *r = sp_reserve(sizeof(struct sp_name_rec), SP_CNT_NAME_RB_FULL, "
+             "SP_CNT_NAME_RB_FULL);",
+             "    if (!r)", "        return;",
              "    r->h.kind = SP_KIND_NAME;", "    r->h.shape = 0;", "    r->h.program = SP_PROGRAM;",
              "    u64 pid_tgid = bpf_get_current_pid_tgid();", "    r->h.pid = pid_tgid >> 32;",
              "    r->h.tid = (u32)pid_tgid;", "    r->h.cookie = 0;", "    r->hash = h;",

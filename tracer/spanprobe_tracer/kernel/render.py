@@ -49,6 +49,11 @@ def common_header() -> str:
     return "\n".join(defines) + "\n" + bpf_source("common.h")
 
 
+def _ring_sizes(config: CaptureConfig) -> str:
+    """The #defines of the two ring buffers' sizes (bpf/common.h declares them)."""
+    return "#define SP_RINGBUF_BYTES %d\n#define SP_RESCUE_BYTES %d\n" % (config.ringbuf_bytes, config.rescue_bytes)
+
+
 # --- argument reads ------------------------------------------------------------------------
 
 def _reg_expr(loc: ArgLocation, machine: int) -> str:
@@ -80,10 +85,8 @@ def render_read(loc: ArgLocation, machine: int, dest: str, fail: str) -> str:
 def render_module(layout: ModuleLayout, program_id: int) -> str:
     """The C source of the module ``layout`` describes; ``program_id`` goes into its records' headers."""
     config = layout.config
-    defines = ("#define SP_RINGBUF_BYTES %d\n#define SP_PROGRAM %d\n#define SP_STR_MAX %d\n"
-               "#define SP_MIN_NS %dULL\n#define SP_MAX_OPEN %d\n"
-               % (config.ringbuf_bytes, program_id, config.string_max, config.min_duration_ns,
-                  config.max_open_spans))
+    defines = ("%s#define SP_PROGRAM %d\n#define SP_STR_MAX %d\n#define SP_MIN_NS %dULL\n#define SP_MAX_OPEN %d\n"
+               % (_ring_sizes(config), program_id, config.string_max, config.min_duration_ns, config.max_open_spans))
     source = _ModuleSource(layout.machine, config)
     decls, handlers = [], []
     if config.sampler.compiled:
@@ -307,9 +310,9 @@ class _ModuleSource:
                       "        sp_count(SP_CNT_SAMPLED_OUT);", "        return 0;", "    }"]
         lines += ["    if (SP_MIN_NS && now - st->start_ns < SP_MIN_NS) {", *forget,
                   "        sp_count(SP_CNT_FILTERED);", "        return 0;", "    }",
-                  "    struct sp_span_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_span_%d));" % (i, i),
-                  "    if (!r) {", *forget,
-                  "        sp_count(SP_CNT_SPAN_RB_FULL);", "        return 0;", "    }"]
+                  "    struct sp_span_%d *r = sp_reserve(sizeof(struct sp_span_%d), SP_CNT_SPAN_RB_FULL, "
+                  "SP_CNT_SPAN_RESERVE_FAILED);" % (i, i),
+                  "    if (!r) {", *forget, "        return 0;", "    }"]
         lines += self._record_header("SP_KIND_SPAN", i, pid, "cookie")
         lines += ["    r->end_ns = now;", "    r->pad = 0;",
                   "    bpf_probe_read_kernel(&r->st, sizeof(r->st), st);"]
@@ -341,8 +344,9 @@ class _ModuleSource:
                       for j, at in enumerate(sampling.EVENT_ARGS)]
             lines += ["    if (sp_sample_event(e[0], e[1], e[2], e[3]) & SP_ST_DROP) {",
                       "        sp_count(SP_CNT_POINT_SAMPLED_OUT);", "        return 0;", "    }"]
-        lines += ["    struct sp_point_%d *r = sp_events.ringbuf_reserve(sizeof(struct sp_point_%d));" % (i, i),
-                  "    if (!r) {", "        sp_count(SP_CNT_POINT_RB_FULL);", "        return 0;", "    }"]
+        lines += ["    struct sp_point_%d *r = sp_reserve(sizeof(struct sp_point_%d), SP_CNT_POINT_RB_FULL, "
+                  "SP_CNT_POINT_RESERVE_FAILED);" % (i, i),
+                  "    if (!r) {", "        return 0;", "    }"]
         if self.config.sampler.compiled:
             lines.append(sampling.render_written(self.config.sampler, "r"))
         lines += self._record_header("SP_KIND_POINT", i, "pid_tgid >> 32")
@@ -382,5 +386,5 @@ def render_core(config: CaptureConfig) -> str:
     shared = sampling.core_declarations(config.sampler) if config.sampler.compiled else ""
     if config.metrics:
         shared += metrics.core_declarations(len(config.histogram_bounds_ns) + 1)
-    return (("#include <uapi/linux/ptrace.h>\n#define SP_CORE\n#define SP_RINGBUF_BYTES %d\n"
-             % config.ringbuf_bytes) + common_header() + shared + path_matcher() + bpf_source("core.c"))
+    return ("#include <uapi/linux/ptrace.h>\n#define SP_CORE\n" + _ring_sizes(config) + common_header() + shared
+            + path_matcher() + bpf_source("core.c"))

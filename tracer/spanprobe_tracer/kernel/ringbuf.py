@@ -1,4 +1,4 @@
-"""The core module's ring buffer, read in bounded batches straight from its memory mapping.
+"""The core module's ring buffers, read in bounded batches straight from their memory mappings.
 
 Every handler submits its record with BPF_RB_NO_WAKEUP (a wakeup per event
 would cost the traced application ~1.4 µs a probe hit), so the tracer polls
@@ -14,22 +14,21 @@ DISCARD bits, padded to 8 bytes), but without a C callback per record: bcc's
 more than decoding it. Waiting is an epoll on the map's fd.
 
 Against producers faster than the tracer one read is capped at a ring
-buffer's worth of bytes; the next read takes the rest.
+buffer's worth of bytes; the next read takes the rest. A handler whose reserve
+fails in the ring buffer tries a rescue ring (bpf/common.h): ``RingBuffer``
+reads both.
 """
 
 from __future__ import annotations
 
 import mmap
 import select
-import struct
 from typing import List
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 HDR_SIZE = 8
 _SIZE_MASK = ~(BUSY_BIT | DISCARD_BIT) & 0xFFFFFFFF
-_U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 
 
 class RingReader:
@@ -41,20 +40,24 @@ class RingReader:
     """
 
     def __init__(self, consumer, producer, size: int, page: int, cap_bytes: int):
-        self._consumer = consumer
         self._producer = producer
         self._mask = size - 1
         self._data = page
         self._cap = cap_bytes
         #: the producer pages as 32-bit words (native order: the kernel's), for the record headers
         self._words = memoryview(producer).cast("I")
+        #: the two positions as native 64-bit words, each read or written in one access as the kernel
+        #: does (struct's "<Q" goes a byte at a time: a reserve that read a consumer position half
+        #: written saw the ring buffer full; docs/performance.md)
+        self._consumer_pos = memoryview(consumer)[:8].cast("Q")
+        self._producer_pos = memoryview(producer)[:8].cast("Q")
 
     def read(self) -> List[bytes]:
         """The records committed since the last read (up to the cap), oldest first."""
         prod = self._producer
         words = self._words
-        cons = _U64.unpack_from(self._consumer, 0)[0]
-        end = _U64.unpack_from(prod, 0)[0]
+        cons = self._consumer_pos[0]
+        end = self._producer_pos[0]
         limit = cons + self._cap
         mask, data = self._mask, self._data
         out = []
@@ -68,21 +71,35 @@ class RingReader:
             if not length & DISCARD_BIT:
                 append(prod[at + HDR_SIZE:at + HDR_SIZE + size])
             cons += (size + HDR_SIZE + 7) & ~7
-        _U64.pack_into(self._consumer, 0, cons)
+        self._consumer_pos[0] = cons
         return out
 
 
 class RingBuffer:
-    """The ring buffer sp_events of ``core`` (a bcc BPF object); at most ``cap_bytes`` a read."""
+    """The ring buffers of ``core`` (a bcc BPF object) read as one: sp_events, then its rescue ring
+    sp_rescue; at most ``cap_bytes`` (or the ring's size) from each a read.
+
+    Read in that order, a record seen in sp_events finds in the same read every
+    record the rescue ring took before it was reserved (an event before the
+    span it belongs to, a name before the span that uses it), unless the
+    rescue ring's read stops at a record still being written.
+    """
+
+    RINGS = ("sp_events", "sp_rescue")
 
     def __init__(self, core, cap_bytes: int):
-        table = core.get_table("sp_events")
-        fd, size, page = table.map_fd, table.max_entries, mmap.PAGESIZE
-        self._consumer_map = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
-        self._producer_map = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
-        self._reader = RingReader(self._consumer_map, self._producer_map, size, page, cap_bytes)
+        page = mmap.PAGESIZE
         self._poll = select.epoll()
-        self._poll.register(fd, select.EPOLLIN)
+        self._maps = []
+        self._readers = []
+        for name in self.RINGS:
+            table = core.get_table(name)
+            fd, size = table.map_fd, table.max_entries
+            consumer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+            producer = mmap.mmap(fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+            self._maps += [consumer, producer]
+            self._readers.append(RingReader(consumer, producer, size, page, min(cap_bytes, size)))
+            self._poll.register(fd, select.EPOLLIN)
 
     def wait(self, timeout_s: float) -> None:
         """Sleep until ``timeout_s`` has passed or a record that wakes the reader arrives (records
@@ -90,5 +107,8 @@ class RingBuffer:
         self._poll.poll(timeout_s)
 
     def read(self) -> List[bytes]:
-        """Every record there now (up to the cap), oldest first."""
-        return self._reader.read()
+        """Every record there now (up to the caps): sp_events' oldest first, then the rescue ring's."""
+        main, rescue = self._readers
+        out = main.read()
+        out += rescue.read()
+        return out

@@ -41,7 +41,8 @@ class AdaptiveRatio:
     def update(self, kernel: Dict[Counter, int], queue_full: int, exported: int, queue_fill: float,
                dt: float) -> float:
         """One tick: the counters now (cumulative), the queue's fill (0..1), seconds since the last tick."""
-        now = (kernel[Counter.SPANS] + kernel[Counter.SPAN_RB_FULL], kernel[Counter.SPAN_RB_FULL] + queue_full,
+        now = (kernel[Counter.SPANS] + kernel[Counter.SPAN_RB_FULL] + kernel[Counter.SPAN_RESERVE_FAILED],
+               kernel[Counter.SPAN_RB_FULL] + queue_full,
                exported)
         if self._last is None or dt <= 0:
             self._last = now

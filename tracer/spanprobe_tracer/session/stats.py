@@ -1,7 +1,7 @@
 """Loss accounting: every span is either exported or counted with the reason it was not.
 
 Counts come from two places: the kernel (per-CPU counters the BPF programs
-bump: ring buffer full, open-span map full, an end without its start, spans
+bump: ring buffer full, a reserve that failed with room, open-span map full, an end without its start, spans
 under the duration threshold) and userspace (export queue full, export
 failed, dropped at shutdown, open spans whose process exited). Spans the sampler dropped are
 counted apart (sampled out): they are not lost. ``summary()``
@@ -80,8 +80,9 @@ class Stats:
     def lost(self) -> int:
         """Spans that finished in the application but were not exported."""
         k = self.kernel
-        return (k[Counter.SPAN_RB_FULL] + k[Counter.POINT_RB_FULL] + k[Counter.START_MAP_FULL]
-                + k[Counter.BAD_SPAN_PAYLOAD] + sum(self.dropped.values()))
+        return (k[Counter.SPAN_RB_FULL] + k[Counter.POINT_RB_FULL] + k[Counter.SPAN_RESERVE_FAILED]
+                + k[Counter.POINT_RESERVE_FAILED] + k[Counter.START_MAP_FULL] + k[Counter.BAD_SPAN_PAYLOAD]
+                + sum(self.dropped.values()))
 
     def rate(self) -> float:
         """Exported spans per second since the previous call."""
@@ -124,10 +125,10 @@ class Stats:
         lines = [
             "%d spans and %d events/probe hits received, %d spans exported in %.1f s"
             % (self.spans_received, self.points_received, self.exported, elapsed),
-            "lost: %d (ring buffer full: %d spans, %d events; open-span map full: %d; unreadable one-hit "
-            "span payload: %d; %s)"
-            % (self.lost, k[Counter.SPAN_RB_FULL], k[Counter.POINT_RB_FULL], k[Counter.START_MAP_FULL],
-               k[Counter.BAD_SPAN_PAYLOAD],
+            "lost: %d (ring buffer full: %d spans, %d events; ring-buffer reserve failed with room: %d spans, "
+            "%d events; open-span map full: %d; unreadable one-hit span payload: %d; %s)"
+            % (self.lost, k[Counter.SPAN_RB_FULL], k[Counter.POINT_RB_FULL], k[Counter.SPAN_RESERVE_FAILED],
+               k[Counter.POINT_RESERVE_FAILED], k[Counter.START_MAP_FULL], k[Counter.BAD_SPAN_PAYLOAD],
                ", ".join("%s: %d" % (label, self.dropped[key]) for key, label in self.USER_DROPS.items())),
             "events (probe hits and events outside a span, as OpenTelemetry events): %d exported, lost: %d (%s)"
             % (self.events_exported, sum(self.events_dropped.values()),
@@ -137,6 +138,9 @@ class Stats:
             % (k[Counter.END_WITHOUT_START], self.unmatched_exited + self.unmatched_expired,
                self.unmatched_exited, self.unmatched_expired),
         ]
+        if k[Counter.RESCUED]:
+            lines.append("records the rescue ring buffer took (a reserve in the ring buffer failed; not lost): %d"
+                         % k[Counter.RESCUED])
         if self.open_at_exit:
             lines.append("still open when tracing stopped (not lost; their end was not seen): %d"
                          % self.open_at_exit)
