@@ -162,7 +162,9 @@ def _c_string(text):
 # (a traced call then makes no Python call beyond the probes' emitters), and
 # SpanDef compiles it into begin() and finish() for with-blocks and
 # spanprobe.instrument. {values}: the start attribute values, each followed by
-# ", " (expressions: bound once to _sp_v<i>, which the end reuses); {result}:
+# ", " (expressions: bound once to _sp_v<i> by {bind}, which the end reuses;
+# bound once the new span is current in both contexts, so a computed attribute
+# that reads the current span or sets a status acts on this span); {result}:
 # the end attribute values, the same way. A parent is (trace_id_high,
 # trace_id_low, span_id, flags, then the ids as ints; context.py): its span id,
 # index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
@@ -176,14 +178,13 @@ def _c_string(text):
 # for a pair: the span probe packs ints, and the context holds None where
 # a span made none (its children and events make them if they need them).
 _BEGIN = """\
-{bind}_sp_ot = _sp_OTEL in _sp_modules and _sp_ctx.otel_begin()
+_sp_ot = _sp_OTEL in _sp_modules and _sp_ctx.otel_begin()
 _sp_p = (_sp_ot and _sp_ot.parent) or _sp_get()
 _sp_x = _sp_bits(64) or 1
 if not _sp_p:  # a root span: a new trace, parent span id 0
     _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
     _sp_p = (None, None, 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
 _sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
-_sp_t0 = _sp_clock(_sp_BOOTTIME) if _sp_c.enabled else 0
 if _sp_a.enabled or _sp_b.enabled:
     _sp_pair = 1
     _sp_id = _sp_arg(_sp_x)
@@ -191,7 +192,6 @@ if _sp_a.enabled or _sp_b.enabled:
         _sp_hi, _sp_lo = _sp_arg(_sp_hx), _sp_arg(_sp_lx)
     if _sp_parent is None:
         _sp_parent = _sp_arg(_sp_px)
-    _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 else:
     _sp_pair = 0
     _sp_id = None
@@ -199,6 +199,9 @@ _sp_now = (_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x)
 _sp_t = _sp_set(_sp_now)
 if _sp_ot:
     _sp_ot.ids = _sp_now
+{bind}_sp_t0 = _sp_clock(_sp_BOOTTIME) if _sp_c.enabled else 0
+if _sp_pair:
+    _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 """
 # What finish() and _fail() need of a span begun by _BEGIN.
 _STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_lx, _sp_fl, ({values}))"

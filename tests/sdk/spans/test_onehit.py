@@ -210,3 +210,54 @@ def test_a_blocks_lazy_values_are_called_once_when_given(provider):
     assert calls == ["start", "end"]
     (_, _, one), = _same(rec, "lazy")
     assert one["start"]["a"] == "begun" and one["end"]["r"] == -1
+
+
+@pytest.mark.parametrize("one_hit", [False, True], ids=["pair", "one-hit"])
+def test_computed_attributes_run_inside_the_new_span(provider, one_hit):
+    """A computed attribute is evaluated once the span is current, on both paths: the current span it
+    reads is the new span, in spanprobe's context and OpenTelemetry's, and set_status sets the new
+    span's status, not its parent's."""
+    from opentelemetry import trace
+
+    seen = []
+
+    def look(x):
+        seen.append((context.current_span(), trace.get_current_span().get_span_context().span_id))
+        spanprobe.set_status("error", "from computed")
+        return x
+
+    @provider.span("inner", computed={"x": (int, look)})
+    def inner(x):
+        return context.current_span()
+
+    @provider.span("outer")
+    def outer():
+        return inner(5)
+
+    lazy = provider.span_block("lazy", attributes={"y": int})
+
+    @provider.span("block")
+    def block():
+        with lazy(lambda: look(6)):
+            return context.current_span()
+
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    for name in ("inner", "outer", "lazy", "block"):
+        if one_hit:
+            provider.probes[f"{name}__span"].enabled.value = 1
+        else:
+            provider.probes[f"{name}__start"].enabled.value = provider.probes[f"{name}__end"].enabled.value = 1
+    for fn in (outer, block):
+        rec.clear()
+        seen.clear()
+        current = fn()
+        assert seen == [(current, current[2])]
+        if one_hit:
+            (span,) = [h["span"] for h in rec.hits if h["span"]["start"]["span_id"] == current[2]]
+            end, parents = span["end"], [h["span"] for h in rec.hits if h["span"]["start"]["span_id"] != current[2]]
+        else:
+            (end,) = [h for h in rec.hits if h["probe"].endswith("__end") and h["span_id"] == current[2]]
+            parents = [h for h in rec.hits if h["probe"].endswith("__end") and h["span_id"] != current[2]]
+        assert end["status"] == 3 and end["error_message"] == "from computed"
+        assert [p.get("end", p)["status"] for p in parents] == [0]
