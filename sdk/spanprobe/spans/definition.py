@@ -133,6 +133,17 @@ def resolved(value):
     return value
 
 
+def snapshot(value):
+    """A bytearray or memoryview start value as the bytes it holds now: the one-hit probe converts start
+    values at the end, and must send what the start probe would have sent at begin."""
+    if isinstance(value, (bytearray, memoryview)):
+        try:
+            return bytes(memoryview(value))
+        except Exception:  # released: it fails to convert at the end as it would now
+            return value
+    return value
+
+
 def describe_exception(exc):
     """(status, error_type, error_message) of an exception that ended a span; the strings as C strings."""
     asyncio = sys.modules.get("asyncio")  # not imported: then it cannot be its CancelledError
@@ -164,7 +175,8 @@ def _c_string(text):
 # spanprobe.instrument. {values}: the start attribute values, each followed by
 # ", " (expressions: bound once to _sp_v<i> by {bind}, which the end reuses;
 # bound once the new span is current in both contexts, so a computed attribute
-# that reads the current span or sets a status acts on this span); {result}:
+# that reads the current span or sets a status acts on this span; {snap}: bytes
+# values copied at begin for the span probe, which converts them at the end); {result}:
 # the end attribute values, the same way. A parent is (trace_id_high,
 # trace_id_low, span_id, flags, then the ids as ints; context.py): its span id,
 # index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
@@ -199,7 +211,10 @@ _sp_now = (_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x)
 _sp_t = _sp_set(_sp_now)
 if _sp_ot:
     _sp_ot.ids = _sp_now
-{bind}_sp_t0 = _sp_clock(_sp_BOOTTIME) if _sp_c.enabled else 0
+{bind}if _sp_c.enabled:
+    _sp_t0 = _sp_clock(_sp_BOOTTIME)
+{snap}else:
+    _sp_t0 = 0
 if _sp_pair:
     _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 """
@@ -230,7 +245,7 @@ _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_bits": context.random_bits, "_sp_SAMPLED": TRACE_FLAG_SAMPLED,
                  "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules,
                  "_sp_statuses": context.statuses, "_sp_UNSET": (STATUS_OK, None),
-                 "_sp_clock": time.clock_gettime_ns, "_sp_BOOTTIME": time.CLOCK_BOOTTIME}
+                 "_sp_clock": time.clock_gettime_ns, "_sp_BOOTTIME": time.CLOCK_BOOTTIME, "_sp_snap": snapshot}
 
 
 def _bound(values):
@@ -288,8 +303,8 @@ class SpanDef:
         results = [f"_sp_r{i}" for i in range(self.n_end)]
         source = ("def _sp_factory():\n"
                   f"    def begin({comma_each(values)}):\n"
-                  + indent(_BEGIN.format(bind="".join(f"{v} = _sp_resolved({v})\n" for v in values) if lazy else "",
-                                         values=comma_each(values)), 8)
+                  + indent(self._begin_source("".join(f"{v} = _sp_resolved({v})\n" for v in values) if lazy else "",
+                                              values), 8)
                   + f"        return {_STATE.format(values=comma_each(values))}\n"
                   f"    def finish_ok(_sp_s, {comma_each(results)}):\n"
                   f"        {_STATE.format(values=comma_each(values))} = _sp_s\n"
@@ -310,11 +325,17 @@ class SpanDef:
         """The traced branch of a wrapper: begin, ``_sp_r = call``, end (needs self.names)."""
         bind, values = _bound(values)
         state = _STATE.format(values=comma_each(values))
-        return (_BEGIN.format(bind=bind, values=comma_each(values))
+        return (self._begin_source(bind, values)
                 + f"try:\n    _sp_r = {call}\n"
                 + f"except BaseException as _sp_e:\n    _sp_fail({state}, _sp_e)\n    raise\n"
                 + self._end_ok(values, result)
                 + "return _sp_r\n")
+
+    def _begin_source(self, bind, values):
+        """_BEGIN for the start value locals ``values``: the bytes-typed ones snapshot for the span probe."""
+        snap = "".join(f"    {v} = _sp_snap({v})\n" for v, a in zip(values, self.start.args[len(START_ARGS):])
+                       if a.type is ArgType.BYTES)
+        return _BEGIN.format(bind=bind, snap=snap, values=comma_each(values))
 
     def _end_ok(self, values, result):
         end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"

@@ -261,3 +261,29 @@ def test_computed_attributes_run_inside_the_new_span(provider, one_hit):
             parents = [h for h in rec.hits if h["probe"].endswith("__end") and h["span_id"] != current[2]]
         assert end["status"] == 3 and end["error_message"] == "from computed"
         assert [p.get("end", p)["status"] for p in parents] == [0]
+
+
+@pytest.mark.parametrize("one_hit", [False, True], ids=["pair", "one-hit"])
+def test_a_bytes_value_the_call_changes_is_sent_as_it_was_at_entry(provider, one_hit):
+    """The span probe packs start values at the end: a bytearray or memoryview given to a bytes attribute
+    is copied at begin, so both paths send the value the call began with."""
+    @provider.span("fill", attributes={"buf": bytes, "view": bytes})
+    def fill(buf, view):
+        buf[:] = b"after"
+        view[:] = b"AFTER"
+
+    block = provider.span_block("blk", attributes={"buf": bytes})
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    for name in ("fill", "blk"):
+        if one_hit:
+            provider.probes[f"{name}__span"].enabled.value = 1
+        else:
+            provider.probes[f"{name}__start"].enabled.value = 1
+    fill(bytearray(b"entry"), memoryview(bytearray(b"ENTRY")))
+    buf = bytearray(b"entry")
+    with block(buf):
+        buf[:] = b"after"
+    got = [h["span"]["start"] if one_hit else h for h in rec.hits if one_hit or h["probe"].endswith("__start")]
+    assert [(h["buf"], h.get("view")) for h in got] == [(b"entry", b"ENTRY"), (b"entry", None)]
+    assert all(h["flags"] & ~0xff == 0 for h in got)
