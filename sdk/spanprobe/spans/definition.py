@@ -295,7 +295,7 @@ class SpanDef:
         self._lazy = lazy
         self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), False),
                           _sp_end=emitter(self.end, len(END_ARGS), False),
-                          _sp_one=span_emitter(self.one, self.start, self.end, internal_error),
+                          _sp_one=span_emitter(self.one, self.start, self.end),
                           _sp_resolved=resolved,
                           _sp_fail=self._fail, _sp_end_cell=self.end.site_cell,
                           _sp_a=self.start, _sp_b=self.end, _sp_c=self.one)

@@ -287,3 +287,25 @@ def test_a_bytes_value_the_call_changes_is_sent_as_it_was_at_entry(provider, one
     got = [h["span"]["start"] if one_hit else h for h in rec.hits if one_hit or h["probe"].endswith("__start")]
     assert [(h["buf"], h.get("view")) for h in got] == [(b"entry", b"ENTRY"), (b"entry", None)]
     assert all(h["flags"] & ~0xff == 0 for h in got)
+
+
+def test_a_span_the_span_probe_cannot_fire_is_counted_and_logged_once(provider, caplog):
+    """The span probe's slow path never raises into the call: a span it drops is counted in the probe's
+    conversion_failures (as the otel_span probe counts), logged once."""
+    from spanprobe.probes.semaphore import Semaphore
+
+    @provider.span("handle", attributes={"n": int})
+    def handle(n):
+        return n
+
+    def broken_site(payload):
+        raise RuntimeError("site")
+
+    one = provider.probes["handle__span"]
+    one.attach_site(Semaphore(1), broken_site)
+    with caplog.at_level("WARNING", logger="spanprobe"):
+        assert [handle(1), handle("not an int"), handle(3)] == [1, "not an int", 3]
+    assert one.conversion_failures == 3
+    assert [r.getMessage() for r in caplog.records if "handle__span" in r.getMessage()] == [
+        f"spanprobe: could not fire span probe {one.qualname} (span dropped; later ones counted in "
+        "its conversion_failures, not logged)"]
