@@ -176,7 +176,8 @@ def _c_string(text):
 # ", " (expressions: bound once to _sp_v<i> by {bind}, which the end reuses;
 # bound once the new span is current in both contexts, so a computed attribute
 # that reads the current span or sets a status acts on this span; {snap}: bytes
-# values copied at begin for the span probe, which converts them at the end); {result}:
+# values copied at begin for the span probe, which converts them at the end;
+# {boot_offset}: a time namespace's boottime offset taken off the start time); {result}:
 # the end attribute values, the same way. A parent is (trace_id_high,
 # trace_id_low, span_id, flags, then the ids as ints; context.py): its span id,
 # index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
@@ -212,7 +213,7 @@ _sp_t = _sp_set(_sp_now)
 if _sp_ot:
     _sp_ot.ids = _sp_now
 {bind}if _sp_c.enabled:
-    _sp_t0 = _sp_clock(_sp_BOOTTIME)
+    _sp_t0 = _sp_clock(_sp_BOOTTIME){boot_offset}
 {snap}else:
     _sp_t0 = 0
 if _sp_pair:
@@ -246,6 +247,25 @@ _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules,
                  "_sp_statuses": context.statuses, "_sp_UNSET": (STATUS_OK, None),
                  "_sp_clock": time.clock_gettime_ns, "_sp_BOOTTIME": time.CLOCK_BOOTTIME, "_sp_snap": snapshot}
+
+
+def boottime_offset_ns(path="/proc/self/timens_offsets"):
+    """This process's time namespace's CLOCK_BOOTTIME offset (time_namespaces(7)): what its clock reads
+    more than the kernel's, which the span probe's start time must be on; 0 outside one."""
+    try:
+        with open(path) as f:
+            for line in f:
+                clock, secs, nsecs = line.split()
+                if clock in ("boottime", str(time.CLOCK_BOOTTIME)):
+                    return int(secs) * 1_000_000_000 + int(nsecs)
+    except (OSError, ValueError):  # no time namespaces in this kernel
+        pass
+    return 0
+
+
+#: Subtracted from the start time a span probe carries (nothing to generate outside a time namespace).
+_BOOT_OFFSET_NS = boottime_offset_ns()
+_BOOT_OFFSET = f" - {_BOOT_OFFSET_NS}" if _BOOT_OFFSET_NS else ""
 
 
 def _bound(values):
@@ -335,7 +355,7 @@ class SpanDef:
         """_BEGIN for the start value locals ``values``: the bytes-typed ones snapshot for the span probe."""
         snap = "".join(f"    {v} = _sp_snap({v})\n" for v, a in zip(values, self.start.args[len(START_ARGS):])
                        if a.type is ArgType.BYTES)
-        return _BEGIN.format(bind=bind, snap=snap, values=comma_each(values))
+        return _BEGIN.format(bind=bind, snap=snap, values=comma_each(values), boot_offset=_BOOT_OFFSET)
 
     def _end_ok(self, values, result):
         end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"

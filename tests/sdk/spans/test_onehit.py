@@ -309,3 +309,36 @@ def test_a_span_the_span_probe_cannot_fire_is_counted_and_logged_once(provider, 
     assert [r.getMessage() for r in caplog.records if "handle__span" in r.getMessage()] == [
         f"spanprobe: could not fire span probe {one.qualname} (span dropped; later ones counted in "
         "its conversion_failures, not logged)"]
+
+
+_IN_TIME_NAMESPACE = r"""
+import json, time
+import spanprobe
+from spanprobe.testing import Recorder
+
+provider = spanprobe.Provider("timens")
+
+@provider.span("work")
+def work():
+    return None
+
+rec = Recorder(provider, one_hit=True)
+work()
+print(json.dumps({"start": rec.of("work__span")[0]["span"]["start_time"],
+                  "own_clock": time.clock_gettime_ns(time.CLOCK_BOOTTIME)}))
+"""
+
+
+def test_the_start_time_is_on_the_kernels_clock_inside_a_time_namespace():
+    """In a time namespace whose CLOCK_BOOTTIME runs 1000 s ahead of the kernel's, the span probe's start
+    time is still the kernel's clock (what bpf_ktime_get_boot_ns reads at the hit)."""
+    import json
+    import subprocess
+
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    out = subprocess.run(["unshare", "--time", "--boottime", "1000", sys.executable, "-c", _IN_TIME_NAMESPACE],
+                         capture_output=True, text=True, check=True)
+    after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    got = json.loads(out.stdout)
+    assert got["own_clock"] - after > 999 * 10**9     # the namespace's clock is ahead, as set
+    assert before <= got["start"] <= after
