@@ -13,7 +13,11 @@ probe's semaphore every POLL_S seconds:
   call) are taken out, and installed with their ``instrument()`` when a tracer
   attaches, taken out with ``uninstrument()`` when the last one leaves. A call
   already running finishes as it began; an object made while traced (a dbapi
-  connection) stays wrapped after the tracer leaves (its spans do not record);
+  connection) stays wrapped after the tracer leaves (its spans do not record).
+  So a sqlite3 connection opened while no tracer listened (at start-up, a
+  pool) and a ``connect`` imported by name before are never traced: an
+  application that opens its connections once at start-up should not use this
+  mode for its database spans (or keep ``always``);
 * Flask apps stay instrumented as the flask instrumentation does it (its
   class is kept installed), and each app made gets a switch (FlaskSwitch) read
   once per request, when it enters the app: a request that enters while a
@@ -22,6 +26,9 @@ probe's semaphore every POLL_S seconds:
   it. A request in flight when a tracer attaches is not traced; one in flight
   when it leaves ends as a traced one (its span, not fired, is no half span);
 * any other instrumentation stays installed, as without this mode.
+
+Taking over never fails opentelemetry-instrument: an error is logged and the
+instrumentations stay installed, as in ``always``.
 """
 
 import logging
@@ -61,7 +68,6 @@ def _instrumentor_entry_points():
 def post_instrument():
     """``opentelemetry_post_instrument`` entry point: in ``traced`` mode, take the instrumentations
     opentelemetry-instrument just installed out again, to be installed while a tracer listens."""
-    global active
     mode = os.environ.get(SETTING, "").strip().lower() or "always"
     if mode == "always":
         return None
@@ -69,10 +75,22 @@ def post_instrument():
         log.error("spanprobe: %s=%r is not one of %s; the instrumentations stay installed",
                   SETTING, os.environ[SETTING], ", ".join(MODES))
         return None
-    if not isinstance(trace.get_tracer_provider(), TracerProvider):
-        log.error("spanprobe: %s=traced needs spanprobe's tracer provider (OTEL_PYTHON_TRACER_PROVIDER=spanprobe "
-                  "or OTEL_PYTHON_CONFIGURATOR=spanprobe); the instrumentations stay installed", SETTING)
+    try:  # opentelemetry-instrument must never fail because of this mode
+        if not isinstance(trace.get_tracer_provider(), TracerProvider):
+            log.error("spanprobe: %s=traced needs spanprobe's tracer provider (OTEL_PYTHON_TRACER_PROVIDER="
+                      "spanprobe or OTEL_PYTHON_CONFIGURATOR=spanprobe); the instrumentations stay installed", SETTING)
+            return None
+        return _take_over()
+    except Exception:
+        log.exception("spanprobe: %s=traced could not take over the instrumentations; they stay installed",
+                      SETTING)
         return None
+
+
+def _take_over():
+    """post_instrument's work: an OnDemand following the instrumentations found installed, started; on
+    failure the instrumentations are installed as before and the error raised."""
+    global active
     toggled, flask_instrumentor = [], None
     for ep in _instrumentor_entry_points():
         if (ep.name not in TOGGLED and ep.name != FLASK) or ep.module not in sys.modules:
@@ -88,9 +106,13 @@ def post_instrument():
         else:
             toggled.append(instrumentor)
     on_demand = OnDemand(toggled)
-    if flask_instrumentor is not None:
-        FlaskSwitch.install(type(flask_instrumentor).__module__, on_demand)
-    on_demand.start()
+    try:
+        if flask_instrumentor is not None:
+            FlaskSwitch.install(type(flask_instrumentor).__module__, on_demand)
+        on_demand.start()
+    except Exception:
+        on_demand.put_back(on_demand.toggled)
+        raise
     active = on_demand
     return on_demand
 
@@ -106,8 +128,21 @@ class OnDemand:
         #: Whether a tracer listened at the last poll; notified after each change.
         self.traced = False
         self.changed = threading.Condition()
-        for instrumentor in self.toggled:
-            instrumentor.uninstrument()
+        for i, instrumentor in enumerate(self.toggled):
+            try:
+                instrumentor.uninstrument()
+            except Exception:
+                self.put_back(self.toggled[:i + 1])
+                raise
+
+    @staticmethod
+    def put_back(instrumentors):
+        """Install ``instrumentors`` again (taken out by a take-over that failed); never raises."""
+        for instrumentor in instrumentors:
+            try:
+                instrumentor.instrument(skip_dep_check=True)
+            except Exception:
+                log.exception("spanprobe: installing %s again failed", type(instrumentor).__name__)
 
     def start(self):
         """Poll from a thread, here and in every child forked later (a pre-forking server's workers:

@@ -34,6 +34,7 @@ import ctypes
 import os
 import random
 import sys
+import threading
 
 from ..abi.protocol import TRACE_FLAGS_MASK
 
@@ -148,6 +149,10 @@ def otel_leave(span):
     """Restore OpenTelemetry's context that otel_begin() replaced (bound by _bind_otel())."""
 
 
+_bind_lock = threading.Lock()
+_otel_bound = False
+
+
 def _no_otel(*args):
     return None
 
@@ -161,6 +166,15 @@ def _bind_otel():
     Context has no span, which spares the span lookup in an application that
     uses OpenTelemetry but is outside any of its spans.
     """
+    global _otel_bound
+    with _bind_lock:  # once: two threads' first spans would each make a light span type, one unread
+        if not _otel_bound:
+            _bind_otel_now()
+            _otel_bound = True
+
+
+def _bind_otel_now():
+    """_bind_otel's work, under its lock."""
     global otel_parent, otel_begin, otel_leave
     try:
         from opentelemetry import context as otel_context, trace

@@ -133,6 +133,17 @@ def resolved(value):
     return value
 
 
+def snapshot(value):
+    """A bytearray or memoryview start value as the bytes it holds now: the one-hit probe converts start
+    values at the end, and must send what the start probe would have sent at begin."""
+    if isinstance(value, (bytearray, memoryview)):
+        try:
+            return bytes(memoryview(value))
+        except Exception:  # released: it fails to convert at the end as it would now
+            return value
+    return value
+
+
 def describe_exception(exc):
     """(status, error_type, error_message) of an exception that ended a span; the strings as C strings."""
     asyncio = sys.modules.get("asyncio")  # not imported: then it cannot be its CancelledError
@@ -162,7 +173,11 @@ def _c_string(text):
 # (a traced call then makes no Python call beyond the probes' emitters), and
 # SpanDef compiles it into begin() and finish() for with-blocks and
 # spanprobe.instrument. {values}: the start attribute values, each followed by
-# ", " (expressions: bound once to _sp_v<i>, which the end reuses); {result}:
+# ", " (expressions: bound once to _sp_v<i> by {bind}, which the end reuses;
+# bound once the new span is current in both contexts, so a computed attribute
+# that reads the current span or sets a status acts on this span; {snap}: bytes
+# values copied at begin for the span probe, which converts them at the end;
+# {boot_offset}: a time namespace's boottime offset taken off the start time); {result}:
 # the end attribute values, the same way. A parent is (trace_id_high,
 # trace_id_low, span_id, flags, then the ids as ints; context.py): its span id,
 # index 2, is the new span's parent id. OpenTelemetry is asked for a parent, and
@@ -176,14 +191,13 @@ def _c_string(text):
 # for a pair: the span probe packs ints, and the context holds None where
 # a span made none (its children and events make them if they need them).
 _BEGIN = """\
-{bind}_sp_ot = _sp_OTEL in _sp_modules and _sp_ctx.otel_begin()
+_sp_ot = _sp_OTEL in _sp_modules and _sp_ctx.otel_begin()
 _sp_p = (_sp_ot and _sp_ot.parent) or _sp_get()
 _sp_x = _sp_bits(64) or 1
 if not _sp_p:  # a root span: a new trace, parent span id 0
     _sp_hx, _sp_lx = _sp_bits(64), _sp_bits(64) or 1
     _sp_p = (None, None, 0, _sp_SAMPLED, _sp_hx, _sp_lx, 0)
 _sp_hi, _sp_lo, _sp_parent, _sp_fl, _sp_hx, _sp_lx, _sp_px = _sp_p
-_sp_t0 = _sp_clock(_sp_BOOTTIME) if _sp_c.enabled else 0
 if _sp_a.enabled or _sp_b.enabled:
     _sp_pair = 1
     _sp_id = _sp_arg(_sp_x)
@@ -191,7 +205,6 @@ if _sp_a.enabled or _sp_b.enabled:
         _sp_hi, _sp_lo = _sp_arg(_sp_hx), _sp_arg(_sp_lx)
     if _sp_parent is None:
         _sp_parent = _sp_arg(_sp_px)
-    _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 else:
     _sp_pair = 0
     _sp_id = None
@@ -199,6 +212,12 @@ _sp_now = (_sp_hi, _sp_lo, _sp_id, _sp_fl, _sp_hx, _sp_lx, _sp_x)
 _sp_t = _sp_set(_sp_now)
 if _sp_ot:
     _sp_ot.ids = _sp_now
+{bind}if _sp_c.enabled:
+    _sp_t0 = _sp_clock(_sp_BOOTTIME){boot_offset}
+{snap}else:
+    _sp_t0 = 0
+if _sp_pair:
+    _sp_start(_sp_id, _sp_parent, _sp_hi, _sp_lo, _sp_fl, {values})
 """
 # What finish() and _fail() need of a span begun by _BEGIN.
 _STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_lx, _sp_fl, ({values}))"
@@ -227,7 +246,26 @@ _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_bits": context.random_bits, "_sp_SAMPLED": TRACE_FLAG_SAMPLED,
                  "_sp_OTEL": context.OTEL_TRACE_MODULE, "_sp_modules": sys.modules,
                  "_sp_statuses": context.statuses, "_sp_UNSET": (STATUS_OK, None),
-                 "_sp_clock": time.clock_gettime_ns, "_sp_BOOTTIME": time.CLOCK_BOOTTIME}
+                 "_sp_clock": time.clock_gettime_ns, "_sp_BOOTTIME": time.CLOCK_BOOTTIME, "_sp_snap": snapshot}
+
+
+def boottime_offset_ns(path="/proc/self/timens_offsets"):
+    """This process's time namespace's CLOCK_BOOTTIME offset (time_namespaces(7)): what its clock reads
+    more than the kernel's, which the span probe's start time must be on; 0 outside one."""
+    try:
+        with open(path) as f:
+            for line in f:
+                clock, secs, nsecs = line.split()
+                if clock in ("boottime", str(time.CLOCK_BOOTTIME)):
+                    return int(secs) * 1_000_000_000 + int(nsecs)
+    except (OSError, ValueError):  # no time namespaces in this kernel
+        pass
+    return 0
+
+
+#: Subtracted from the start time a span probe carries (nothing to generate outside a time namespace).
+_BOOT_OFFSET_NS = boottime_offset_ns()
+_BOOT_OFFSET = f" - {_BOOT_OFFSET_NS}" if _BOOT_OFFSET_NS else ""
 
 
 def _bound(values):
@@ -277,7 +315,7 @@ class SpanDef:
         self._lazy = lazy
         self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), False),
                           _sp_end=emitter(self.end, len(END_ARGS), False),
-                          _sp_one=span_emitter(self.one, self.start, self.end, internal_error),
+                          _sp_one=span_emitter(self.one, self.start, self.end),
                           _sp_resolved=resolved,
                           _sp_fail=self._fail, _sp_end_cell=self.end.site_cell,
                           _sp_a=self.start, _sp_b=self.end, _sp_c=self.one)
@@ -285,8 +323,8 @@ class SpanDef:
         results = [f"_sp_r{i}" for i in range(self.n_end)]
         source = ("def _sp_factory():\n"
                   f"    def begin({comma_each(values)}):\n"
-                  + indent(_BEGIN.format(bind="".join(f"{v} = _sp_resolved({v})\n" for v in values) if lazy else "",
-                                         values=comma_each(values)), 8)
+                  + indent(self._begin_source("".join(f"{v} = _sp_resolved({v})\n" for v in values) if lazy else "",
+                                              values), 8)
                   + f"        return {_STATE.format(values=comma_each(values))}\n"
                   f"    def finish_ok(_sp_s, {comma_each(results)}):\n"
                   f"        {_STATE.format(values=comma_each(values))} = _sp_s\n"
@@ -307,11 +345,17 @@ class SpanDef:
         """The traced branch of a wrapper: begin, ``_sp_r = call``, end (needs self.names)."""
         bind, values = _bound(values)
         state = _STATE.format(values=comma_each(values))
-        return (_BEGIN.format(bind=bind, values=comma_each(values))
+        return (self._begin_source(bind, values)
                 + f"try:\n    _sp_r = {call}\n"
                 + f"except BaseException as _sp_e:\n    _sp_fail({state}, _sp_e)\n    raise\n"
                 + self._end_ok(values, result)
                 + "return _sp_r\n")
+
+    def _begin_source(self, bind, values):
+        """_BEGIN for the start value locals ``values``: the bytes-typed ones snapshot for the span probe."""
+        snap = "".join(f"    {v} = _sp_snap({v})\n" for v, a in zip(values, self.start.args[len(START_ARGS):])
+                       if a.type is ArgType.BYTES)
+        return _BEGIN.format(bind=bind, snap=snap, values=comma_each(values), boot_offset=_BOOT_OFFSET)
 
     def _end_ok(self, values, result):
         end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"

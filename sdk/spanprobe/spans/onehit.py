@@ -16,6 +16,7 @@ conversion failures in the flags words and never raises.
 """
 
 import ctypes
+import logging
 import struct
 
 from ..abi.protocol import END_ARGS, FLAG_CONVERSION_FAILED, START_ARGS, payload_format
@@ -23,6 +24,7 @@ from ..abi.types import ArgType
 from ..probes.convert import converter
 from ..probes.firing import comma_each, compile_factory
 
+log = logging.getLogger("spanprobe")
 _SAMPLE = b"spanprobe"
 #: A bytes object's data is this far from its id(): the address ctypes passes for it as ``char *``
 #: (CPython's PyBytesObject layout, measured here rather than assumed).
@@ -76,12 +78,12 @@ def _fast(i, param, arg_type):
     return None
 
 
-def span_emitter(one, start, end, internal_error):
+def span_emitter(one, start, end):
     """``one(t0, span, parent, trace_high, trace_low, flags, status, error_type, error_message,
     *start_values, *end_values)`` for the span probe ``one`` of a span whose start and end probes are
     ``start`` and ``end``: fires it once and never raises. Ids are ints, error strings bytes or None;
     the values are values (a block's lazy ones were called before: definition.resolved).
-    ``internal_error()`` is called for an SDK bug (logged once), which the call never sees."""
+    A span it cannot fire (an SDK bug, which the call never sees) is counted in ``one.conversion_failures``."""
     attrs = start.args[len(START_ARGS):] + end.args[len(END_ARGS):]
     n_start = len(start.args) - len(START_ARGS)
     types = [a.type for a in start.args] + [a.type for a in end.args]
@@ -109,8 +111,11 @@ def span_emitter(one, start, end, internal_error):
             site_cell.cell_contents(pack(size, 0, t0, span, parent, high, low, flags | failed[0], *words[:n_start],
                                          span, status, address(error_type), address(error_message), failed[1],
                                          *words[n_start:]))
-        except Exception:
-            internal_error()
+        except Exception:  # an SDK bug must not reach the application: the span is dropped, counted
+            one.conversion_failures += 1
+            if one.conversion_failures == 1:
+                log.warning("spanprobe: could not fire span probe %s (span dropped; later ones counted in its "
+                            "conversion_failures, not logged)", one.qualname, exc_info=True)
 
     params = [f"a{i}" for i in range(len(attrs))]
     fast = [_fast(i, p, a.type) for i, (p, a) in enumerate(zip(params, attrs))]

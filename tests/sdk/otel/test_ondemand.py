@@ -85,3 +85,42 @@ def test_a_forked_worker_follows_its_own_tracer():
     steps, _ = run_app()
     assert steps["forked child traced"]["seen"] == TRACED
     assert steps["parent after the fork"]["seen"] == UNTRACED
+
+
+class _Instrumentor:
+    """An instrumentor that records whether it is installed; uninstrument() raises if ``fails``."""
+
+    def __init__(self, fails=False):
+        self.installed, self.fails = True, fails
+
+    def instrument(self, skip_dep_check=False):
+        self.installed = True
+
+    def uninstrument(self):
+        if self.fails:
+            raise RuntimeError("cannot take out")
+        self.installed = False
+
+
+def test_a_take_over_that_fails_leaves_everything_installed(monkeypatch, caplog):
+    """post_instrument never raises into opentelemetry-instrument: a failure (here the otel_span probe's
+    provider not loading; or an instrumentor that cannot be taken out) is logged once, and the
+    instrumentations stay installed (those already taken out are installed again)."""
+    from spanprobe.otel import ondemand
+
+    def no_probe():
+        raise RuntimeError("provider did not load")
+
+    monkeypatch.setenv(ondemand.SETTING, "traced")
+    monkeypatch.setattr(ondemand, "TracerProvider", object)   # whatever provider is set passes as spanprobe's
+    monkeypatch.setattr(ondemand, "span_probe", no_probe)
+    with caplog.at_level("ERROR", logger="spanprobe.otel"):
+        assert ondemand.post_instrument() is None
+    assert [r.getMessage() for r in caplog.records] == [
+        "spanprobe: SPANPROBE_OTEL_INSTRUMENT=traced could not take over the instrumentations; they stay installed"]
+    assert "provider did not load" in caplog.text
+
+    toggled = [_Instrumentor(), _Instrumentor(fails=True), _Instrumentor()]
+    with pytest.raises(RuntimeError, match="cannot take out"):
+        ondemand.OnDemand(toggled, probe=object())
+    assert [i.installed for i in toggled] == [True, True, True]

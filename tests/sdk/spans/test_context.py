@@ -3,6 +3,8 @@ an active OpenTelemetry span (spanprobe.spans.context), without BPF."""
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -147,3 +149,42 @@ def test_opentelemetry_context_without_a_valid_span_is_no_parent():
     finally:
         otel_context.detach(token)
     assert context.otel_parent() is None
+
+
+_BIND_RACE = r"""
+import sys, threading
+import opentelemetry.trace as trace
+from spanprobe.spans import context
+from spanprobe.testing import Recorder
+import spanprobe
+
+sys.setswitchinterval(1e-6)
+provider = spanprobe.Provider("race")
+
+@provider.span("work")
+def work():
+    return type(trace.get_current_span())
+
+Recorder(provider)
+barrier = threading.Barrier(8)
+seen = []
+
+def run():
+    barrier.wait()
+    seen.append(work())
+
+threads = [threading.Thread(target=run) for _ in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(len(seen), len(set(seen)))
+"""
+
+
+def test_the_opentelemetry_bridge_is_bound_once_by_racing_threads():
+    """Eight threads making their first traced spans at once (a fresh process: the bridge binds on first
+    use) all get the one light span type, so every span reads back as a parent by the type check."""
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", _BIND_RACE], capture_output=True, text=True, check=True)
+        assert out.stdout.split() == ["8", "1"], out.stderr

@@ -210,3 +210,135 @@ def test_a_blocks_lazy_values_are_called_once_when_given(provider):
     assert calls == ["start", "end"]
     (_, _, one), = _same(rec, "lazy")
     assert one["start"]["a"] == "begun" and one["end"]["r"] == -1
+
+
+@pytest.mark.parametrize("one_hit", [False, True], ids=["pair", "one-hit"])
+def test_computed_attributes_run_inside_the_new_span(provider, one_hit):
+    """A computed attribute is evaluated once the span is current, on both paths: the current span it
+    reads is the new span, in spanprobe's context and OpenTelemetry's, and set_status sets the new
+    span's status, not its parent's."""
+    from opentelemetry import trace
+
+    seen = []
+
+    def look(x):
+        seen.append((context.current_span(), trace.get_current_span().get_span_context().span_id))
+        spanprobe.set_status("error", "from computed")
+        return x
+
+    @provider.span("inner", computed={"x": (int, look)})
+    def inner(x):
+        return context.current_span()
+
+    @provider.span("outer")
+    def outer():
+        return inner(5)
+
+    lazy = provider.span_block("lazy", attributes={"y": int})
+
+    @provider.span("block")
+    def block():
+        with lazy(lambda: look(6)):
+            return context.current_span()
+
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    for name in ("inner", "outer", "lazy", "block"):
+        if one_hit:
+            provider.probes[f"{name}__span"].enabled.value = 1
+        else:
+            provider.probes[f"{name}__start"].enabled.value = provider.probes[f"{name}__end"].enabled.value = 1
+    for fn in (outer, block):
+        rec.clear()
+        seen.clear()
+        current = fn()
+        assert seen == [(current, current[2])]
+        if one_hit:
+            (span,) = [h["span"] for h in rec.hits if h["span"]["start"]["span_id"] == current[2]]
+            end, parents = span["end"], [h["span"] for h in rec.hits if h["span"]["start"]["span_id"] != current[2]]
+        else:
+            (end,) = [h for h in rec.hits if h["probe"].endswith("__end") and h["span_id"] == current[2]]
+            parents = [h for h in rec.hits if h["probe"].endswith("__end") and h["span_id"] != current[2]]
+        assert end["status"] == 3 and end["error_message"] == "from computed"
+        assert [p.get("end", p)["status"] for p in parents] == [0]
+
+
+@pytest.mark.parametrize("one_hit", [False, True], ids=["pair", "one-hit"])
+def test_a_bytes_value_the_call_changes_is_sent_as_it_was_at_entry(provider, one_hit):
+    """The span probe packs start values at the end: a bytearray or memoryview given to a bytes attribute
+    is copied at begin, so both paths send the value the call began with."""
+    @provider.span("fill", attributes={"buf": bytes, "view": bytes})
+    def fill(buf, view):
+        buf[:] = b"after"
+        view[:] = b"AFTER"
+
+    block = provider.span_block("blk", attributes={"buf": bytes})
+    rec = Recorder(provider, one_hit=True)
+    rec.set_enabled(False, one_hit=True)
+    for name in ("fill", "blk"):
+        if one_hit:
+            provider.probes[f"{name}__span"].enabled.value = 1
+        else:
+            provider.probes[f"{name}__start"].enabled.value = 1
+    fill(bytearray(b"entry"), memoryview(bytearray(b"ENTRY")))
+    buf = bytearray(b"entry")
+    with block(buf):
+        buf[:] = b"after"
+    got = [h["span"]["start"] if one_hit else h for h in rec.hits if one_hit or h["probe"].endswith("__start")]
+    assert [(h["buf"], h.get("view")) for h in got] == [(b"entry", b"ENTRY"), (b"entry", None)]
+    assert all(h["flags"] & ~0xff == 0 for h in got)
+
+
+def test_a_span_the_span_probe_cannot_fire_is_counted_and_logged_once(provider, caplog):
+    """The span probe's slow path never raises into the call: a span it drops is counted in the probe's
+    conversion_failures (as the otel_span probe counts), logged once."""
+    from spanprobe.probes.semaphore import Semaphore
+
+    @provider.span("handle", attributes={"n": int})
+    def handle(n):
+        return n
+
+    def broken_site(payload):
+        raise RuntimeError("site")
+
+    one = provider.probes["handle__span"]
+    one.attach_site(Semaphore(1), broken_site)
+    with caplog.at_level("WARNING", logger="spanprobe"):
+        assert [handle(1), handle("not an int"), handle(3)] == [1, "not an int", 3]
+    assert one.conversion_failures == 3
+    assert [r.getMessage() for r in caplog.records if "handle__span" in r.getMessage()] == [
+        f"spanprobe: could not fire span probe {one.qualname} (span dropped; later ones counted in "
+        "its conversion_failures, not logged)"]
+
+
+_IN_TIME_NAMESPACE = r"""
+import json, time
+import spanprobe
+from spanprobe.testing import Recorder
+
+provider = spanprobe.Provider("timens")
+
+@provider.span("work")
+def work():
+    return None
+
+rec = Recorder(provider, one_hit=True)
+work()
+print(json.dumps({"start": rec.of("work__span")[0]["span"]["start_time"],
+                  "own_clock": time.clock_gettime_ns(time.CLOCK_BOOTTIME)}))
+"""
+
+
+def test_the_start_time_is_on_the_kernels_clock_inside_a_time_namespace():
+    """In a time namespace whose CLOCK_BOOTTIME runs 1000 s ahead of the kernel's, the span probe's start
+    time is still the kernel's clock (what bpf_ktime_get_boot_ns reads at the hit)."""
+    import json
+    import subprocess
+
+    before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    out = subprocess.run(["unshare", "--time", "--boottime", "1000", sys.executable, "-c", _IN_TIME_NAMESPACE],
+                         capture_output=True, text=True, check=True)
+    after = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+    got = json.loads(out.stdout)
+    assert got["own_clock"] - after > 999 * 10**9     # the namespace's clock is ahead, as set
+    assert before <= got["start"] <= after

@@ -322,3 +322,15 @@ def test_api_span_series_count_every_span_read_from_payloads():
     route = (("http.request.method", "GET"), ("http.route", "/a/<id>"))
     assert {p.attributes: p.count for p in http_points} == {
         route + (("http.response.status_code", 200),): 3, route + (("http.response.status_code", 500),): 1}
+
+
+def test_series_point_add_one_counts_a_span_in_its_bucket():
+    """SeriesPoint.add_one, the one increment count_api_span uses for new and known series: a duration on
+    a bound lands in that bound's bucket ((bound i-1, bound i], as the kernel's histogram)."""
+    from spanprobe_tracer.export.span_metrics import SeriesPoint
+
+    bounds = (5, 10)
+    point = SeriesPoint(None, (), 0, 0, [0, 0, 0], 0)
+    for d in (5, 6, 10, 11, 0):
+        point.add_one(d, bounds)
+    assert (point.count, point.sum_ns, point.buckets) == (5, 32, [2, 2, 1])

@@ -14,6 +14,7 @@ never holds up the tracer's loop.
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import threading
@@ -52,6 +53,12 @@ class SeriesPoint:
         self.count += count
         self.sum_ns += sum_ns
         self.buckets = [a + b for a, b in zip(self.buckets, buckets)]
+
+    def add_one(self, duration_ns: int, bounds: Sequence[int]) -> None:
+        """Count one span of ``duration_ns`` (bucket i: (bound i-1, bound i])."""
+        self.count += 1
+        self.sum_ns += duration_ns
+        self.buckets[bisect.bisect_left(bounds, duration_ns)] += 1
 
 
 def _any(value) -> AnyValue:

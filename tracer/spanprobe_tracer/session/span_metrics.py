@@ -19,7 +19,6 @@ then forgotten.
 
 from __future__ import annotations
 
-import bisect
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -123,9 +122,7 @@ class SpanMetrics:
             if point is not None:
                 self._api_points[(pid, name, kind, status)] = point
         else:
-            point.count += 1
-            point.sum_ns += duration_ns
-            point.buckets[bisect.bisect_left(self.bounds, duration_ns)] += 1
+            point.add_one(duration_ns, self.bounds)
         if http is not None:
             method, route, code = http
             attrs = [(HTTP_METHOD, method)]
@@ -154,9 +151,7 @@ class SpanMetrics:
                 self.on_full()
                 return None
             point = self._api[key] = self._new_point(key, 0, 0, [0] * (len(bounds) + 1))
-        point.count += 1
-        point.sum_ns += duration_ns
-        point.buckets[bisect.bisect_left(bounds, duration_ns)] += 1  # bucket i: (bound i-1, bound i]
+        point.add_one(duration_ns, bounds)
         return point
 
     def retire(self, cookies: Iterable[int]) -> None:
