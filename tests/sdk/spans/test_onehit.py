@@ -210,3 +210,20 @@ def test_a_blocks_lazy_values_are_called_once_when_given(provider):
     assert calls == ["start", "end"]
     (_, _, one), = _same(rec, "lazy")
     assert one["start"]["a"] == "begun" and one["end"]["r"] == -1
+
+
+def test_strings_travel_inline_cut_at_the_payload_bound(provider):
+    from spanprobe.abi.protocol import PAYLOAD_STR
+
+    @provider.span("text", attributes={"s": str})
+    def text(s):
+        raise ValueError(s)
+
+    rec = Recorder(provider, one_hit=True)
+    lengths = (0, PAYLOAD_STR - 1, PAYLOAD_STR, PAYLOAD_STR + 1, 3 * PAYLOAD_STR)
+    for n in lengths:
+        with pytest.raises(ValueError):
+            text("x" * n)
+    for (start, end, one), n in zip(_pairs(rec, "text"), lengths):
+        assert start["s"] == "x" * n and one["start"]["s"] == "x" * min(n, PAYLOAD_STR)
+        assert {"probe": end["probe"], **one["end"]} == end and end["error_message"] == "x" * min(n, 256)
