@@ -15,7 +15,7 @@ import ctypes
 import struct
 import threading
 
-from .abi.protocol import BYTES_TRUNCATED, ROLE_SPAN, payload_format, payload_words
+from .abi.protocol import BYTES_TRUNCATED, END_ARGS, ROLE_SPAN, START_ARGS, payload_format, payload_words
 from .probes.semaphore import Semaphore
 
 # What a C function receives for a 64-bit argument: a callback called through
@@ -46,10 +46,13 @@ def _decode(arg_type, value):
 
 
 def _word_value(arg_type, word, slots):
-    """A payload word as the value its probe argument would decode to (a str is the next of ``slots``,
-    its value up to the first NUL; a bytes word is an address, read during the hit; 0 is NULL)."""
-    if arg_type.value == "str":
+    """A payload word as the value its probe argument would decode to: a str attribute's is the next of
+    ``slots`` (None for the error strings), up to the first NUL; an error string's or a bytes word is an
+    address, read during the hit; 0 is NULL."""
+    if arg_type.value == "str" and slots is not None:
         return next(slots).split(b"\0", 1)[0].decode("utf-8")
+    if arg_type.value == "str":
+        return ctypes.string_at(word).decode("utf-8") if word else ""
     if arg_type.value == "bytes":
         if not word:
             return b""
@@ -67,8 +70,10 @@ def span_payload(start, end, value):
     first_start, first_end = payload_words(len(start.args))
     slots = iter(words[first_end + len(end.args):])
     out = {"start_time": words[0]}
-    for key, probe, first in (("start", start, first_start), ("end", end, first_end)):
-        out[key] = {a.name: _word_value(a.type, w, slots) for a, w in zip(probe.args, words[first:])}
+    for key, probe, first, fixed in (("start", start, first_start, len(START_ARGS)),
+                                     ("end", end, first_end, len(END_ARGS))):
+        out[key] = {a.name: _word_value(a.type, w, slots if i >= fixed else None)
+                    for i, (a, w) in enumerate(zip(probe.args, words[first:first + len(probe.args)]))}
     return out
 
 

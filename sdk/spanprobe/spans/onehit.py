@@ -6,10 +6,11 @@ probe") is fired once, when a span that began traced ends, with one bytes
 value: the start time the SDK read at begin, every argument the start probe
 would have carried and every argument the end probe would carry, packed by
 one precompiled ``struct`` in the layout spanprobe.abi.protocol states
-(``payload_format``). Strings travel inline, cut at the payload's bound
-(struct's ``s`` code cuts and pads), so the tracer reads the whole span with
-one read; bytes values as the addresses of the bytes objects the probe would
-have pointed at.
+(``payload_format``). str attributes travel inline, cut at the payload's
+bound (struct's ``s`` code cuts and pads), so the tracer's handler reads them
+with the payload's one read; the error strings (NULL unless the span failed)
+and bytes values as the addresses of the bytes objects the probe would have
+pointed at.
 
 Like the start and end emitters (definition.emitter), the plain attribute
 values convert inline; anything else goes to a slow path that records
@@ -80,7 +81,7 @@ def _fast(i, param, arg_type):
 
 
 def _strs(slots):
-    """The str values among one probe's attribute slots (None: not a str), in order."""
+    """The str values among the attributes' slots (None: not a str), in order: the payload's str slots."""
     return [v for v in slots if v is not None]
 
 
@@ -116,9 +117,8 @@ def span_emitter(one, start, end, internal_error):
                 slots.append(converted if a.type is ArgType.STR else None)
             span, parent, high, low, flags = ids
             site_cell.cell_contents(pack(size, 0, t0, span, parent, high, low, flags | failed[0], *words[:n_start],
-                                         span, status, 0, 0, failed[1], *words[n_start:],
-                                         *_strs(slots[:n_start]), error_type or b"", error_message or b"",
-                                         *_strs(slots[n_start:])))
+                                         span, status, address(error_type), address(error_message), failed[1],
+                                         *words[n_start:], *_strs(slots)))
         except Exception:
             internal_error()
 
@@ -130,8 +130,8 @@ def span_emitter(one, start, end, internal_error):
         words = [f[2] for f in fast]
         strs = [f"_sp_b{i}" if a.type is ArgType.STR else None for i, a in enumerate(attrs)]
         call = (f"_sp_cell.cell_contents(_sp_pack({size}, 0, t0, x, px, hx, lx, fl, {comma_each(words[:n_start])}"
-                f"x, st, 0, 0, 0, {comma_each(words[n_start:])}{comma_each(_strs(strs[:n_start]))}"
-                f"b'' if et is None else et, b'' if em is None else em, {comma_each(_strs(strs[n_start:]))}))")
+                "x, st, 0 if et is None else _sp_id(et) + _sp_OFF, 0 if em is None else _sp_id(em) + _sp_OFF, 0, "
+                f"{comma_each(words[n_start:])}{comma_each(_strs(strs))}))")
         prechecks = [f[0] for f in fast if f[0]]
         lines += ["    try:",
                   f"        if {' and '.join(prechecks) or 'True'}:",
@@ -141,6 +141,6 @@ def span_emitter(one, start, end, internal_error):
                   "    except Exception:",
                   "        pass"]
     lines.append(f"    _sp_slow(t0, (x, px, hx, lx, fl), st, et, em, ({comma_each(params)}))")
-    namespace = {"_sp_cell": site_cell, "_sp_slow": slow, "_sp_pack": pack}
+    namespace = {"_sp_cell": site_cell, "_sp_slow": slow, "_sp_pack": pack, "_sp_id": id, "_sp_OFF": BYTES_DATA}
     source = "def _sp_factory():\n" + "".join(f"    {line}\n" for line in lines) + "    return one\n"
     return compile_factory(one.qualname, source, namespace)()

@@ -22,8 +22,8 @@ import struct
 from importlib import resources
 from typing import List, Sequence, Tuple
 
-from spanprobe.abi.protocol import (BYTES_TRUNCATED, PAYLOAD_STR, PAYLOAD_TIME_WORD, PRIVATE_DIR_PREFIX, PROC_SELF,
-                                    ROLE_EVENT, payload_format, payload_words)
+from spanprobe.abi.protocol import (BYTES_TRUNCATED, END_ARGS, PAYLOAD_STR, PAYLOAD_TIME_WORD, PRIVATE_DIR_PREFIX,
+                                    PROC_SELF, ROLE_EVENT, START_ARGS, payload_format, payload_words)
 from spanprobe.abi.types import ArgType
 from spanprobe.elf.arch import EM_X86_64
 
@@ -110,9 +110,11 @@ def _payload_size(s: SpanShape) -> int:
     return 4 + struct.calcsize(payload_format([ArgType(t) for t, _ in s.start], [ArgType(t) for t, _ in s.end]))
 
 
-def _n_strs(shape: Sequence[ArgShape]) -> int:
-    """How many str arguments a probe of ``shape`` has: its str slots in a one-hit payload."""
-    return sum(t == "str" for t, _ in shape)
+def _n_strs(s: SpanShape, end: bool = True) -> int:
+    """How many str attributes span shape ``s`` has (its start probe's only, unless ``end``): the str slots of
+    its one-hit payload."""
+    attrs = list(s.start[len(START_ARGS):]) + (list(s.end[len(END_ARGS):]) if end else [])
+    return sum(t == "str" for t, _ in attrs)
 
 
 class _ModuleSource:
@@ -157,7 +159,7 @@ class _ModuleSource:
         if s.one is not None:  # the payload as it arrives (bytes header first), and where it is unpacked
             lines += ["struct sp_pay_%d {" % i, "    u32 len;", "    u32 reserved;",
                       "    u64 w[%d];" % (payload_words(len(s.start))[1] + len(s.end)),
-                      "    char s[%d][%d];" % (_n_strs(s.start) + _n_strs(s.end), PAYLOAD_STR), "};",
+                      *(["    char s[%d][%d];" % (_n_strs(s), PAYLOAD_STR)] if _n_strs(s) else []), "};",
                       # the bytes value the SDK packs (spanprobe.abi.protocol.payload_format): header + data,
                       # which the struct holds (its size rounded up to 8 bytes)
                       "#define SP_PAY_%d_SIZE %d" % (i, _payload_size(s)),
@@ -194,10 +196,10 @@ class _ModuleSource:
         return lambda f, dest, fail: "%s = o->p.w[%d];" % (dest, first + f.index)
 
     @staticmethod
-    def _payload_strs(fields: Sequence[ArgField], first: int):
-        """{field index: its str slot in the one-hit payload ``o->p``} for ``fields``, whose first str takes
-        slot ``first``."""
-        indexes = [f.index for f in fields if f.type == "str"]
+    def _payload_strs(fields: Sequence[ArgField], fixed: int, first: int):
+        """{field index: its str slot in the one-hit payload ``o->p``} for the str attributes of ``fields`` (after
+        ``fixed`` fixed arguments), whose first takes slot ``first``."""
+        indexes = [f.index for f in fields[fixed:] if f.type == "str"]
         return {index: "o->p.s[%d]" % (first + k) for k, index in enumerate(indexes)}
 
     def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False,
@@ -309,13 +311,14 @@ class _ModuleSource:
                   "    struct sp_start_%d *st = &o->st;" % i,
                   "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
         lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start),
-                                 inline=self._payload_strs(s.start_fields, 0))
+                                 inline=self._payload_strs(s.start_fields, len(START_ARGS), 0))
         if self.config.sampler.compiled:
             lines.append(sampling.render_decide("st"))
         lines += ["    st->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    fail = 0;",
                   "    u64 span_id = o->p.w[%d];" % first_end, "    u64 cookie = sp_attach_cookie(ctx);"]
         return "\n".join(lines + self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
-                                             self._payload_strs(s.end_fields, _n_strs(s.start))))
+                                             self._payload_strs(s.end_fields, len(END_ARGS),
+                                                                _n_strs(s, end=False))))
 
     def _finish(self, s: SpanShape, forget: str, pid: str, read, inline=None) -> List[str]:
         """An ended span's path, ``st`` its start, ``span_id`` and ``cookie`` known, end arguments read by
