@@ -15,7 +15,7 @@ import ctypes
 import struct
 import threading
 
-from .abi.protocol import BYTES_TRUNCATED, ROLE_SPAN, payload_format, payload_words
+from .abi.protocol import BYTES_TRUNCATED, END_ARGS, ROLE_SPAN, START_ARGS, payload_format, payload_words
 from .probes.semaphore import Semaphore
 
 # What a C function receives for a 64-bit argument: a callback called through
@@ -45,9 +45,12 @@ def _decode(arg_type, value):
     return value
 
 
-def _word_value(arg_type, word):
-    """A payload word as the value its probe argument would decode to (str and bytes words are
-    addresses, read during the hit; 0 is NULL)."""
+def _word_value(arg_type, word, slots):
+    """A payload word as the value its probe argument would decode to: a str attribute's is the next of
+    ``slots`` (None for the error strings), up to the first NUL; an error string's or a bytes word is an
+    address, read during the hit; 0 is NULL."""
+    if arg_type.value == "str" and slots is not None:
+        return next(slots).split(b"\0", 1)[0].decode("utf-8")
     if arg_type.value == "str":
         return ctypes.string_at(word).decode("utf-8") if word else ""
     if arg_type.value == "bytes":
@@ -61,13 +64,16 @@ def _word_value(arg_type, word):
 def span_payload(start, end, value):
     """A span probe's bytes value (after its header) as {"start_time": ns, "start": {arg: value},
     "end": {arg: value}}: each of the start and end probes' arguments as their own hits would carry
-    it. Call it during the hit."""
+    it, strings as the payload carries them (cut at PAYLOAD_STR bytes). Call it during the hit."""
     fmt = payload_format([a.type for a in start.args], [a.type for a in end.args])
     words = struct.unpack(fmt, value)[1:]
     first_start, first_end = payload_words(len(start.args))
+    slots = iter(words[first_end + len(end.args):])
     out = {"start_time": words[0]}
-    for key, probe, first in (("start", start, first_start), ("end", end, first_end)):
-        out[key] = {a.name: _word_value(a.type, w) for a, w in zip(probe.args, words[first:])}
+    for key, probe, first, fixed in (("start", start, first_start, len(START_ARGS)),
+                                     ("end", end, first_end, len(END_ARGS))):
+        out[key] = {a.name: _word_value(a.type, w, slots if i >= fixed else None)
+                    for i, (a, w) in enumerate(zip(probe.args, words[first:first + len(probe.args)]))}
     return out
 
 

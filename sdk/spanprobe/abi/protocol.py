@@ -87,19 +87,27 @@ MAX_ERROR_MESSAGE = 256
 #: its start and end probes' arguments: a u32 reserved 0, then 8-byte words: the start time (ns,
 #: CLOCK_BOOTTIME, which bpf_ktime_get_boot_ns reads), every argument the start probe would carry,
 #: every argument the end probe would carry, in the order of their probes. Each word is the value
-#: as the probe would pass it (signed types sign-extended, f64 its bits, bool 0/1); a str or bytes
-#: word is the address of what the probe would point at (NUL-terminated UTF-8; a u32 header and the
-#: data), 0 for NULL, valid for the duration of the hit.
+#: as the probe would pass it (signed types sign-extended, f64 its bits, bool 0/1); a bytes word is
+#: the address of what the probe would point at (a u32 header and the data, 0 for NULL, valid for
+#: the duration of the hit), and so is the end probe's error_type's and error_message's (NULL when the
+#: span did not fail); a str attribute's word is 0: the string itself follows the words, inline.
 PAYLOAD_RESERVED = 4
 PAYLOAD_TIME_WORD = 0
+#: After the words, one slot of this many bytes per str attribute, in the order of the arguments:
+#: the value's UTF-8 cut to its first PAYLOAD_STR bytes, zero-padded (NULL: all zero). 257 bytes
+#: are what a tracer capturing 256 (the default) reads to see whether the value was cut.
+PAYLOAD_STR = 257
 
 
 def payload_format(start_types, end_types):
     """The ``struct`` format of a span payload's data (the header not included) for the start and end
-    probes' argument types (ArgType, fixed arguments included)."""
+    probes' argument types (ArgType, fixed arguments included): the words, then the str attributes' slots."""
+    types = (*start_types, *end_types)
+
     def code(t):
         return "d" if t is ArgType.F64 else "q" if t.signed else "Q"
-    return "<I" + "Q" + "".join(code(t) for t in (*start_types, *end_types))
+    attrs = (*start_types[len(START_ARGS):], *end_types[len(END_ARGS):])
+    return "<I" + "Q" + "".join(code(t) for t in types) + "%ds" % PAYLOAD_STR * sum(t is ArgType.STR for t in attrs)
 
 
 def payload_words(n_start):

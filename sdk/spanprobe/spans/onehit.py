@@ -6,9 +6,11 @@ probe") is fired once, when a span that began traced ends, with one bytes
 value: the start time the SDK read at begin, every argument the start probe
 would have carried and every argument the end probe would carry, packed by
 one precompiled ``struct`` in the layout spanprobe.abi.protocol states
-(``payload_format``). Strings travel as the addresses of the bytes objects
-the probe would have pointed at, so nothing is copied twice and the tracer
-reads them as it reads a start or end probe's.
+(``payload_format``). str attributes travel inline, cut at the payload's
+bound (struct's ``s`` code cuts and pads), so the tracer's handler reads them
+with the payload's one read; the error strings (NULL unless the span failed)
+and bytes values as the addresses of the bytes objects the probe would have
+pointed at.
 
 Like the start and end emitters (definition.emitter), the plain attribute
 values convert inline; anything else goes to a slow path that records
@@ -55,7 +57,9 @@ def address(value):
 
 def _word(arg_type, converted):
     """A converted argument (what the careful converters return) as its payload word."""
-    if isinstance(converted, bytes):  # str data, or a bytes value's header and data
+    if arg_type is ArgType.STR:  # the value is in its slot after the words
+        return 0
+    if isinstance(converted, bytes):  # a bytes value's header and data
         return address(converted)
     value = getattr(converted, "value", converted)  # c_int64 / c_uint64
     if arg_type is ArgType.F64:
@@ -64,10 +68,10 @@ def _word(arg_type, converted):
 
 
 def _fast(i, param, arg_type):
-    """(precheck, condition, word expression, setup) of one attribute's inline path, or None (bytes)."""
+    """(precheck, condition, word expression, setup) of one attribute's inline path, or None (bytes).
+    A str's word is 0, its value (``_sp_b<i>``) goes into its slot."""
     if arg_type is ArgType.STR:
-        return f"type({param}) is str", f"0 not in _sp_b{i}", f"_sp_id(_sp_b{i}) + _sp_OFF", \
-            [f"_sp_b{i} = {param}.encode()"]
+        return f"type({param}) is str", f"0 not in _sp_b{i}", "0", [f"_sp_b{i} = {param}.encode()"]
     if arg_type is ArgType.BOOL:
         return None, f"({param} is True or {param} is False)", param, []
     if arg_type is ArgType.F64:
@@ -76,6 +80,11 @@ def _fast(i, param, arg_type):
         lo, hi = arg_type.range
         return None, f"type({param}) is int and {lo} <= {param} <= {hi}", param, []
     return None
+
+
+def _strs(slots):
+    """The str values among the attributes' slots (None: not a str), in order: the payload's str slots."""
+    return [v for v in slots if v is not None]
 
 
 def span_emitter(one, start, end):
@@ -96,7 +105,7 @@ def span_emitter(one, start, end):
 
     def slow(t0, ids, status, error_type, error_message, values):
         try:
-            words, failed = [], [0, 0]
+            words, slots, failed = [], [], [0, 0]
             keep = []  # the objects whose addresses are words: alive until the probe site returns
             for i, (v, check, zero, a) in enumerate(zip(values, checks, zeros, attrs)):
                 try:
@@ -107,10 +116,11 @@ def span_emitter(one, start, end):
                     failed[i >= n_start] |= 1 << (FLAG_CONVERSION_FAILED + at)
                 keep.append(converted)
                 words.append(_word(a.type, converted))
+                slots.append(converted if a.type is ArgType.STR else None)
             span, parent, high, low, flags = ids
             site_cell.cell_contents(pack(size, 0, t0, span, parent, high, low, flags | failed[0], *words[:n_start],
                                          span, status, address(error_type), address(error_message), failed[1],
-                                         *words[n_start:]))
+                                         *words[n_start:], *_strs(slots)))
         except Exception:  # an SDK bug must not reach the application: the span is dropped, counted
             one.conversion_failures += 1
             if one.conversion_failures == 1:
@@ -123,9 +133,10 @@ def span_emitter(one, start, end):
     lines = [f"def one({head}, {comma_each(params)}):"]
     if all(f is not None for f in fast):
         words = [f[2] for f in fast]
+        strs = [f"_sp_b{i}" if a.type is ArgType.STR else None for i, a in enumerate(attrs)]
         call = (f"_sp_cell.cell_contents(_sp_pack({size}, 0, t0, x, px, hx, lx, fl, {comma_each(words[:n_start])}"
                 "x, st, 0 if et is None else _sp_id(et) + _sp_OFF, 0 if em is None else _sp_id(em) + _sp_OFF, 0, "
-                f"{comma_each(words[n_start:])}))")
+                f"{comma_each(words[n_start:])}{comma_each(_strs(strs))}))")
         prechecks = [f[0] for f in fast if f[0]]
         lines += ["    try:",
                   f"        if {' and '.join(prechecks) or 'True'}:",

@@ -342,3 +342,18 @@ def test_the_start_time_is_on_the_kernels_clock_inside_a_time_namespace():
     got = json.loads(out.stdout)
     assert got["own_clock"] - after > 999 * 10**9     # the namespace's clock is ahead, as set
     assert before <= got["start"] <= after
+def test_strings_travel_inline_cut_at_the_payload_bound(provider):
+    from spanprobe.abi.protocol import PAYLOAD_STR
+
+    @provider.span("text", attributes={"s": str})
+    def text(s):
+        raise ValueError(s)
+
+    rec = Recorder(provider, one_hit=True)
+    lengths = (0, PAYLOAD_STR - 1, PAYLOAD_STR, PAYLOAD_STR + 1, 3 * PAYLOAD_STR)
+    for n in lengths:
+        with pytest.raises(ValueError):
+            text("x" * n)
+    for (start, end, one), n in zip(_pairs(rec, "text"), lengths):
+        assert start["s"] == "x" * n and one["start"]["s"] == "x" * min(n, PAYLOAD_STR)
+        assert {"probe": end["probe"], **one["end"]} == end and end["error_message"] == "x" * min(n, 256)

@@ -248,3 +248,53 @@ def test_a_payload_of_the_wrong_size_is_counted_lost(tmp_path):
     stats = stats_of(stats_file)
     assert read_jsonl(out) == [] and stats["kernel"]["bad_span_payload"] == 1 and stats["lost"] == 1, stats
     assert "unreadable one-hit span payload: 1" in r.stderr
+
+
+BOUND_APP = r'''
+import json
+import spanprobe
+from spanprobe.spans import context
+
+p = spanprobe.Provider("bound")
+
+@p.span("cut", attributes={"n": int, "a": str, "b": str})
+def cut(n, a, b):
+    raise ValueError(a)
+
+p.load()
+context.id_random.seed(99)
+for n in LENGTHS:
+    try:
+        cut(n, "x" * n, "\u00e9" * n)   # one byte a character, and two: cut inside a character too
+    except ValueError:
+        pass
+print(json.dumps({n: int(probe.enabled) for n, probe in p.probes.items()}))
+'''
+LENGTHS = (0, 9, 10, 11, 128, 129, 255, 256, 257, 258, 400)
+
+
+@pytest.mark.parametrize("size", [10, 256, 257])
+def test_strings_at_and_past_the_bound_are_cut_as_the_pair_cuts_them(tmp_path, size):
+    # The payload carries a str's first PAYLOAD_STR bytes inline: cut where the start and end probes' reads cut
+    # (at and past the default capture of 256 bytes), marked truncated alike, error message included; a tracer
+    # capturing more than the payload carries traces the pair.
+    (tmp_path / "app.py").write_text(BOUND_APP.replace("LENGTHS", repr(LENGTHS)))
+    runs = {}
+    for name, extra in (("one", ()), ("pair", ("--paired-spans",))):
+        out = tmp_path / ("%s.jsonl" % name)
+        r = run_spanprobe("trace", "--exporter", "jsonl", "--output", str(out), "--string-size", str(size),
+                          *extra, "--", sys.executable, str(tmp_path / "app.py"), timeout=120)
+        assert r.returncode == 0, r.stderr
+        runs[name] = (read_jsonl(out), json.loads(r.stdout.strip().splitlines()[-1]))
+    (one, sems), (pair, _) = runs["one"], runs["pair"]
+    assert sems["cut__span"] == (0 if size == 257 else 1)
+    assert len(one) == len(pair) == len(LENGTHS)
+    by_id = {s["span_id"]: s for s in pair}
+    for span in one:
+        assert _comparable(span) == _comparable(by_id[span["span_id"]])
+    assert sorted(s["attributes"]["n"] for s in one) == sorted(LENGTHS)
+    for span in one:
+        n, attrs = span["attributes"]["n"], span["attributes"]
+        assert attrs["a"] == "x" * min(n, size) and attrs["b"] == "\u00e9" * min(n, size // 2)
+        assert sorted(attrs.get("spanprobe.truncated", [])) == [k for k, cut in (("a", n > size), ("b", 2 * n > size))
+                                                                if cut]

@@ -22,8 +22,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_PLAIN, ROLE_SPAN,
-                                    ROLE_SPAN_END, ROLE_SPAN_START)
+from spanprobe.abi.protocol import (DEFAULT_KIND, FIXED_ARGS, PAYLOAD_STR, ROLE_EVENT, ROLE_OTEL_SPAN, ROLE_PLAIN,
+                                    ROLE_SPAN, ROLE_SPAN_END, ROLE_SPAN_START)
 
 from ..discover import ProbeInfo, ProviderImage
 from .layout import CaptureConfig, ModuleLayout, PointShape, SpanShape, probe_shape
@@ -84,8 +84,9 @@ def one_hit_allowed(config: CaptureConfig) -> bool:
     """May spans be traced by their one-hit span probe under ``config``? Not when it asks for the pair
     (--paired-spans), nor with a sampler that remembers each trace's decision (kernel.sampling): the first
     span of a trace to *start* on the host decides there, and the span probe reports a span only when it
-    ends, children before their parents."""
-    return config.one_hit and not config.sampler.stateful
+    ends, children before their parents; nor when it captures strings longer than the payload carries
+    (a cut is seen by the byte past ``string_max``)."""
+    return config.one_hit and not config.sampler.stateful and config.string_max < PAYLOAD_STR
 
 
 def _types(probe: ProbeInfo) -> tuple:

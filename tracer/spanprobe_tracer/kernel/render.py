@@ -22,8 +22,8 @@ import struct
 from importlib import resources
 from typing import List, Sequence, Tuple
 
-from spanprobe.abi.protocol import (BYTES_TRUNCATED, PAYLOAD_TIME_WORD, PRIVATE_DIR_PREFIX, PROC_SELF, ROLE_EVENT,
-                                    payload_format, payload_words)
+from spanprobe.abi.protocol import (BYTES_TRUNCATED, END_ARGS, PAYLOAD_STR, PAYLOAD_TIME_WORD, PRIVATE_DIR_PREFIX,
+                                    PROC_SELF, ROLE_EVENT, START_ARGS, payload_format, payload_words)
 from spanprobe.abi.types import ArgType
 from spanprobe.elf.arch import EM_X86_64
 
@@ -108,6 +108,18 @@ def render_module(layout: ModuleLayout, program_id: int) -> str:
             .replace("/*@HANDLERS@*/", "\n".join(handlers)))
 
 
+def _payload_size(s: SpanShape) -> int:
+    """The size of span shape ``s``'s one-hit payload, its bytes header included."""
+    return 4 + struct.calcsize(payload_format([ArgType(t) for t, _ in s.start], [ArgType(t) for t, _ in s.end]))
+
+
+def _n_strs(s: SpanShape, end: bool = True) -> int:
+    """How many str attributes span shape ``s`` has (its start probe's only, unless ``end``): the str slots of
+    its one-hit payload."""
+    attrs = list(s.start[len(START_ARGS):]) + (list(s.end[len(END_ARGS):]) if end else [])
+    return sum(t == "str" for t, _ in attrs)
+
+
 class _ModuleSource:
     """The declarations and handlers of one module, for the machine its probes run on."""
 
@@ -149,11 +161,13 @@ class _ModuleSource:
                                + [("s%d" % f.index, f.slot) for f in s.end_fields if f.slot_size])
         if s.one is not None:  # the payload as it arrives (bytes header first), and where it is unpacked
             lines += ["struct sp_pay_%d {" % i, "    u32 len;", "    u32 reserved;",
-                      "    u64 w[%d];" % (payload_words(len(s.start))[1] + len(s.end)), "};",
-                      # the bytes value the SDK packs (spanprobe.abi.protocol.payload_format): header + data
-                      "_Static_assert(sizeof(struct sp_pay_%d) == 4 + %d, \"sp_pay_%d size\");" % (
-                          i, struct.calcsize(payload_format([ArgType(t) for t, _ in s.start],
-                                                            [ArgType(t) for t, _ in s.end])), i),
+                      "    u64 w[%d];" % (payload_words(len(s.start))[1] + len(s.end)),
+                      *(["    char s[%d][%d];" % (_n_strs(s), PAYLOAD_STR)] if _n_strs(s) else []), "};",
+                      # the bytes value the SDK packs (spanprobe.abi.protocol.payload_format): header + data,
+                      # which the struct holds (its size rounded up to 8 bytes)
+                      "#define SP_PAY_%d_SIZE %d" % (i, _payload_size(s)),
+                      "_Static_assert(sizeof(struct sp_pay_%d) == (SP_PAY_%d_SIZE + 7) / 8 * 8, \"sp_pay_%d size\");"
+                      % (i, i, i),
                       "struct sp_one_%d {" % i, "    struct sp_start_%d st;" % i, "    struct sp_pay_%d p;" % i, "};",
                       "BPF_PERCPU_ARRAY(sp_one_%d, struct sp_one_%d, 1);" % (i, i), ""]
         else:
@@ -184,18 +198,34 @@ class _ModuleSource:
         """A reader of the one-hit span payload ``o->p``'s words, the probe's arguments from word ``first``."""
         return lambda f, dest, fail: "%s = o->p.w[%d];" % (dest, first + f.index)
 
+    @staticmethod
+    def _payload_strs(fields: Sequence[ArgField], fixed: int, first: int):
+        """{field index: its str slot in the one-hit payload ``o->p``} for the str attributes of ``fields`` (after
+        ``fixed`` fixed arguments), whose first takes slot ``first``."""
+        indexes = [f.index for f in fields[fixed:] if f.type == "str"]
+        return {index: "o->p.s[%d]" % (first + k) for k, index in enumerate(indexes)}
+
     def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False,
-                   read=None) -> List[str]:
+                   read=None, inline=None) -> List[str]:
         """Statements reading each argument (by ``read(field, dest, fail)``, else from its probe site) into
-        ``base``->``words``[i] and its slot."""
+        ``base``->``words``[i] and its slot; a str in ``inline`` ({field index: payload slot}) is copied from
+        the payload already read, cut where bpf_probe_read_user_str would cut it."""
         read = read or self._register
+        inline = inline or {}
         out = []
         for f in fields:
             if skip_first and f.index == 0:
                 continue
             bit = "fail |= (1u << %d);" % f.index
             word = "%s->%s[%d]" % (base, words, f.index)
-            if f.type == "str":
+            if f.index in inline:
+                slot, n = "%s->s%d" % (base, f.index), min(f.slot_size - 1, PAYLOAD_STR)
+                # an empty string (NULL included) without a helper call; else its first string_max + 1 bytes,
+                # then a NUL: what the start or end handler's bpf_probe_read_user_str leaves
+                out.append("    %s = 0; if (!%s[0]) %s[0] = 0;" % (word, inline[f.index], slot))
+                out.append("    else if (bpf_probe_read_kernel(%s, %d, %s) != 0) { %s[0] = 0; %s } else %s[%d] = 0;"
+                           % (slot, n, inline[f.index], slot, bit, slot, n))
+            elif f.type == "str":
                 slot = "%s->s%d" % (base, f.index)
                 out.append("    { u64 _p = 0; %s %s = _p;" % (read(f, "_p", bit), word))
                 # NULL is "no value" (docs/abi.md): an empty string, without a read that would fault.
@@ -278,19 +308,22 @@ class _ModuleSource:
         lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
                   "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
                   "    if (!o)", "        return 0;",
-                  "    if (bpf_probe_read_user(&o->p, sizeof(o->p), (void *)p) != 0"
-                  " || o->p.len != sizeof(o->p) - 4) {",
+                  "    if (bpf_probe_read_user(&o->p, SP_PAY_%d_SIZE, (void *)p) != 0"
+                  " || o->p.len != SP_PAY_%d_SIZE - 4) {" % (i, i),
                   "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
                   "    struct sp_start_%d *st = &o->st;" % i,
                   "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
-        lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start))
+        lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start),
+                                 inline=self._payload_strs(s.start_fields, len(START_ARGS), 0))
         if self.config.sampler.compiled:
             lines.append(sampling.render_decide("st"))
         lines += ["    st->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    fail = 0;",
                   "    u64 span_id = o->p.w[%d];" % first_end, "    u64 cookie = sp_attach_cookie(ctx);"]
-        return "\n".join(lines + self._finish(s, "", "pid_tgid >> 32", self._payload(first_end)))
+        return "\n".join(lines + self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
+                                             self._payload_strs(s.end_fields, len(END_ARGS),
+                                                                _n_strs(s, end=False))))
 
-    def _finish(self, s: SpanShape, forget: str, pid: str, read) -> List[str]:
+    def _finish(self, s: SpanShape, forget: str, pid: str, read, inline=None) -> List[str]:
         """An ended span's path, ``st`` its start, ``span_id`` and ``cookie`` known, end arguments read by
         ``read``: span metrics, sampling, the duration threshold, then one ring-buffer record. ``forget``
         drops the stored start wherever the path ends."""
@@ -320,7 +353,7 @@ class _ModuleSource:
             lines.append("    r->st.fail &= ~(SP_ST_DROP | SP_ST_OWNER);")
             lines.append(sampling.render_written(config.sampler, "r"))
         lines += [f[4:] for f in forget] + ["    r->ew[0] = span_id;"]
-        lines += self._read_args(s.end_fields, "r", "ew", skip_first=True, read=read)
+        lines += self._read_args(s.end_fields, "r", "ew", skip_first=True, read=read, inline=inline)
         lines += self._submit("end_fail", "SP_CNT_SPANS")
         return lines
 
