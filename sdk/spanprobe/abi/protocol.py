@@ -91,7 +91,6 @@ MAX_ERROR_MESSAGE = 256
 #: the address of what the probe would point at (a u32 header and the data, 0 for NULL, valid for
 #: the duration of the hit), and so is the end probe's error_type's and error_message's (NULL when the
 #: span did not fail); a str attribute's word is 0: the string itself follows the words, inline.
-PAYLOAD_RESERVED = 4
 PAYLOAD_TIME_WORD = 0
 #: After the words, one slot of this many bytes per str attribute, in the order of the arguments:
 #: the value's UTF-8 cut to its first PAYLOAD_STR bytes, zero-padded (NULL: all zero). 257 bytes

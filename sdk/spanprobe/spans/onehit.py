@@ -24,7 +24,7 @@ import struct
 from ..abi.protocol import END_ARGS, FLAG_CONVERSION_FAILED, START_ARGS, payload_format
 from ..abi.types import ArgType
 from ..probes.convert import converter
-from ..probes.firing import comma_each, compile_factory
+from ..probes.firing import comma_each, compile_factory, fast_path
 
 log = logging.getLogger("spanprobe")
 _SAMPLE = b"spanprobe"
@@ -68,18 +68,16 @@ def _word(arg_type, converted):
 
 
 def _fast(i, param, arg_type):
-    """(precheck, condition, word expression, setup) of one attribute's inline path, or None (bytes).
-    A str's word is 0, its value (``_sp_b<i>``) goes into its slot."""
+    """(precheck, condition, word expression, setup) of one attribute's inline path, or None (bytes):
+    the probes' own fast path (firing.fast_path), packed as the value itself. A str's word is 0, its
+    value (``_sp_b<i>``) goes into its slot."""
+    shape = fast_path(i, param, arg_type)
+    if shape is None:
+        return None
+    condition, _, setup = shape
     if arg_type is ArgType.STR:
-        return f"type({param}) is str", f"0 not in _sp_b{i}", "0", [f"_sp_b{i} = {param}.encode()"]
-    if arg_type is ArgType.BOOL:
-        return None, f"({param} is True or {param} is False)", param, []
-    if arg_type is ArgType.F64:
-        return None, f"type({param}) is float", param, []
-    if arg_type.is_integer:
-        lo, hi = arg_type.range
-        return None, f"type({param}) is int and {lo} <= {param} <= {hi}", param, []
-    return None
+        return f"type({param}) is str", condition, "0", setup
+    return None, condition, param, setup
 
 
 def _strs(slots):
