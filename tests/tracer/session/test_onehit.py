@@ -298,3 +298,68 @@ def test_strings_at_and_past_the_bound_are_cut_as_the_pair_cuts_them(tmp_path, s
         assert attrs["a"] == "x" * min(n, size) and attrs["b"] == "\u00e9" * min(n, size // 2)
         assert sorted(attrs.get("spanprobe.truncated", [])) == [k for k, cut in (("a", n > size), ("b", 2 * n > size))
                                                                 if cut]
+
+
+BUSY_APP = r'''
+import json, sys
+import spanprobe
+p = spanprobe.Provider("busy")
+
+@p.span("op", attributes={"n": int})
+def op(n):
+    pass
+
+p.load()
+print(json.dumps({"pid": __import__("os").getpid()}), flush=True)
+for line in sys.stdin:
+    first, count = map(int, line.split())
+    for n in range(first, first + count):
+        op(n)
+    print(json.dumps({"fired": count}), flush=True)
+'''
+
+
+def test_a_hit_while_the_handlers_scratch_is_held_is_dropped_and_counted(tmp_path):
+    """The one-hit handler's per-CPU scratch is held while a handler runs (a busy flag): a hit that finds it
+    held, as it would while a preempted handler holds it on a fully preemptible kernel, is dropped and
+    counted lost (one_hit_busy), and the spans after the flag is let go are exported whole. The flag is set
+    by hand here, in the tracer's map, on every CPU: this machine's kernel does not preempt BPF programs."""
+    from tests.support.bpf_maps import maps_named
+
+    script = tmp_path / "app.py"
+    script.write_text(BUSY_APP)
+    app = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    out, stats_file = tmp_path / "spans.jsonl", tmp_path / "stats.json"
+    tracer = None
+
+    def fire(first, count):
+        app.stdin.write("%d %d\n" % (first, count))
+        app.stdin.flush()
+        assert json.loads(app.stdout.readline()) == {"fired": count}
+
+    try:
+        pid = json.loads(app.stdout.readline())["pid"]
+        tracer = jsonl_tracer(out, stats_file, "--pid", str(pid))
+        wait_attached(tracer, 1)
+        fire(0, 2)
+        assert wait_until(lambda: len(read_jsonl(out)) >= 2), tracer.stderr
+        (scratch,) = maps_named(tracer.proc.pid, "sp_one_0")
+        try:
+            scratch.set_percpu(0, (1).to_bytes(8, "little"))     # held, on every CPU
+            fire(100, 5)
+            scratch.set_percpu(0, b"")                            # let go
+            fire(200, 3)
+        finally:
+            scratch.close()
+        assert wait_until(lambda: len(read_jsonl(out)) >= 5), tracer.stderr
+        app.stdin.close()
+        app.wait(30)
+        assert tracer.wait(60) == 0, tracer.stderr
+    finally:
+        app.kill()
+        if tracer is not None:
+            tracer.kill()
+    assert sorted(s["attributes"]["n"] for s in read_jsonl(out)) == [0, 1, 200, 201, 202]
+    stats = stats_of(stats_file)
+    assert stats["kernel"]["one_hit_busy"] == 5 and stats["lost"] == 5 and stats["exported"] == 5, stats
+    assert "one-hit handler busy (preempted): 5" in tracer.stderr

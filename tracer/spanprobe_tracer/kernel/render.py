@@ -168,7 +168,7 @@ class _ModuleSource:
                       "#define SP_PAY_%d_SIZE %d" % (i, _payload_size(s)),
                       "_Static_assert(sizeof(struct sp_pay_%d) == (SP_PAY_%d_SIZE + 7) / 8 * 8, \"sp_pay_%d size\");"
                       % (i, i, i),
-                      "struct sp_one_%d {" % i, "    struct sp_start_%d st;" % i, "    struct sp_pay_%d p;" % i, "};",
+                      "struct sp_one_%d {" % i, "    u64 busy;", "    struct sp_start_%d st;" % i, "    struct sp_pay_%d p;" % i, "};",
                       "BPF_PERCPU_ARRAY(sp_one_%d, struct sp_one_%d, 1);" % (i, i), ""]
         else:
             lines += ["BPF_F_TABLE(\"hash\", struct sp_key, struct sp_start_%d, sp_starts_%d, SP_MAX_OPEN, "
@@ -309,18 +309,19 @@ class _ModuleSource:
 
     def one_handler(self, s: SpanShape) -> str:
         """The one-hit span probe's handler: the payload (one read) into a per-CPU start struct, filled as
-        the start handler fills a stored one, then what the end handler does with it."""
+        the start handler fills a stored one, then what the end handler does with it. The per-CPU struct is
+        held by a busy flag: a handler preempted mid-way (a fully preemptible kernel) keeps it, and a hit
+        on that CPU meanwhile is dropped and counted (ONE_HIT_BUSY) instead of writing over it."""
         i = s.index
         first_start, first_end = payload_words(len(s.start))
-        lines = self._handler_head(s.one_fn, "fail = 0, zero = 0")
-        lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
-                  "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
-                  "    if (!o)", "        return 0;",
-                  "    if (bpf_probe_read_user(&o->p, SP_PAY_%d_SIZE, (void *)p) != 0"
-                  " || o->p.len != SP_PAY_%d_SIZE - 4) {" % (i, i),
-                  "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
-                  "    struct sp_start_%d *st = &o->st;" % i,
-                  "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
+        body = "%s_body" % s.one_fn
+        lines = ["static __always_inline int %s(struct pt_regs *ctx, struct sp_one_%d *o, u64 now, u64 pid_tgid, "
+                 "u64 p)" % (body, i), "{", "    u32 fail = 0;",
+                 "    if (bpf_probe_read_user(&o->p, SP_PAY_%d_SIZE, (void *)p) != 0"
+                 " || o->p.len != SP_PAY_%d_SIZE - 4) {" % (i, i),
+                 "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
+                 "    struct sp_start_%d *st = &o->st;" % i,
+                 "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
         words = first_end + len(s.end)
         lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start),
                                  inline=self._payload_strs(s.start_fields, len(START_ARGS), 0, words))
@@ -328,9 +329,18 @@ class _ModuleSource:
             lines.append(sampling.render_decide("st"))
         lines += ["    st->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    fail = 0;",
                   "    u64 span_id = o->p.w[%d];" % first_end, "    u64 cookie = sp_attach_cookie(ctx);"]
-        return "\n".join(lines + self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
-                                             self._payload_strs(s.end_fields, len(END_ARGS),
-                                                                _n_strs(s, end=False), words)))
+        lines += self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
+                              self._payload_strs(s.end_fields, len(END_ARGS), _n_strs(s, end=False), words))
+        lines += self._handler_head(s.one_fn, "zero = 0")
+        lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
+                  "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
+                  "    if (!o)", "        return 0;",
+                  "    if (__sync_val_compare_and_swap(&o->busy, 0, 1) != 0) {",
+                  "        sp_count(SP_CNT_ONE_HIT_BUSY);", "        return 0;", "    }",
+                  "    %s(ctx, o, now, pid_tgid, p);" % body,
+                  "    asm volatile(\"\" ::: \"memory\");  /* o's every use above, before it is let go */",
+                  "    o->busy = 0;", "    return 0;", "}", ""]
+        return "\n".join(lines)
 
     def _finish(self, s: SpanShape, forget: str, pid: str, read, inline=None) -> List[str]:
         """An ended span's path, ``st`` its start, ``span_id`` and ``cookie`` known, end arguments read by
