@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 
+from tests.support.bpf_maps import fdinfos
 from tests.support.tracer_helpers import SITES, Tracee, jsonl_tracer, wait_attached
 
 CONFIGS = [
@@ -41,14 +42,7 @@ STATS_SWITCH = "/proc/sys/kernel/bpf_stats_enabled"
 def prog_stats(pid: int):
     """(run_time_ns, run_cnt) summed over the BPF programs process ``pid`` holds."""
     total_ns = total_cnt = 0
-    for fd in os.listdir("/proc/%d/fd" % pid):
-        try:
-            if os.readlink("/proc/%d/fd/%s" % (pid, fd)) != "anon_inode:bpf-prog":
-                continue
-            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
-                info = dict(line.split(":", 1) for line in f if ":" in line)
-        except OSError:
-            continue
+    for _, info in fdinfos(pid, "prog"):
         total_ns += int(info.get("run_time_ns", "0"))
         total_cnt += int(info.get("run_cnt", "0"))
     return total_ns, total_cnt

@@ -98,15 +98,21 @@ PAYLOAD_TIME_WORD = 0
 PAYLOAD_STR = 257
 
 
-def payload_format(start_types, end_types):
-    """The ``struct`` format of a span payload's data (the header not included) for the start and end
-    probes' argument types (ArgType, fixed arguments included): the words, then the str attributes' slots."""
+def payload_fields(start_types, end_types):
+    """The ``struct`` codes of a span payload's data (the header not included), one a field, for the start
+    and end probes' argument types (ArgType, fixed arguments included): the reserved u32, the words, then
+    the str attributes' slots."""
     types = (*start_types, *end_types)
 
     def code(t):
         return "d" if t is ArgType.F64 else "q" if t.signed else "Q"
     attrs = (*start_types[len(START_ARGS):], *end_types[len(END_ARGS):])
-    return "<I" + "Q" + "".join(code(t) for t in types) + "%ds" % PAYLOAD_STR * sum(t is ArgType.STR for t in attrs)
+    return ["I", "Q", *(code(t) for t in types), *["%ds" % PAYLOAD_STR] * sum(t is ArgType.STR for t in attrs)]
+
+
+def payload_format(start_types, end_types):
+    """The ``struct`` format of a span payload's data (payload_fields, little-endian, unaligned)."""
+    return "<" + "".join(payload_fields(start_types, end_types))
 
 
 def payload_words(n_start):

@@ -34,7 +34,7 @@ from ..probes.convert import converter
 from ..probes.firing import FAST_PATH_NAMES, comma_each, compile_factory, fast_path, indent
 from ..probes.provider import MAX_NAME_LENGTH
 from . import context
-from .onehit import ZERO, plain, span_emitter
+from .onehit import ZERO, SpanProbeCode, plain
 
 log = logging.getLogger("spanprobe")
 
@@ -227,7 +227,8 @@ _STATE = "(_sp_t, _sp_ot, _sp_id, _sp_x, _sp_pair, _sp_t0, _sp_px, _sp_hx, _sp_l
 # two user-memory reads cost ~0.5 µs in the probe here); its message is the
 # description of a status the application set (spanprobe.set_status), if any.
 # The span probe fires only if its semaphore is still set (a tracer that left
-# mid-span gets nothing either).
+# mid-span gets nothing either); {one} is its statements (onehit.SpanProbeCode.source),
+# inlined: no emitter call.
 _END_OK = """\
 try:
     _sp_reset(_sp_t)
@@ -239,8 +240,7 @@ _sp_st, _sp_de = _sp_statuses.pop(_sp_x, _sp_UNSET) if _sp_statuses else _sp_UNS
 if _sp_pair:
     {end}(_sp_id, _sp_st, None, _sp_de, 0, {result})
 if _sp_t0 and _sp_c.enabled:
-    _sp_one(_sp_t0, _sp_x, _sp_px, _sp_hx, _sp_lx, _sp_fl, _sp_st, None, _sp_de, {values}{result})
-"""
+{one}"""
 _TRACED_NAMES = {"_sp_get": context.get_current, "_sp_set": context.set_current,
                  "_sp_reset": context.reset_current, "_sp_ctx": context, "_sp_arg": context.id_arg,
                  "_sp_bits": context.random_bits, "_sp_SAMPLED": TRACE_FLAG_SAMPLED,
@@ -313,9 +313,10 @@ class SpanDef:
         # Lazy values (callables given to a block) are called once, where they are given: the start
         # values when the span begins traced, the end values when it ends; the emitters get values.
         self._lazy = lazy
-        self.names = dict(_TRACED_NAMES, _sp_start=emitter(self.start, len(START_ARGS), False),
+        self._one_code = SpanProbeCode(self.one, self.start, self.end)
+        self.names = dict(_TRACED_NAMES, **self._one_code.names, _sp_start=emitter(self.start, len(START_ARGS), False),
                           _sp_end=emitter(self.end, len(END_ARGS), False),
-                          _sp_one=span_emitter(self.one, self.start, self.end),
+                          _sp_one=self._one_code.emit,
                           _sp_resolved=resolved,
                           _sp_fail=self._fail, _sp_end_cell=self.end.site_cell,
                           _sp_a=self.start, _sp_b=self.end, _sp_c=self.one)
@@ -359,7 +360,9 @@ class SpanDef:
 
     def _end_ok(self, values, result):
         end = "_sp_end" if self.n_end else "_sp_end_cell.cell_contents"
-        return _END_OK.format(end=end, values=comma_each(values), result=comma_each(result))
+        one = self._one_code.source("_sp_t0", ("_sp_x", "_sp_px", "_sp_hx", "_sp_lx", "_sp_fl"), "_sp_st", "None",
+                                    "_sp_de", [*values, *result])
+        return _END_OK.format(end=end, result=comma_each(result), one=indent(one, 4))
 
     def begin(self, values):
         """Make a new span current and fire the start probe; returns finish()'s state."""

@@ -14,17 +14,20 @@ pointed at.
 
 Like the start and end emitters (definition.emitter), the plain attribute
 values convert inline; anything else goes to a slow path that records
-conversion failures in the flags words and never raises.
+conversion failures in the flags words and never raises. The span's
+generated code inlines those statements (SpanProbeCode.source) rather than
+calling an emitter, and packs with a struct whose pad bytes stand for the
+fields that are zero on that path: fewer arguments to convert.
 """
 
 import ctypes
 import logging
 import struct
 
-from ..abi.protocol import END_ARGS, FLAG_CONVERSION_FAILED, START_ARGS, payload_format
+from ..abi.protocol import END_ARGS, FLAG_CONVERSION_FAILED, START_ARGS, payload_fields, payload_format
 from ..abi.types import ArgType
 from ..probes.convert import converter
-from ..probes.firing import comma_each, compile_factory, fast_path
+from ..probes.firing import comma_each, compile_factory, fast_path, indent
 
 log = logging.getLogger("spanprobe")
 _SAMPLE = b"spanprobe"
@@ -85,65 +88,119 @@ def _strs(slots):
     return [v for v in slots if v is not None]
 
 
-def span_emitter(one, start, end):
-    """``one(t0, span, parent, trace_high, trace_low, flags, status, error_type, error_message,
-    *start_values, *end_values)`` for the span probe ``one`` of a span whose start and end probes are
-    ``start`` and ``end``: fires it once and never raises. Ids are ints, error strings bytes or None;
-    the values are values (a block's lazy ones were called before: definition.resolved).
-    A span it cannot fire (an SDK bug, which the call never sees) is counted in ``one.conversion_failures``."""
-    attrs = start.args[len(START_ARGS):] + end.args[len(END_ARGS):]
-    n_start = len(start.args) - len(START_ARGS)
-    types = [a.type for a in start.args] + [a.type for a in end.args]
-    data = payload_format(types[:len(start.args)], types[len(start.args):])
-    pack = struct.Struct("<I" + data[1:]).pack  # the bytes header (the data's length), then the data
-    size = struct.calcsize(data)
-    checks = tuple(converter(a.type, f"probe {one.qualname} attribute {a.name!r}") for a in attrs)
-    zeros = tuple(check(ZERO.get(a.type, 0)) for a, check in zip(attrs, checks))
-    site_cell = one.site_cell  # load() and unload() repoint it: read it at each call
+class SpanProbeCode:
+    """How the span probe ``one`` of a span whose start and end probes are ``start`` and ``end`` fires:
+    ``source()``, statements that fire it once and never raise, which the span's generated code inlines
+    (no Python call: ~80 ns a span), and ``emit``, the same statements as a function
+    ``emit(t0, span, parent, trace_high, trace_low, flags, status, error_type, error_message, *start_values,
+    *end_values)`` for callers that have the values at hand. Ids are ints, error strings bytes or None;
+    the values are values (a block's lazy ones were called before: definition.resolved). ``names``: what
+    the statements need in their namespace. A span it cannot fire (an SDK bug, which the caller never
+    sees) is counted in ``one.conversion_failures``."""
 
-    def slow(t0, ids, status, error_type, error_message, values):
-        try:
-            words, slots, failed = [], [], [0, 0]
-            keep = []  # the objects whose addresses are words: alive until the probe site returns
-            for i, (v, check, zero, a) in enumerate(zip(values, checks, zeros, attrs)):
-                try:
-                    converted = check(plain(v))
-                except Exception:
-                    converted = zero
-                    at = i if i < n_start else i - n_start
-                    failed[i >= n_start] |= 1 << (FLAG_CONVERSION_FAILED + at)
-                keep.append(converted)
-                words.append(_word(a.type, converted))
-                slots.append(converted if a.type is ArgType.STR else None)
-            span, parent, high, low, flags = ids
-            site_cell.cell_contents(pack(size, 0, t0, span, parent, high, low, flags | failed[0], *words[:n_start],
-                                         span, status, address(error_type), address(error_message), failed[1],
-                                         *words[n_start:], *_strs(slots)))
-        except Exception:  # an SDK bug must not reach the application: the span is dropped, counted
-            one.conversion_failures += 1
-            if one.conversion_failures == 1:
-                log.warning("spanprobe: could not fire span probe %s (span dropped; later ones counted in its "
-                            "conversion_failures, not logged)", one.qualname, exc_info=True)
+    def __init__(self, one, start, end):
+        self.attrs = attrs = start.args[len(START_ARGS):] + end.args[len(END_ARGS):]
+        self.n_start = n_start = len(start.args) - len(START_ARGS)
+        types = [a.type for a in start.args], [a.type for a in end.args]
+        self.fields = payload_fields(*types)
+        self.size = struct.calcsize(payload_format(*types))
+        pack = struct.Struct("<I" + "".join(self.fields)).pack  # the bytes header (the data's length), then the data
+        size = self.size
+        checks = tuple(converter(a.type, f"probe {one.qualname} attribute {a.name!r}") for a in attrs)
+        zeros = tuple(check(ZERO.get(a.type, 0)) for a, check in zip(attrs, checks))
+        site_cell = one.site_cell  # load() and unload() repoint it: read it at each call
 
-    params = [f"a{i}" for i in range(len(attrs))]
-    fast = [_fast(i, p, a.type) for i, (p, a) in enumerate(zip(params, attrs))]
-    head = "t0, x, px, hx, lx, fl, st, et, em"
-    lines = [f"def one({head}, {comma_each(params)}):"]
-    if all(f is not None for f in fast):
-        words = [f[2] for f in fast]
-        strs = [f"_sp_b{i}" if a.type is ArgType.STR else None for i, a in enumerate(attrs)]
-        call = (f"_sp_cell.cell_contents(_sp_pack({size}, 0, t0, x, px, hx, lx, fl, {comma_each(words[:n_start])}"
-                "x, st, 0 if et is None else _sp_id(et) + _sp_OFF, 0 if em is None else _sp_id(em) + _sp_OFF, 0, "
-                f"{comma_each(words[n_start:])}{comma_each(_strs(strs))}))")
+        def slow(t0, ids, status, error_type, error_message, values):
+            try:
+                words, slots, failed = [], [], [0, 0]
+                keep = []  # the objects whose addresses are words: alive until the probe site returns
+                for i, (v, check, zero, a) in enumerate(zip(values, checks, zeros, attrs)):
+                    try:
+                        converted = check(plain(v))
+                    except Exception:
+                        converted = zero
+                        at = i if i < n_start else i - n_start
+                        failed[i >= n_start] |= 1 << (FLAG_CONVERSION_FAILED + at)
+                    keep.append(converted)
+                    words.append(_word(a.type, converted))
+                    slots.append(converted if a.type is ArgType.STR else None)
+                span, parent, high, low, flags = ids
+                site_cell.cell_contents(pack(size, 0, t0, span, parent, high, low, flags | failed[0],
+                                             *words[:n_start], span, status, address(error_type),
+                                             address(error_message), failed[1], *words[n_start:], *_strs(slots)))
+            except Exception:  # an SDK bug must not reach the application: the span is dropped, counted
+                one.conversion_failures += 1
+                if one.conversion_failures == 1:
+                    log.warning("spanprobe: could not fire span probe %s (span dropped; later ones counted in "
+                                "its conversion_failures, not logged)", one.qualname, exc_info=True)
+
+        self.names = {"_sp_o_cell": site_cell, "_sp_o_slow": slow, "_sp_o_id": id, "_sp_o_OFF": BYTES_DATA}
+        params = self._params("a")
+        if self._fast(params) is not None:
+            for et in ("None", "et"):  # the fast path's two structs: a span that ended ok (no error type), any
+                fmt, _ = self._fast_payload("t0", ("x",) * 5, "st", et, "em", params)
+                self.names[self._pack_name(et)] = struct.Struct(fmt).pack
+        head = "t0, x, px, hx, lx, fl, st, et, em"
+        source = (f"def _sp_factory():\n    def one({head}, {comma_each(params)}):\n"
+                  + indent(self.source("t0", ("x", "px", "hx", "lx", "fl"), "st", "et", "em", params), 8)
+                  + "    return one\n")
+        self.emit = compile_factory(one.qualname, source, dict(self.names))()
+
+    def _params(self, prefix):
+        return [f"{prefix}{i}" for i in range(len(self.attrs))]
+
+    @staticmethod
+    def _pack_name(et):
+        return "_sp_o_pack_ok" if et == "None" else "_sp_o_pack"
+
+    def _fast(self, values):
+        """Each attribute's inline path (_fast) for the value names ``values``; None if one has none."""
+        fast = [_fast(i, v, a.type) for i, (v, a) in enumerate(zip(values, self.attrs))]
+        return None if any(f is None for f in fast) else fast
+
+    def _fast_payload(self, t0, ids, st, et, em, values):
+        """(the fast path's struct format, the expressions it packs) for these names: the payload of
+        payload_fields, its fields known to be zero there (the reserved u32, a str attribute's word, the end
+        flags, a literal None error type) as pad bytes, which struct writes as zeros without an argument."""
+        words = [f[2] for f in self._fast(values)]
+        strs = [f"_sp_b{i}" for i, a in enumerate(self.attrs) if a.type is ArgType.STR]
+        x = ids[0]
+
+        def address_of(e):
+            return "0" if e == "None" else f"0 if {e} is None else _sp_o_id({e}) + _sp_o_OFF"
+        exprs = ["0", t0, *ids, *words[:self.n_start], x, st, address_of(et), address_of(em), "0",
+                 *words[self.n_start:], *strs]
+        fmt = "<I" + "".join(f"{struct.calcsize(c)}x" if e == "0" else c for c, e in zip(self.fields, exprs))
+        return fmt, [str(self.size)] + [e for e in exprs if e != "0"]
+
+    def source(self, t0, ids, st, et, em, values):
+        """Statements firing the span probe, never raising, for these expressions: the start time ``t0``,
+        the ids ``ids`` (span, parent, trace high, trace low, flags), the status ``st``, the error strings
+        ``et`` and ``em`` (bytes or None; "None" for a span that ended ok) and the attribute values
+        ``values`` (names: each is read more than once). The plain values convert inline (the probes' own
+        fast path, firing.fast_path); anything else takes the slow path, which records conversion failures
+        in the flags words."""
+        slow = f"_sp_o_slow({t0}, ({comma_each(ids)}), {st}, {et}, {em}, ({comma_each(values)}))"
+        fast = self._fast(values)
+        if fast is None:
+            return slow + "\n"
+        _, args = self._fast_payload(t0, ids, st, et, em, values)
         prechecks = [f[0] for f in fast if f[0]]
-        lines += ["    try:",
-                  f"        if {' and '.join(prechecks) or 'True'}:",
-                  *(f"            {line}" for f in fast for line in f[3]),
-                  f"            if {' and '.join(f[1] for f in fast) or 'True'}:",
-                  f"                return {call}",
-                  "    except Exception:",
-                  "        pass"]
-    lines.append(f"    _sp_slow(t0, (x, px, hx, lx, fl), st, et, em, ({comma_each(params)}))")
-    namespace = {"_sp_cell": site_cell, "_sp_slow": slow, "_sp_pack": pack, "_sp_id": id, "_sp_OFF": BYTES_DATA}
-    source = "def _sp_factory():\n" + "".join(f"    {line}\n" for line in lines) + "    return one\n"
-    return compile_factory(one.qualname, source, namespace)()
+        lines = ["_sp_o_sent = 0",
+                 "try:",
+                 f"    if {' and '.join(prechecks) or 'True'}:",
+                 *(f"        {line}" for f in fast for line in f[3]),
+                 f"        if {' and '.join(f[1] for f in fast) or 'True'}:",
+                 f"            _sp_o_cell.cell_contents({self._pack_name(et)}({', '.join(args)}))",
+                 "            _sp_o_sent = 1",
+                 "except Exception:",
+                 "    pass",
+                 "if not _sp_o_sent:",
+                 f"    {slow}"]
+        return "".join(f"{line}\n" for line in lines)
+
+
+def span_emitter(one, start, end):
+    """The span probe ``one``'s emitter (SpanProbeCode.emit) for a span whose start and end probes are
+    ``start`` and ``end``."""
+    return SpanProbeCode(one, start, end).emit

@@ -357,3 +357,40 @@ def test_strings_travel_inline_cut_at_the_payload_bound(provider):
     for (start, end, one), n in zip(_pairs(rec, "text"), lengths):
         assert start["s"] == "x" * n and one["start"]["s"] == "x" * min(n, PAYLOAD_STR)
         assert {"probe": end["probe"], **one["end"]} == end and end["error_message"] == "x" * min(n, 256)
+
+
+def test_the_inlined_fast_path_packs_what_the_slow_path_packs(provider):
+    """The span probe's statements that generated wrappers inline (onehit.SpanProbeCode.source): plain
+    values take the fast path (its struct's pad bytes standing for the fields known zero there), and its
+    payload is byte for byte what the careful slow path packs for the same values."""
+    from spanprobe.probes.firing import indent
+    from spanprobe.spans.onehit import SpanProbeCode
+
+    @provider.span("mixed", attributes={"method": str, "status": "u16", "delta": "i32", "ratio": float,
+                                        "ok": bool, "route": str}, record_return="i64")
+    def mixed(method, status, delta, ratio, ok, route):
+        return delta
+
+    span = mixed.__spanprobe_span__
+    code = SpanProbeCode(span.one, span.start, span.end)
+    params = [f"v{i}" for i in range(len(code.attrs))]
+    sent = []
+    site, span.one.site_cell.cell_contents = span.one.site_cell.cell_contents, sent.append
+    try:
+        values = ("GET", 200, -7, 0.25, True, "/items/{id}", -1 << 40)
+        ids = (1 << 63 | 5, 7, 1 << 64 - 1, 9, 1)
+        description, error_type = b"why", b"ValueError"
+        for et, em in ((None, None), (None, description), (error_type, description)):
+            def never(*args):
+                raise AssertionError(f"the slow path was taken for {args}")
+            namespace = dict(code.names, _sp_o_slow=never)
+            source = (f"def fire(t0, x, px, hx, lx, fl, st, et, em, {', '.join(params)}):\n"
+                      + indent(code.source("t0", ("x", "px", "hx", "lx", "fl"), "st", "None" if et is None else "et",
+                                           "em", params), 4))
+            exec(source, namespace)
+            namespace["fire"](123456789, *ids, 3, et, em, *values)
+            code.names["_sp_o_slow"](123456789, ids, 3, et, em, values)
+            fast, slow = sent[-2:]
+            assert len(fast) == 4 + code.size and fast == slow
+    finally:
+        span.one.site_cell.cell_contents = site

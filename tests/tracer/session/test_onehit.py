@@ -157,35 +157,62 @@ def test_a_remembering_sampler_pairs_start_and_end_probes(tmp_path):
     assert len(spans) == 6 * 3 + 3 and stats["lost"] == 0
 
 
+class _PipedApp:
+    """The test app ``source``, its stdin and stdout piped, and the tracer a test attaches to it (attach());
+    finish() lets both run to their end, leaving the with-block kills what is still running."""
+
+    def __init__(self, tmp_path, source):
+        script = tmp_path / "app.py"
+        script.write_text(source)
+        self.proc = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        self.out, self.stats_file = tmp_path / "spans.jsonl", tmp_path / "stats.json"
+        self.tracer = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        if self.tracer is not None:
+            self.tracer.kill()
+
+    def send(self, text):
+        self.proc.stdin.write(text)
+        self.proc.stdin.flush()
+
+    def read(self):
+        return json.loads(self.proc.stdout.readline())
+
+    def attach(self, pid, sites):
+        self.tracer = jsonl_tracer(self.out, self.stats_file, "--pid", str(pid))
+        wait_attached(self.tracer, sites)
+
+    def exported(self, n):
+        """Wait until the tracer has written ``n`` spans."""
+        assert wait_until(lambda: len(read_jsonl(self.out)) >= n), self.tracer.stopped()
+
+    def finish(self):
+        """Close the app's stdin; the app exits, and the tracer with it."""
+        self.proc.stdin.close()
+        self.proc.wait(30)
+        assert self.tracer.wait(60) == 0, self.tracer.stderr
+
+
 def test_a_tracer_attaching_mid_span_exports_no_half_span(tmp_path):
-    script = tmp_path / "app.py"
-    script.write_text(MID_SPAN_APP)
-    app = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    out, stats_file = tmp_path / "spans.jsonl", tmp_path / "stats.json"
-    tracer = None
-    try:
-        pid = json.loads(app.stdout.readline())["pid"]
-        assert json.loads(app.stdout.readline()) == {"in_span": 1}   # long(1) began before any tracer
-        tracer = jsonl_tracer(out, stats_file, "--pid", str(pid))
-        wait_attached(tracer, 2)                                      # long's and short's span probes
-        app.stdin.write("\n\n")                                       # long(1) ends; then short(2), long(3)
-        app.stdin.flush()
-        assert json.loads(app.stdout.readline()) == {"in_span": 3}
-        app.stdin.write("\n")
-        app.stdin.flush()
-        assert json.loads(app.stdout.readline()) == {"done": True}
-        assert wait_until(lambda: len(read_jsonl(out)) >= 2), tracer.stderr
-        app.stdin.write("\n")
-        app.stdin.flush()
-        app.wait(30)
-        assert tracer.wait(60) == 0, tracer.stderr
-    finally:
-        app.kill()
-        if tracer is not None:
-            tracer.kill()
-    spans = read_jsonl(out)
+    with _PipedApp(tmp_path, MID_SPAN_APP) as app:
+        pid = app.read()["pid"]
+        assert app.read() == {"in_span": 1}   # long(1) began before any tracer
+        app.attach(pid, 2)                     # long's and short's span probes
+        app.send("\n\n")                       # long(1) ends; then short(2), long(3)
+        assert app.read() == {"in_span": 3}
+        app.send("\n")
+        assert app.read() == {"done": True}
+        app.exported(2)
+        app.finish()
+    spans = read_jsonl(app.out)
     assert sorted((s["name"], s["attributes"]["n"]) for s in spans) == [("long", 3), ("short", 2)]
-    stats = stats_of(stats_file)
+    stats = stats_of(app.stats_file)
     assert stats["lost"] == 0 and stats["kernel"]["end_without_start"] == 0 and stats["unmatched_exited"] == 0
 
 
@@ -298,3 +325,53 @@ def test_strings_at_and_past_the_bound_are_cut_as_the_pair_cuts_them(tmp_path, s
         assert attrs["a"] == "x" * min(n, size) and attrs["b"] == "\u00e9" * min(n, size // 2)
         assert sorted(attrs.get("spanprobe.truncated", [])) == [k for k, cut in (("a", n > size), ("b", 2 * n > size))
                                                                 if cut]
+
+
+BUSY_APP = r'''
+import json, sys
+import spanprobe
+p = spanprobe.Provider("busy")
+
+@p.span("op", attributes={"n": int})
+def op(n):
+    pass
+
+p.load()
+print(json.dumps({"pid": __import__("os").getpid()}), flush=True)
+for line in sys.stdin:
+    first, count = map(int, line.split())
+    for n in range(first, first + count):
+        op(n)
+    print(json.dumps({"fired": count}), flush=True)
+'''
+
+
+def test_a_hit_while_the_handlers_scratch_is_held_is_dropped_and_counted(tmp_path):
+    """The one-hit handler's per-CPU scratch is held while a handler runs (a busy flag): a hit that finds it
+    held, as it would while a preempted handler holds it on a fully preemptible kernel, is dropped and
+    counted lost (one_hit_busy), and the spans after the flag is let go are exported whole. The flag is set
+    by hand here, in the tracer's map, on every CPU: this machine's kernel does not preempt BPF programs."""
+    from tests.support.bpf_maps import maps_named
+
+    with _PipedApp(tmp_path, BUSY_APP) as app:
+        def fire(first, count):
+            app.send("%d %d\n" % (first, count))
+            assert app.read() == {"fired": count}
+
+        app.attach(app.read()["pid"], 1)
+        fire(0, 2)
+        app.exported(2)
+        (scratch,) = maps_named(app.tracer.proc.pid, "sp_one_0")
+        try:
+            scratch.set_percpu(0, (1).to_bytes(8, "little"))     # held, on every CPU
+            fire(100, 5)
+            scratch.set_percpu(0, b"")                            # let go
+            fire(200, 3)
+        finally:
+            scratch.close()
+        app.exported(5)
+        app.finish()
+    assert sorted(s["attributes"]["n"] for s in read_jsonl(app.out)) == [0, 1, 200, 201, 202]
+    stats = stats_of(app.stats_file)
+    assert stats["kernel"]["one_hit_busy"] == 5 and stats["lost"] == 5 and stats["exported"] == 5, stats
+    assert "one-hit handler busy (preempted): 5" in app.tracer.stderr

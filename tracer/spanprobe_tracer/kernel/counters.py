@@ -36,6 +36,7 @@ class Counter(enum.IntEnum):
     SPAN_RESERVE_FAILED = 15    # finished spans dropped: reserve failed, the ring buffer had room (bpf/common.h)
     POINT_RESERVE_FAILED = 16   # events/plain probe hits dropped: the same
     RESCUED = 17            # records the rescue ring buffer took when a reserve in the shared one failed
+    ONE_HIT_BUSY = 18       # one-hit span probe hits dropped: a preempted handler held their CPU's scratch
 
 
 #: Slots in the array (room for more counters without changing its size).

@@ -168,7 +168,7 @@ class _ModuleSource:
                       "#define SP_PAY_%d_SIZE %d" % (i, _payload_size(s)),
                       "_Static_assert(sizeof(struct sp_pay_%d) == (SP_PAY_%d_SIZE + 7) / 8 * 8, \"sp_pay_%d size\");"
                       % (i, i, i),
-                      "struct sp_one_%d {" % i, "    struct sp_start_%d st;" % i, "    struct sp_pay_%d p;" % i, "};",
+                      "struct sp_one_%d {" % i, "    u64 busy;", "    struct sp_start_%d st;" % i, "    struct sp_pay_%d p;" % i, "};",
                       "BPF_PERCPU_ARRAY(sp_one_%d, struct sp_one_%d, 1);" % (i, i), ""]
         else:
             lines += ["BPF_F_TABLE(\"hash\", struct sp_key, struct sp_start_%d, sp_starts_%d, SP_MAX_OPEN, "
@@ -199,17 +199,21 @@ class _ModuleSource:
         return lambda f, dest, fail: "%s = o->p.w[%d];" % (dest, first + f.index)
 
     @staticmethod
-    def _payload_strs(fields: Sequence[ArgField], fixed: int, first: int):
-        """{field index: its str slot in the one-hit payload ``o->p``} for the str attributes of ``fields`` (after
-        ``fixed`` fixed arguments), whose first takes slot ``first``."""
+    def _payload_strs(fields: Sequence[ArgField], fixed: int, first: int, words: int):
+        """{field index: (its str slot in the one-hit payload ``o->p``, whether that slot is 8-byte aligned)} for
+        the str attributes of ``fields`` (after ``fixed`` fixed arguments), whose first takes slot ``first``, in a
+        payload of ``words`` words (struct sp_pay: 8 bytes of header and reserved, the words, the slots)."""
         indexes = [f.index for f in fields[fixed:] if f.type == "str"]
-        return {index: "o->p.s[%d]" % (first + k) for k, index in enumerate(indexes)}
+        return {index: ("o->p.s[%d]" % (first + k), (8 + 8 * words + PAYLOAD_STR * (first + k)) % 8 == 0)
+                for k, index in enumerate(indexes)}
 
     def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False,
                    read=None, inline=None) -> List[str]:
         """Statements reading each argument (by ``read(field, dest, fail)``, else from its probe site) into
         ``base``->``words``[i] and its slot; a str in ``inline`` ({field index: payload slot}) is copied from
-        the payload already read, cut where bpf_probe_read_user_str would cut it."""
+        the payload already read, cut where bpf_probe_read_user_str would cut it: by plain loads and stores
+        where both slots are 8-byte aligned (a bpf_probe_read_kernel call costs ~70 ns more in the handler
+        here), else by that helper (a misaligned copy would go byte by byte)."""
         read = read or self._register
         inline = inline or {}
         out = []
@@ -220,11 +224,15 @@ class _ModuleSource:
             word = "%s->%s[%d]" % (base, words, f.index)
             if f.index in inline:
                 slot, n = "%s->s%d" % (base, f.index), min(f.slot_size - 1, PAYLOAD_STR)
-                # an empty string (NULL included) without a helper call; else its first string_max + 1 bytes,
-                # then a NUL: what the start or end handler's bpf_probe_read_user_str leaves
-                out.append("    %s = 0; if (!%s[0]) %s[0] = 0;" % (word, inline[f.index], slot))
-                out.append("    else if (bpf_probe_read_kernel(%s, %d, %s) != 0) { %s[0] = 0; %s } else %s[%d] = 0;"
-                           % (slot, n, inline[f.index], slot, bit, slot, n))
+                src, aligned = inline[f.index]
+                # an empty string (NULL included) without a copy; else its first string_max + 1 bytes, then a
+                # NUL: what the start or end handler's bpf_probe_read_user_str leaves
+                out.append("    %s = 0; if (!%s[0]) %s[0] = 0;" % (word, src, slot))
+                if aligned and f.slot % 8 == 0:
+                    out.append("    else { __builtin_memcpy(%s, %s, %d); %s[%d] = 0; }" % (slot, src, n, slot, n))
+                else:
+                    out.append("    else if (bpf_probe_read_kernel(%s, %d, %s) != 0) { %s[0] = 0; %s } else %s[%d] = 0;"
+                               % (slot, n, src, slot, bit, slot, n))
             elif f.type == "str":
                 slot = "%s->s%d" % (base, f.index)
                 out.append("    { u64 _p = 0; %s %s = _p;" % (read(f, "_p", bit), word))
@@ -301,27 +309,38 @@ class _ModuleSource:
 
     def one_handler(self, s: SpanShape) -> str:
         """The one-hit span probe's handler: the payload (one read) into a per-CPU start struct, filled as
-        the start handler fills a stored one, then what the end handler does with it."""
+        the start handler fills a stored one, then what the end handler does with it. The per-CPU struct is
+        held by a busy flag: a handler preempted mid-way (a fully preemptible kernel) keeps it, and a hit
+        on that CPU meanwhile is dropped and counted (ONE_HIT_BUSY) instead of writing over it."""
         i = s.index
         first_start, first_end = payload_words(len(s.start))
-        lines = self._handler_head(s.one_fn, "fail = 0, zero = 0")
-        lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
-                  "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
-                  "    if (!o)", "        return 0;",
-                  "    if (bpf_probe_read_user(&o->p, SP_PAY_%d_SIZE, (void *)p) != 0"
-                  " || o->p.len != SP_PAY_%d_SIZE - 4) {" % (i, i),
-                  "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
-                  "    struct sp_start_%d *st = &o->st;" % i,
-                  "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
+        body = "%s_body" % s.one_fn
+        lines = ["static __always_inline int %s(struct pt_regs *ctx, struct sp_one_%d *o, u64 now, u64 pid_tgid, "
+                 "u64 p)" % (body, i), "{", "    u32 fail = 0;",
+                 "    if (bpf_probe_read_user(&o->p, SP_PAY_%d_SIZE, (void *)p) != 0"
+                 " || o->p.len != SP_PAY_%d_SIZE - 4) {" % (i, i),
+                 "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
+                 "    struct sp_start_%d *st = &o->st;" % i,
+                 "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
+        words = first_end + len(s.end)
         lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start),
-                                 inline=self._payload_strs(s.start_fields, len(START_ARGS), 0))
+                                 inline=self._payload_strs(s.start_fields, len(START_ARGS), 0, words))
         if self.config.sampler.compiled:
             lines.append(sampling.render_decide("st"))
         lines += ["    st->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    fail = 0;",
                   "    u64 span_id = o->p.w[%d];" % first_end, "    u64 cookie = sp_attach_cookie(ctx);"]
-        return "\n".join(lines + self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
-                                             self._payload_strs(s.end_fields, len(END_ARGS),
-                                                                _n_strs(s, end=False))))
+        lines += self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
+                              self._payload_strs(s.end_fields, len(END_ARGS), _n_strs(s, end=False), words))
+        lines += self._handler_head(s.one_fn, "zero = 0")
+        lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
+                  "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
+                  "    if (!o)", "        return 0;",
+                  "    if (__sync_val_compare_and_swap(&o->busy, 0, 1) != 0) {",
+                  "        sp_count(SP_CNT_ONE_HIT_BUSY);", "        return 0;", "    }",
+                  "    %s(ctx, o, now, pid_tgid, p);" % body,
+                  "    asm volatile(\"\" ::: \"memory\");  /* o's every use above, before it is let go */",
+                  "    o->busy = 0;", "    return 0;", "}", ""]
+        return "\n".join(lines)
 
     def _finish(self, s: SpanShape, forget: str, pid: str, read, inline=None) -> List[str]:
         """An ended span's path, ``st`` its start, ``span_id`` and ``cookie`` known, end arguments read by

@@ -82,6 +82,7 @@ class Stats:
         k = self.kernel
         return (k[Counter.SPAN_RB_FULL] + k[Counter.POINT_RB_FULL] + k[Counter.SPAN_RESERVE_FAILED]
                 + k[Counter.POINT_RESERVE_FAILED] + k[Counter.START_MAP_FULL] + k[Counter.BAD_SPAN_PAYLOAD]
+                + k[Counter.ONE_HIT_BUSY]
                 + sum(self.dropped.values()))
 
     def rate(self) -> float:
@@ -126,9 +127,11 @@ class Stats:
             "%d spans and %d events/probe hits received, %d spans exported in %.1f s"
             % (self.spans_received, self.points_received, self.exported, elapsed),
             "lost: %d (ring buffer full: %d spans, %d events; ring-buffer reserve failed with room: %d spans, "
-            "%d events; open-span map full: %d; unreadable one-hit span payload: %d; %s)"
+            "%d events; open-span map full: %d; unreadable one-hit span payload: %d; one-hit handler busy "
+            "(preempted): %d; %s)"
             % (self.lost, k[Counter.SPAN_RB_FULL], k[Counter.POINT_RB_FULL], k[Counter.SPAN_RESERVE_FAILED],
                k[Counter.POINT_RESERVE_FAILED], k[Counter.START_MAP_FULL], k[Counter.BAD_SPAN_PAYLOAD],
+               k[Counter.ONE_HIT_BUSY],
                ", ".join("%s: %d" % (label, self.dropped[key]) for key, label in self.USER_DROPS.items())),
             "events (probe hits and events outside a span, as OpenTelemetry events): %d exported, lost: %d (%s)"
             % (self.events_exported, sum(self.events_dropped.values()),
