@@ -14,7 +14,7 @@ from demo_apps.otel_services import serve
 bind = "127.0.0.1:0"
 workers = 1
 worker_class = "gthread"
-threads = 8  # bench_flask passes --threads
+threads = 2  # bench_flask passes --threads
 keepalive = 75  # wrk keeps its connections for the whole run
 loglevel = "warning"
 accesslog = None
