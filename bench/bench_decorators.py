@@ -213,20 +213,32 @@ TRACER_ROWS = (("decorated, spanprobe trace --paired-spans", ("--paired-spans",)
 OTEL_TRACER_ROW = "decorated, spanprobe trace (one hit), opentelemetry imported"
 
 
-def tracer_rows(decorated, n, rounds, rows=TRACER_ROWS):
+#: A tracer row's rounds: bursts of at most this many calls, which its ring buffer holds, with a pause after each
+#: for the tracer to export them, so that every span is handled in full (a handler that finds the ring buffer
+#: full drops the span with less work, which would make the application's cost look lower than it is).
+TRACER_BURST, TRACER_DRAIN_S = 10_000, 0.5
+
+
+def tracer_rows(decorated, n, rounds, rows=TRACER_ROWS, lost=None):
     """The spanprobe-traced ``rows``: by default its tracer on the span's start and end probes, then on its
-    span probe, one tracer at a time (each started and stopped around its row); {} where it did not attach."""
+    span probe, one tracer at a time (each started and stopped around its row); {} where it did not attach.
+    Each row's spans lost by the tracer are put in ``lost`` (a dict)."""
     results = {}
+    burst = min(n, TRACER_BURST)
     for row, args, sites in rows:
         with tempfile.TemporaryDirectory() as tmp:
             stats_file = os.path.join(tmp, "stats.json")
             tracer = spanprobe_tracer_on(stats_file, *args, sites=sites)
             if tracer is None:
                 continue
-            results.update(best({row: decorated}, n, rounds))
+            results[row] = float("inf")
+            for _ in range(rounds * max(1, n // burst)):  # as many calls as an untraced row, in bursts
+                results[row] = min(results[row], best({row: decorated}, burst, 1)[row])
+                time.sleep(TRACER_DRAIN_S)
             _, stats = stop_tracer(tracer, stats_file)
-            print(f"{row}: {stats['exported']} spans exported, {stats['lost']} counted as lost "
-                  "(the loop fires far faster than one tracer exports)")
+            if lost is not None:
+                lost[row] = stats["lost"]
+            print(f"{row}: {stats['exported']} spans exported, {stats['lost']} counted as lost")
     return results
 
 
@@ -258,7 +270,7 @@ def main():
     traced_by_hand(span, ("start", "end"), 0)
     restore()
 
-    why_not = None
+    why_not, lost = None, {}
     for label, probes, floor in (("start+end", [span.start.name, span.end.name], sites_only(span)),
                                  ("one hit", [span.one.name], span_site_only(span))):
         try:
@@ -272,7 +284,7 @@ def main():
         bpf.cleanup()
         del usdt
     if why_not is None and not opts.no_tracer:
-        results.update(tracer_rows(decorated, n_slow, rounds))
+        results.update(tracer_rows(decorated, n_slow, rounds, lost=lost))
     # Last, as it imports opentelemetry: from then on a traced span is also OpenTelemetry's current span
     # (one context, docs/otel.md), which costs every traced span more: the last row shows how much.
     otel, otel_provider = otel_function()
@@ -282,7 +294,7 @@ def main():
                         n_slow, rounds))
     traced_by_hand(span, ("one",), 0)
     if why_not is None and not opts.no_tracer:
-        results.update(tracer_rows(decorated, n_slow, rounds, ((OTEL_TRACER_ROW, (), 1),)))
+        results.update(tracer_rows(decorated, n_slow, rounds, ((OTEL_TRACER_ROW, (), 1),), lost=lost))
     otel_provider.shutdown()
     provider.unload()
 
@@ -290,11 +302,12 @@ def main():
     if why_not:
         print(f"{'decorated, attached (bcc)':66} {'skipped':>10}  ({why_not})")
     print()
-    return report(results, why_not is None)
+    return report(results, why_not is None, lost)
 
 
-def report(results, attached):
-    """The targets checked, the ratios issue 13 item 5 asks for, and where an attached span's time goes."""
+def report(results, attached, lost):
+    """The targets checked, the ratios issue 13 item 5 asks for (a tracer row counts only if its tracer lost
+    no span), and where an attached span's time goes."""
     base = results["undecorated"]
     overhead = results["decorated, nothing attached"] - base
     checks = [("untraced overhead <= 100 ns", overhead <= 100, f"{overhead:.1f} ns")]
@@ -305,7 +318,7 @@ def report(results, attached):
         ours, paired = (results.get("decorated, spanprobe trace (one hit)"),
                         results.get("decorated, spanprobe trace --paired-spans"))
         if ours is not None and paired is not None:
-            checks += [("spanprobe trace: one hit / paired <= 0.68", ours / paired <= 0.68, f"{ours / paired:.2f}"),
+            checks += [("spanprobe trace rows: no span lost", not any(lost.values()), str(lost)),("spanprobe trace: one hit / paired <= 0.68", ours / paired <= 0.68, f"{ours / paired:.2f}"),
                        ("spanprobe trace, one hit / bcc two hits <= 0.86", ours / two <= 0.86, f"{ours / two:.2f}"),
                        ("spanprobe trace, one hit <= 2500 ns", ours <= 2500, f"{ours:.0f} ns")]
     for label, ok, value in checks:

@@ -249,14 +249,14 @@ def service_env(mode: str, endpoint: str):
     return otel_services.SPANPROBE_ENV, True
 
 
-def start_service(env: dict, instrumented: bool, server: str, worker_class: str, threads: int):
+def start_service(env: dict, instrumented: bool, server: str, threads: int):
     """(the service, the pid to trace and to measure): werkzeug's dev server is one process;
     under gunicorn the tracer attaches to the worker, and the CPU measured is the worker's."""
     if server == "werkzeug":
         service = otel_services.Service("front", env, instrumented)
         return service, service.pid
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:bench.gunicorn_front", "--worker-class", worker_class,
-            "--threads", str(threads), "demo_apps.otel_services.front:app"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:bench.gunicorn_front", "--threads", str(threads),
+            "demo_apps.otel_services.front:app"]
     service = otel_services.Service("front", env, instrumented, argv=argv)
     line = service.proc.stdout.readline()
     if not line.startswith("worker "):
@@ -268,7 +268,7 @@ def start_service(env: dict, instrumented: bool, server: str, worker_class: str,
 def run_mode(mode: str, args) -> dict:
     receiver = HttpReceiver(Collector(count_only=True))
     env, instrumented = service_env(mode, receiver.endpoint)
-    service, pid = start_service(env, instrumented, args.server, args.worker_class, args.service_threads)
+    service, pid = start_service(env, instrumented, args.server, args.service_threads)
     tracer = None
     stats_file = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
     try:
@@ -381,9 +381,6 @@ def main() -> int:
                              "traced mode: the baselines)")
     parser.add_argument("--server", choices=("gunicorn", "werkzeug"), default="gunicorn",
                         help="gunicorn: one gthread worker (the default); werkzeug: Flask's development server")
-    parser.add_argument("--worker-class", choices=("gthread", "sync"), default="gthread",
-                        help="gunicorn's worker class: gthread (threads, keep-alive; the default) or sync "
-                             "(gunicorn's own default: one request at a time, a connection a request)")
     parser.add_argument("--service-threads", type=int, default=2,
                         help="gunicorn's threads in its one worker (default 2: on 2 vCPUs more threads only add "
                              "GIL hand-offs, ~40%% more CPU a request for the bare app at 4 or 8)")
@@ -427,8 +424,7 @@ def main() -> int:
         rounds.append({mode: run_mode(mode, args) for mode in modes})
         print("round %d: %s" % (n + 1, {m: round(r["rps"]) for m, r in rounds[-1].items()}), file=sys.stderr)
     summary = summarize(rounds)
-    summary["setup"] = {"server": args.server, "load": args.load, "worker_class": args.worker_class,
-                        "service_threads": args.service_threads,
+    summary["setup"] = {"server": args.server, "load": args.load, "service_threads": args.service_threads,
                         "connections": args.connections, "clients": args.clients, "threads": args.threads}
     print(json.dumps(summary, indent=2) if args.json else "setup: %s\n%s" % (summary["setup"], table(summary)))
     return 0

@@ -94,10 +94,11 @@ def settle(collector, expected: int, limit_s: float, quiet_s: float = 1.0) -> No
 
 def lost_by_reason(stats: dict) -> dict:
     """The tracer's losses by reason: the kernel's (ring buffer full or its reserve failed with room, open-span map
-    full, one-hit handler busy), then its own."""
+    full, a one-hit payload unreadable, one-hit handler busy), then its own."""
     k = stats["kernel"]
     return {"ring_buffer_full": k["span_rb_full"], "reserve_failed_with_room": k["span_reserve_failed"],
-            "open_span_map_full": k["start_map_full"], "one_hit_busy": k["one_hit_busy"], **stats["dropped"]}
+            "open_span_map_full": k["start_map_full"], "bad_span_payload": k["bad_span_payload"],
+            "one_hit_busy": k["one_hit_busy"], **stats["dropped"]}
 
 
 def clean_up(tracer: Optional[subprocess.Popen], gens, receiver, stats_file: str) -> None:

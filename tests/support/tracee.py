@@ -48,7 +48,7 @@ import time
 from spanprobe import Arg, ArgType as T, Provider
 
 from spanprobe.abi.protocol import END_ARGS, EVENT_ARGS, ROLE_SPAN, SPAN_ARGS, START_ARGS
-from spanprobe.spans.onehit import span_emitter
+from spanprobe.spans.onehit import SpanProbeCode
 
 #: SPANPROBE_TRACEE_ONE_HIT=1: every span also has a one-hit span probe, fired as the SDK fires it (OneHitSpan).
 ONE_HIT = os.environ.get("SPANPROBE_TRACEE_ONE_HIT") == "1"
@@ -73,7 +73,7 @@ class OneHitSpan:
     the start was fired, the span probe if the clock was read and it is still listened to."""
 
     def __init__(self, start, end, one):
-        self.emit = span_emitter(one, start, end)
+        self.emit = SpanProbeCode(one, start, end).emit
         self.probes = (start, end, one)
         self.open = {}
         self.start, self.end = _Half(self._start, self.probes), _Half(self._end, self.probes)

@@ -5,7 +5,7 @@ makes two a span. The span probe (role ``span``, docs/abi.md "One-hit span
 probe") is fired once, when a span that began traced ends, with one bytes
 value: the start time the SDK read at begin, every argument the start probe
 would have carried and every argument the end probe would carry, packed by
-one precompiled ``struct`` in the layout spanprobe.abi.protocol states
+a precompiled ``struct`` in the layout spanprobe.abi.protocol states
 (``payload_format``). str attributes travel inline, cut at the payload's
 bound (struct's ``s`` code cuts and pads), so the tracer's handler reads them
 with the payload's one read; the error strings (NULL unless the span failed)
@@ -70,16 +70,20 @@ def _word(arg_type, converted):
     return int(value)
 
 
+#: A field the fast path knows is zero (not an expression): packed as pad bytes, no argument.
+ZERO_WORD = object()
+
+
 def _fast(i, param, arg_type):
     """(precheck, condition, word expression, setup) of one attribute's inline path, or None (bytes):
-    the probes' own fast path (firing.fast_path), packed as the value itself. A str's word is 0, its
-    value (``_sp_b<i>``) goes into its slot."""
+    the probes' own fast path (firing.fast_path), packed as the value itself. A str's word is ZERO_WORD
+    (0, a pad byte run), its value (``_sp_b<i>``) goes into its slot."""
     shape = fast_path(i, param, arg_type)
     if shape is None:
         return None
     condition, _, setup = shape
     if arg_type is ArgType.STR:
-        return f"type({param}) is str", condition, "0", setup
+        return f"type({param}) is str", condition, ZERO_WORD, setup
     return None, condition, param, setup
 
 
@@ -167,11 +171,11 @@ class SpanProbeCode:
         x = ids[0]
 
         def address_of(e):
-            return "0" if e == "None" else f"0 if {e} is None else _sp_o_id({e}) + _sp_o_OFF"
-        exprs = ["0", t0, *ids, *words[:self.n_start], x, st, address_of(et), address_of(em), "0",
+            return ZERO_WORD if e == "None" else f"0 if {e} is None else _sp_o_id({e}) + _sp_o_OFF"
+        exprs = [ZERO_WORD, t0, *ids, *words[:self.n_start], x, st, address_of(et), address_of(em), ZERO_WORD,
                  *words[self.n_start:], *strs]
-        fmt = "<I" + "".join(f"{struct.calcsize(c)}x" if e == "0" else c for c, e in zip(self.fields, exprs))
-        return fmt, [str(self.size)] + [e for e in exprs if e != "0"]
+        fmt = "<I" + "".join(f"{struct.calcsize(c)}x" if e is ZERO_WORD else c for c, e in zip(self.fields, exprs))
+        return fmt, [str(self.size)] + [e for e in exprs if e is not ZERO_WORD]
 
     def source(self, t0, ids, st, et, em, values):
         """Statements firing the span probe, never raising, for these expressions: the start time ``t0``,
@@ -199,8 +203,3 @@ class SpanProbeCode:
                  f"    {slow}"]
         return "".join(f"{line}\n" for line in lines)
 
-
-def span_emitter(one, start, end):
-    """The span probe ``one``'s emitter (SpanProbeCode.emit) for a span whose start and end probes are
-    ``start`` and ``end``."""
-    return SpanProbeCode(one, start, end).emit

@@ -378,7 +378,7 @@ def test_the_inlined_fast_path_packs_what_the_slow_path_packs(provider):
     site, span.one.site_cell.cell_contents = span.one.site_cell.cell_contents, sent.append
     try:
         values = ("GET", 200, -7, 0.25, True, "/items/{id}", -1 << 40)
-        ids = (1 << 63 | 5, 7, 1 << 64 - 1, 9, 1)
+        ids = (1 << 63 | 5, 7, (1 << 64) - 1, 9, 1)
         description, error_type = b"why", b"ValueError"
         for et, em in ((None, None), (None, description), (error_type, description)):
             def never(*args):
@@ -394,3 +394,27 @@ def test_the_inlined_fast_path_packs_what_the_slow_path_packs(provider):
             assert len(fast) == 4 + code.size and fast == slow
     finally:
         span.one.site_cell.cell_contents = site
+
+
+def test_decorated_wrappers_take_the_fast_path_for_plain_values(provider):
+    """The wrapper a decorator generates inlines the fast path: plain values never reach the slow path
+    (which would still fire the same payload, only slower, so nothing else would notice); a value that
+    needs converting, or cannot be, does."""
+    @provider.span("plain", attributes={"method": str, "status": "u16", "ratio": float}, record_return=str)
+    def plain_call(method, status, ratio):
+        return method.lower()
+
+    rec = Recorder(provider, one_hit=True)
+    names = plain_call.__globals__   # the generated wrapper's namespace (span.names, copied)
+    slow_calls = []
+    slow = names["_sp_o_slow"]
+    names["_sp_o_slow"] = lambda *args: (slow_calls.append(args), slow(*args))
+    plain_call("GET", 200, 0.5)
+    assert slow_calls == []
+    plain_call("GET", 200, 1)              # an int for an f64: converted by the slow path, not a failure
+    plain_call("GET", 1 << 20, 0.5)        # out of the u16's range: the slow path, which flags it
+    assert len(slow_calls) == 2
+    ones = [o for _, _, o in _pairs(rec, "plain")]
+    assert [o["end"]["result"] for o in ones] == ["get"] * 3
+    assert [o["start"]["ratio"] for o in ones] == [0.5, 1.0, 0.5]
+    assert [o["start"]["flags"] & ~0xFF for o in ones] == [0, 0, 1 << 9]

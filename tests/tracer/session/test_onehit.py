@@ -288,6 +288,10 @@ p = spanprobe.Provider("bound")
 def cut(n, a, b):
     raise ValueError(a)
 
+@p.span("back", attributes={"n": int}, record_return=str)
+def back(n):
+    return "x" * n   # an end str with no start str before it: the payload's first (aligned) slot
+
 p.load()
 context.id_random.seed(99)
 for n in LENGTHS:
@@ -295,6 +299,7 @@ for n in LENGTHS:
         cut(n, "x" * n, "\u00e9" * n)   # one byte a character, and two: cut inside a character too
     except ValueError:
         pass
+    back(n)
 print(json.dumps({n: int(probe.enabled) for n, probe in p.probes.items()}))
 '''
 LENGTHS = (0, 9, 10, 11, 128, 129, 255, 256, 257, 258, 400)
@@ -314,14 +319,19 @@ def test_strings_at_and_past_the_bound_are_cut_as_the_pair_cuts_them(tmp_path, s
         assert r.returncode == 0, r.stderr
         runs[name] = (read_jsonl(out), json.loads(r.stdout.strip().splitlines()[-1]))
     (one, sems), (pair, _) = runs["one"], runs["pair"]
-    assert sems["cut__span"] == (0 if size == 257 else 1)
-    assert len(one) == len(pair) == len(LENGTHS)
+    assert sems["cut__span"] == sems["back__span"] == (0 if size == 257 else 1)
+    assert len(one) == len(pair) == 2 * len(LENGTHS)
     by_id = {s["span_id"]: s for s in pair}
     for span in one:
         assert _comparable(span) == _comparable(by_id[span["span_id"]])
-    assert sorted(s["attributes"]["n"] for s in one) == sorted(LENGTHS)
+    for name in ("cut", "back"):
+        assert sorted(s["attributes"]["n"] for s in one if s["name"] == name) == sorted(LENGTHS)
     for span in one:
         n, attrs = span["attributes"]["n"], span["attributes"]
+        if span["name"] == "back":
+            assert attrs["result"] == "x" * min(n, size)
+            assert attrs.get("spanprobe.truncated", []) == (["result"] if n > size else [])
+            continue
         assert attrs["a"] == "x" * min(n, size) and attrs["b"] == "\u00e9" * min(n, size // 2)
         assert sorted(attrs.get("spanprobe.truncated", [])) == [k for k, cut in (("a", n > size), ("b", 2 * n > size))
                                                                 if cut]

@@ -4,7 +4,8 @@ Every handler bumps a slot of the core module's per-CPU array sp_counters
 (SP_CNT_*, rendered from Counter): spans and points submitted, starts stored,
 every drop by its reason (ring buffer full; a reserve that failed with room to
 spare, in the rescue ring buffer as well; open-span map full; an end without its
-start; a span under the duration threshold), spans sampled out, span metrics
+start; a one-hit span probe's payload unreadable, or its handler's scratch held
+by a preempted hit; a span under the duration threshold), spans sampled out, span metrics
 that found no room, and the records the rescue ring buffer took. The session
 reads them into its accounting (session.stats).
 """
