@@ -139,7 +139,7 @@ class SpanProbeCode:
                                 "its conversion_failures, not logged)", one.qualname, exc_info=True)
 
         self.names = {"_sp_o_cell": site_cell, "_sp_o_slow": slow, "_sp_o_id": id, "_sp_o_OFF": BYTES_DATA}
-        params = self._params("a")
+        params = [f"a{i}" for i in range(len(attrs))]
         if self._fast(params) is not None:
             for et in ("None", "et"):  # the fast path's two structs: a span that ended ok (no error type), any
                 fmt, _ = self._fast_payload("t0", ("x",) * 5, "st", et, "em", params)
@@ -149,9 +149,6 @@ class SpanProbeCode:
                   + indent(self.source("t0", ("x", "px", "hx", "lx", "fl"), "st", "et", "em", params), 8)
                   + "    return one\n")
         self.emit = compile_factory(one.qualname, source, dict(self.names))()
-
-    def _params(self, prefix):
-        return [f"{prefix}{i}" for i in range(len(self.attrs))]
 
     @staticmethod
     def _pack_name(et):

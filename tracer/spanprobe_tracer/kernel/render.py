@@ -199,12 +199,13 @@ class _ModuleSource:
         return lambda f, dest, fail: "%s = o->p.w[%d];" % (dest, first + f.index)
 
     @staticmethod
-    def _payload_strs(fields: Sequence[ArgField], fixed: int, first: int, words: int):
+    def _payload_strs(s: SpanShape, fields: Sequence[ArgField], fixed: int, first: int):
         """{field index: (its str slot in the one-hit payload ``o->p``, whether that slot is 8-byte aligned)} for
-        the str attributes of ``fields`` (after ``fixed`` fixed arguments), whose first takes slot ``first``, in a
-        payload of ``words`` words (struct sp_pay: 8 bytes of header and reserved, the words, the slots)."""
+        the str attributes of ``fields`` (after ``fixed`` fixed arguments) of span shape ``s``, whose first takes
+        slot ``first`` (the slots end the payload)."""
+        slots_at = _payload_size(s) - PAYLOAD_STR * _n_strs(s)
         indexes = [f.index for f in fields[fixed:] if f.type == "str"]
-        return {index: ("o->p.s[%d]" % (first + k), (8 + 8 * words + PAYLOAD_STR * (first + k)) % 8 == 0)
+        return {index: ("o->p.s[%d]" % (first + k), (slots_at + PAYLOAD_STR * (first + k)) % 8 == 0)
                 for k, index in enumerate(indexes)}
 
     def _read_args(self, fields: Sequence[ArgField], base: str, words: str, skip_first: bool = False,
@@ -322,15 +323,14 @@ class _ModuleSource:
                  "        sp_count(SP_CNT_BAD_SPAN_PAYLOAD);", "        return 0;", "    }",
                  "    struct sp_start_%d *st = &o->st;" % i,
                  "    st->start_ns = o->p.w[%d];" % PAYLOAD_TIME_WORD, "    st->tid = (u32)pid_tgid;"]
-        words = first_end + len(s.end)
         lines += self._read_args(s.start_fields, "st", "w", read=self._payload(first_start),
-                                 inline=self._payload_strs(s.start_fields, len(START_ARGS), 0, words))
+                                 inline=self._payload_strs(s, s.start_fields, len(START_ARGS), 0))
         if self.config.sampler.compiled:
             lines.append(sampling.render_decide("st"))
         lines += ["    st->fail = fail;", "    sp_count(SP_CNT_STARTS);", "    fail = 0;",
                   "    u64 span_id = o->p.w[%d];" % first_end, "    u64 cookie = sp_attach_cookie(ctx);"]
         lines += self._finish(s, "", "pid_tgid >> 32", self._payload(first_end),
-                              self._payload_strs(s.end_fields, len(END_ARGS), _n_strs(s, end=False), words))
+                              self._payload_strs(s, s.end_fields, len(END_ARGS), _n_strs(s, end=False)))
         lines += self._handler_head(s.one_fn, "zero = 0")
         lines += ["    u64 p = 0;", "    " + render_read(s.one, self.machine, "p", "return 0;"),
                   "    struct sp_one_%d *o = sp_one_%d.lookup(&zero);" % (i, i),
