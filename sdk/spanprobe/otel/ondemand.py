@@ -124,8 +124,9 @@ def _take_over():
     switches = []
     try:
         for instrumentor, modules in switched:
-            switches.append(ConnectionSwitch(instrumentor, on_demand))
-            switches[-1].install(modules)
+            switch = ConnectionSwitch(instrumentor, on_demand)
+            switch.install(modules)  # undone by itself if it fails
+            switches.append(switch)
         if flask_instrumentor is not None:
             FlaskSwitch.install(type(flask_instrumentor).__module__, on_demand)
         on_demand.start()
