@@ -29,7 +29,7 @@ def spanprobe_export(front: str, expected: int, env=otel_services.SPANPROBE_ENV)
     try:
         tracer = Tracer(*otel_services.otlp_tracer_args(receiver.endpoint, *(s.pid for s in services)))
         wait_attached(tracer, otel_services.SITES_PER_SERVICE * len(services))
-        before = len(await_instrumented(services, receiver)) if env is otel_services.ONDEMAND_ENV else 0
+        before = len(await_instrumented(services, receiver)) if env is otel_services.SPANPROBE_ENV else 0
         assert otel_services.run_scenario(services[1].url) == [200, 200, 500]
         receiver.collector.wait_for(lambda c: c.count >= before + expected, timeout=30)
         spans = otel_services.settled(receiver)[before:]
@@ -44,18 +44,20 @@ def spanprobe_export(front: str, expected: int, env=otel_services.SPANPROBE_ENV)
 
 
 def await_instrumented(services, receiver, timeout: float = 20.0):
-    """SPANPROBE_OTEL_INSTRUMENT=traced: a service installs its instrumentations within a poll of the
-    tracer's attaching; a request to each until it gives a span (its own trace, before the scenario's)
-    tells. The spans received so far, once settled."""
+    """The default mode (spanprobe.otel.ondemand): a service puts its instrumentations to work within a
+    poll of the tracer's attaching. Requests to each until it makes a span that only a traced process
+    makes (back: its flask server span; front or shop: the sqlite3 client span; each its own trace,
+    before the scenario's) tell. The spans received so far, once settled."""
     import time
 
     import requests
 
     deadline = time.monotonic() + timeout
-    for service, path in zip(services, ("/stock/0", "/items/2")):  # back, then front
+    for service, path, scope in zip(services, ("/stock/0", "/items/2"), ("flask", "sqlite3")):  # back, then front
+        scope = "opentelemetry.instrumentation." + scope
         seen = receiver.collector.count
-        while receiver.collector.count == seen:
-            assert time.monotonic() < deadline, "%s made no span after the tracer attached" % service.name
+        while not any(s.scope == scope for s in list(receiver.collector.spans)[seen:]):
+            assert time.monotonic() < deadline, "%s made no %s span after the tracer attached" % (service.name, scope)
             assert requests.get(service.url + path, timeout=10).status_code == 200
             receiver.collector.wait_for(lambda c: c.count > seen, timeout=0.5)
     return otel_services.settled(receiver)
@@ -63,13 +65,14 @@ def await_instrumented(services, receiver, timeout: float = 20.0):
 
 @pytest.mark.parametrize("front", ["front", "shop"])
 def test_spanprobe_exports_the_spans_the_sdk_exports(sdk_exports, front):
-    """front: Flask (WSGI); shop: Starlette under uvicorn (ASGI); both call back (Flask)."""
+    """front: Flask (WSGI); shop: Starlette under uvicorn (ASGI); both call back (Flask). In the default
+    mode (spanprobe.otel.ondemand) the Flask apps were made and the instrumentations taken out before
+    the tracer attached; once they are at work, the spans are the SDK's."""
     expected = sdk_exports[front]
     assert_same_spans(expected, spanprobe_export(front, len(expected)))
 
 
-def test_instrumented_only_while_traced_exports_the_same_spans(sdk_exports):
-    """SPANPROBE_OTEL_INSTRUMENT=traced (spanprobe.otel.ondemand): the Flask apps were made and the
-    instrumentations taken out before the tracer attached; once they are in, the spans are the SDK's."""
+def test_instrumented_always_exports_the_same_spans(sdk_exports):
+    """SPANPROBE_OTEL_INSTRUMENT=always: the instrumentations at work from the start, as installed."""
     expected = sdk_exports["front"]
-    assert_same_spans(expected, spanprobe_export("front", len(expected), otel_services.ONDEMAND_ENV))
+    assert_same_spans(expected, spanprobe_export("front", len(expected), otel_services.ALWAYS_ENV))

@@ -1,4 +1,4 @@
-"""A Flask app under opentelemetry-instrument with SPANPROBE_OTEL_INSTRUMENT=traced, a tracer's
+"""A Flask app under opentelemetry-instrument in SPANPROBE_OTEL_INSTRUMENT's traced mode, a tracer's
 arrival and departure played by raising and lowering the otel_span probe's semaphore by hand
 (no BPF). Prints one JSON line per step: what the application saw (tests/sdk/otel/test_ondemand.py).
 """
@@ -7,6 +7,7 @@ import json
 import os
 import sqlite3
 import sys
+from sqlite3 import connect  # by name, at import: as the driver's own or switched
 
 import flask
 import requests
@@ -17,6 +18,8 @@ from spanprobe.otel import ondemand
 from spanprobe.otel.tracer import span_probe
 
 app = Flask("ondemand_app")
+#: A connection opened at start-up, before any tracer: as a pool's would be.
+STARTUP_DB = sqlite3.connect(":memory:")
 probe = span_probe()
 #: Whether the OpenTelemetry context was empty again once the last request's teardown functions ran
 #: (the test client runs a request in a context of its own, so it is looked at from inside).
@@ -33,17 +36,29 @@ def wait_traced(want: bool) -> None:
         assert ondemand.active.changed.wait_for(lambda: ondemand.active.traced is want, timeout=10)
 
 
+def cursor_kind(db) -> str:
+    """The class of a cursor of ``db`` that ran a query: the instrumentation's (TracedCursorProxy) or the driver's."""
+    cursor = db.cursor()
+    cursor.execute("SELECT 1")
+    return type(cursor).__name__
+
+
 def seen() -> dict:
     span = trace.get_current_span()
+    with sqlite3.connect(":memory:") as db:  # a connection per request
+        request_cursor = cursor_kind(db)
+    early = connect(":memory:")
+    try:
+        early_cursor = cursor_kind(early)
+    finally:
+        early.close()
     return {"recording": span.is_recording(), "kind": getattr(span, "kind", None) and span.kind.name,
-            "connect_wrapped": hasattr(sqlite3.connect, "__wrapped__"),
+            "cursors": [request_cursor, cursor_kind(STARTUP_DB), early_cursor],
             "send_wrapped": hasattr(requests.Session.send, "__wrapped__")}
 
 
 @app.route("/")
 def index():
-    with sqlite3.connect(":memory:") as db:  # a client span while traced, as the sqlite3 instrumentation makes
-        db.cursor().execute("SELECT 1")
     return seen()
 
 

@@ -95,8 +95,9 @@ def run_scenario(url: str, paths=SCENARIO) -> List[int]:
 #: (with it, the distro's configurator would install the SDK's provider over
 #: OTEL_PYTHON_TRACER_PROVIDER; naming spanprobe's configurator replaces it).
 SPANPROBE_ENV = dict(QUIET, OTEL_PYTHON_TRACER_PROVIDER="spanprobe", OTEL_PYTHON_CONFIGURATOR="spanprobe")
-#: The same, the instrumentations at work only while a tracer listens (spanprobe.otel.ondemand).
-ONDEMAND_ENV = dict(SPANPROBE_ENV, SPANPROBE_OTEL_INSTRUMENT="traced")
+#: The same, the instrumentations at work from the start, whether or not a tracer listens (by default,
+#: only while one does: spanprobe.otel.ondemand).
+ALWAYS_ENV = dict(SPANPROBE_ENV, SPANPROBE_OTEL_INSTRUMENT="always")
 #: Probe sites of one process using spanprobe's provider: its otel_span probe.
 SITES_PER_SERVICE = 1
 

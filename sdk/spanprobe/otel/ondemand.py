@@ -1,23 +1,26 @@
-"""``SPANPROBE_OTEL_INSTRUMENT=traced``: the OpenTelemetry instrumentations at work only while a tracer listens.
+"""The OpenTelemetry instrumentations at work only while a tracer listens (``SPANPROBE_OTEL_INSTRUMENT``).
 
 The official instrumentations do their work whether or not a span records
-(flask/wsgi collects request attributes, dbapi wraps each connection and
-cursor): with the API's own no-op provider they cost ~15% of a small Flask
-service's requests/s. In this mode that work does not run while nothing
-listens. ``opentelemetry-instrument`` installs the instrumentations as usual;
-then ``post_instrument`` (entry point group ``opentelemetry_post_instrument``)
-takes over those it knows (TOGGLED, FLASK), and a thread polls the otel_span
-probe's semaphore every POLL_S seconds:
+(flask/wsgi collects request attributes, dbapi builds an integration for each
+connection and wraps each cursor): with the API's own no-op provider they cost
+~30% of a small Flask service's requests/s. Under ``opentelemetry-instrument``
+with spanprobe's provider that work does not run while nothing listens (mode
+``traced``, the default; ``always`` leaves the instrumentations as installed).
+``opentelemetry-instrument`` installs the instrumentations as usual; then
+``post_instrument`` (entry point group ``opentelemetry_post_instrument``)
+takes over those it knows (TOGGLED, CONNECTIONS, FLASK), and a thread polls
+the otel_span probe's semaphore every POLL_S seconds:
 
 * TOGGLED instrumentations (they patch library functions, looked up at each
   call) are taken out, and installed with their ``instrument()`` when a tracer
   attaches, taken out with ``uninstrument()`` when the last one leaves. A call
-  already running finishes as it began; an object made while traced (a dbapi
-  connection) stays wrapped after the tracer leaves (its spans do not record).
-  So a sqlite3 connection opened while no tracer listened (at start-up, a
-  pool) and a ``connect`` imported by name before are never traced: an
-  application that opens its connections once at start-up should not use this
-  mode for its database spans (or keep ``always``);
+  already running finishes as it began;
+* CONNECTIONS instrumentations (dbapi drivers) are taken out and the driver's
+  ``connect`` returns a connection with a switch (ConnectionSwitch), opened
+  whenever it was (at start-up, in a pool, through a ``connect`` imported by
+  name): a cursor made while a tracer listens is the instrumentation's own,
+  from its public ``instrument_connection``; one made while nothing listens is
+  the driver's;
 * Flask apps stay instrumented as the flask instrumentation does it (its
   class is kept installed), and each app made gets a switch (FlaskSwitch) read
   once per request, when it enters the app: a request that enters while a
@@ -25,7 +28,7 @@ probe's semaphore every POLL_S seconds:
   and teardown functions), one that enters while nothing listens runs none of
   it. A request in flight when a tracer attaches is not traced; one in flight
   when it leaves ends as a traced one (its span, not fired, is no half span);
-* any other instrumentation stays installed, as without this mode.
+* any other instrumentation stays installed, as in ``always``.
 
 Taking over never fails opentelemetry-instrument: an error is logged and the
 instrumentations stay installed, as in ``always``.
@@ -36,8 +39,10 @@ import os
 import sys
 import threading
 import time
+from importlib import import_module
 from importlib.metadata import entry_points
 
+import wrapt
 from opentelemetry import trace
 
 from .tracer import TracerProvider, span_probe
@@ -46,11 +51,16 @@ log = logging.getLogger("spanprobe.otel")
 
 SETTING = "SPANPROBE_OTEL_INSTRUMENT"
 MODES = ("always", "traced")
+#: The mode when SETTING is unset (with another provider than spanprobe's, unset means always).
+DEFAULT = "traced"
 #: How often the semaphore is read: a tracer's first spans come at most this long after it attached.
 POLL_S = 0.1
 #: Instrumentations (entry point names) installed and taken out as tracers come and go: each patches
 #: functions that its library's callers look up at every call (tested here: tests/sdk/otel).
-TOGGLED = ("requests", "sqlite3")
+TOGGLED = ("requests",)
+#: Instrumentations (entry point names) whose connections get a ConnectionSwitch, with the modules whose
+#: ``connect`` they wrap; each instrumentor has the dbapi instrumentors' public ``instrument_connection``.
+CONNECTIONS = {"sqlite3": ("sqlite3", "sqlite3.dbapi2")}
 #: The instrumentation whose apps get a FlaskSwitch.
 FLASK = "flask"
 #: Set in a request's WSGI environ when it entered an app while a tracer listened.
@@ -68,7 +78,8 @@ def _instrumentor_entry_points():
 def post_instrument():
     """``opentelemetry_post_instrument`` entry point: in ``traced`` mode, take the instrumentations
     opentelemetry-instrument just installed out again, to be installed while a tracer listens."""
-    mode = os.environ.get(SETTING, "").strip().lower() or "always"
+    setting = os.environ.get(SETTING, "").strip().lower()
+    mode = setting or DEFAULT
     if mode == "always":
         return None
     if mode not in MODES:
@@ -77,8 +88,10 @@ def post_instrument():
         return None
     try:  # opentelemetry-instrument must never fail because of this mode
         if not isinstance(trace.get_tracer_provider(), TracerProvider):
-            log.error("spanprobe: %s=traced needs spanprobe's tracer provider (OTEL_PYTHON_TRACER_PROVIDER="
-                      "spanprobe or OTEL_PYTHON_CONFIGURATOR=spanprobe); the instrumentations stay installed", SETTING)
+            if setting:  # asked for by name: say why it is not done (unset, it is just not spanprobe's business)
+                log.error("spanprobe: %s=traced needs spanprobe's tracer provider (OTEL_PYTHON_TRACER_PROVIDER="
+                          "spanprobe or OTEL_PYTHON_CONFIGURATOR=spanprobe); the instrumentations stay installed",
+                          SETTING)
             return None
         return _take_over()
     except Exception:
@@ -91,9 +104,9 @@ def _take_over():
     """post_instrument's work: an OnDemand following the instrumentations found installed, started; on
     failure the instrumentations are installed as before and the error raised."""
     global active
-    toggled, flask_instrumentor = [], None
+    toggled, switched, flask_instrumentor = [], [], None
     for ep in _instrumentor_entry_points():
-        if (ep.name not in TOGGLED and ep.name != FLASK) or ep.module not in sys.modules:
+        if (ep.name not in TOGGLED and ep.name not in CONNECTIONS and ep.name != FLASK) or ep.module not in sys.modules:
             continue  # not one of ours, or not loaded by opentelemetry-instrument: not installed
         try:
             instrumentor = ep.load()()  # BaseInstrumentor is a singleton: the installed one
@@ -103,14 +116,23 @@ def _take_over():
             continue
         if ep.name == FLASK:
             flask_instrumentor = instrumentor
+        elif ep.name in CONNECTIONS:
+            switched.append((instrumentor, CONNECTIONS[ep.name]))
         else:
             toggled.append(instrumentor)
     on_demand = OnDemand(toggled)
+    switches = []
     try:
+        for instrumentor, modules in switched:
+            switch = ConnectionSwitch(instrumentor, on_demand)
+            switch.install(modules)  # undone by itself if it fails
+            switches.append(switch)
         if flask_instrumentor is not None:
             FlaskSwitch.install(type(flask_instrumentor).__module__, on_demand)
         on_demand.start()
     except Exception:
+        for switch in switches:
+            switch.remove()
         on_demand.put_back(on_demand.toggled)
         raise
     active = on_demand
@@ -183,6 +205,75 @@ class OnDemand:
         with self.changed:
             self.traced = listening
             self.changed.notify_all()
+
+
+class ConnectionSwitch:
+    """A dbapi instrumentation's connections, traced while a tracer listens whenever they were opened.
+
+    The instrumentation wraps the driver's ``connect`` and builds its integration
+    for every connection (~30 µs for sqlite3), so taking it out would leave a
+    connection opened untraced (at start-up, in a pool) untraced for good.
+    Instead ``connect`` returns a SwitchedConnection, and a cursor asked of it
+    while ``on_demand.traced`` comes from the instrumentation's
+    ``instrument_connection`` of the connection (made once, on first need).
+    """
+
+    def __init__(self, instrumentor, on_demand):
+        self.instrumentor = instrumentor
+        self.on_demand = on_demand
+        self.wrapped = []  # (module, the driver's connect) put in place
+
+    def install(self, modules):
+        """Take the instrumentation out and switch ``connect`` of each module; on failure, undone and raised."""
+        self.instrumentor.uninstrument()
+        try:
+            for name in modules:
+                module = import_module(name)
+                connect = module.connect
+                module.connect = wrapt.FunctionWrapper(connect, self.connect)
+                self.wrapped.append((module, connect))
+        except Exception:
+            self.remove()
+            raise
+
+    def remove(self):
+        """The driver's ``connect`` again, and the instrumentation installed again; never raises."""
+        for module, connect in self.wrapped:
+            module.connect = connect
+        self.wrapped = []
+        OnDemand.put_back([self.instrumentor])
+
+    def connect(self, wrapped, instance, args, kwargs):
+        return SwitchedConnection(wrapped(*args, **kwargs), self)
+
+
+class SwitchedConnection(wrapt.ObjectProxy):
+    """A driver's connection whose cursors are the instrumentation's while a tracer listens (ConnectionSwitch).
+
+    As the instrumentation's own connection proxy, it hands out cursors and is
+    its own context manager; ``execute`` on the connection (sqlite3's shortcut)
+    is the driver's, untraced in both.
+    """
+
+    def __init__(self, connection, switch):
+        super().__init__(connection)
+        self._self_switch = switch
+        self._self_traced = None  # the instrumentation's proxy of this connection, once a cursor was traced
+
+    def cursor(self, *args, **kwargs):
+        if self._self_switch.on_demand.traced:
+            traced = self._self_traced
+            if traced is None:  # two threads racing here make two equivalent proxies: one is kept
+                traced = self._self_traced = self._self_switch.instrumentor.instrument_connection(self.__wrapped__)
+            return traced.cursor(*args, **kwargs)
+        return self.__wrapped__.cursor(*args, **kwargs)
+
+    def __enter__(self):
+        self.__wrapped__.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        return self.__wrapped__.__exit__(*exc_info)
 
 
 class FlaskSwitch:

@@ -1,12 +1,14 @@
-"""SPANPROBE_OTEL_INSTRUMENT=traced (spanprobe.otel.ondemand): the instrumentations at work only while a
-tracer listens, what requests in flight get, and bad settings. A tracer's arrival and departure are played
-by raising and lowering the otel_span probe's semaphore in the application (tests/support/ondemand_app.py);
+"""SPANPROBE_OTEL_INSTRUMENT's traced mode, the default (spanprobe.otel.ondemand): the instrumentations at
+work only while a tracer listens, what requests in flight get, and bad settings. A tracer's arrival and
+departure are played by raising and lowering the otel_span probe's semaphore in the application (tests/support/ondemand_app.py);
 tests/otel/test_services.py has the same mode traced for real, compared span by span with the SDK."""
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -19,29 +21,41 @@ pytest.importorskip("opentelemetry.instrumentation.requests")
 
 INSTRUMENT = os.path.join(os.path.dirname(sys.executable), "opentelemetry-instrument")
 ENV = {"OTEL_PYTHON_TRACER_PROVIDER": "spanprobe", "OTEL_PYTHON_CONFIGURATOR": "spanprobe",
-       "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none", "SPANPROBE_OTEL_INSTRUMENT": "traced"}
+       "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}
 
 
 def run_app(**env):
+    """The app's steps in the default mode, or with ``env`` (a None value: the variable unset)."""
     full = {"PATH": os.path.dirname(sys.executable) + ":/usr/bin:/bin", "PYTHONPATH": ROOT}
     full.update(ENV)
     full.update(env)
+    full = {k: v for k, v in full.items() if v is not None}
     r = subprocess.run([INSTRUMENT, sys.executable, "-m", "tests.support.ondemand_app"], env=full, cwd=ROOT,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return {s["step"]: s for s in map(json.loads, r.stdout.splitlines())}, r.stderr
 
 
-UNTRACED = {"recording": False, "kind": None, "connect_wrapped": False, "send_wrapped": False}
-TRACED = {"recording": True, "kind": "SERVER", "connect_wrapped": True, "send_wrapped": True}
+#: Cursors of a connection opened in the request, of one opened at start-up, of one from a ``connect``
+#: imported by name at start-up: the driver's, or the sqlite3 instrumentation's.
+PLAIN = ["Cursor"] * 3
+INSTRUMENTED = ["TracedCursorProxy"] * 3
+UNTRACED = {"recording": False, "kind": None, "cursors": PLAIN, "send_wrapped": False}
+TRACED = {"recording": True, "kind": "SERVER", "cursors": INSTRUMENTED, "send_wrapped": True}
+#: SPANPROBE_OTEL_INSTRUMENT=always, or the mode refused: the instrumentations as installed, at work.
+INSTALLED = {"recording": False, "kind": None, "cursors": INSTRUMENTED, "send_wrapped": True}
 
 
-def test_instrumentations_work_only_while_a_tracer_listens():
-    """Untraced, no instrumentation runs: the Flask request has no span (the app's own wsgi_app serves it
-    behind the switch), sqlite3.connect and requests' Session.send are the libraries' own. Traced, the
-    request is the flask instrumentation's server span and both functions are wrapped; and again after
-    the tracer left and another came. Every request answers 200 and leaves its thread's context empty."""
-    steps, stderr = run_app()
+@pytest.mark.parametrize("setting", [None, "traced", " Traced "])
+def test_instrumentations_work_only_while_a_tracer_listens(setting):
+    """Untraced (by default, or asked for), no instrumentation runs: the Flask request has no span (the
+    app's own wsgi_app serves it behind the switch), every sqlite3 cursor is the driver's, requests'
+    Session.send the library's own. Traced, the request is the flask instrumentation's server span, and
+    every cursor the instrumentation's: of a connection opened in the request, of one opened at start-up
+    before any tracer, of one from a ``connect`` imported by name at start-up; Session.send is wrapped.
+    And again after the tracer left and another came. Every request answers 200 and leaves its thread's
+    context empty."""
+    steps, stderr = run_app(SPANPROBE_OTEL_INSTRUMENT=setting)
     assert steps["untraced"]["seen"] == UNTRACED
     assert steps["traced"]["seen"] == TRACED
     assert steps["left"]["seen"] == UNTRACED
@@ -57,26 +71,39 @@ def test_requests_in_flight_keep_what_they_began_with():
     and its teardown runs: the thread's context is empty afterwards), the functions already unwrapped."""
     steps, _ = run_app()
     arrive = steps["arrives during a request"]
-    assert arrive["seen"] == dict(UNTRACED, connect_wrapped=True, send_wrapped=True) and arrive["context_after"]
+    assert arrive["seen"] == dict(UNTRACED, cursors=INSTRUMENTED, send_wrapped=True) and arrive["context_after"]
     leave = steps["leaves during a request"]
     assert leave["seen"]["before"] == TRACED
-    assert leave["seen"]["after"] == dict(TRACED, connect_wrapped=False, send_wrapped=False)
+    assert leave["seen"]["after"] == dict(TRACED, cursors=PLAIN, send_wrapped=False)
     assert leave["context_after"]
+
+
+def test_always_leaves_the_instrumentations_installed():
+    steps, stderr = run_app(SPANPROBE_OTEL_INSTRUMENT="always")
+    assert steps["untraced"]["seen"] == INSTALLED and steps["untraced"]["switch"] != "FlaskSwitch"
+    assert "spanprobe:" not in stderr  # no message of ours
 
 
 def test_a_bad_setting_is_named_and_the_instrumentations_stay():
     steps, stderr = run_app(SPANPROBE_OTEL_INSTRUMENT="sometimes")
     assert "SPANPROBE_OTEL_INSTRUMENT='sometimes' is not one of always, traced" in stderr
-    assert steps["untraced"]["seen"] == dict(UNTRACED, connect_wrapped=True, send_wrapped=True)
+    assert steps["untraced"]["seen"] == INSTALLED
     assert steps["untraced"]["switch"] != "FlaskSwitch"
 
 
+SDK_ENV = {"OTEL_PYTHON_CONFIGURATOR": "configurator", "OTEL_PYTHON_TRACER_PROVIDER": "sdk_tracer_provider",
+           "OTEL_TRACES_EXPORTER": "none"}
+
+
 def test_traced_mode_needs_spanprobes_provider():
-    """With the SDK's provider the mode would leave spans out while nothing attaches to spanprobe: refused."""
-    steps, stderr = run_app(OTEL_PYTHON_CONFIGURATOR="configurator", OTEL_PYTHON_TRACER_PROVIDER="sdk_tracer_provider",
-                            OTEL_TRACES_EXPORTER="none")
+    """With the SDK's provider the mode would leave spans out while nothing attaches to spanprobe: asked for
+    by name, it is refused with an error; by default it is simply not spanprobe's business (no message)."""
+    steps, stderr = run_app(SPANPROBE_OTEL_INSTRUMENT="traced", **SDK_ENV)
     assert "SPANPROBE_OTEL_INSTRUMENT=traced needs spanprobe's tracer provider" in stderr
-    assert steps["untraced"]["seen"]["connect_wrapped"] and steps["untraced"]["switch"] != "FlaskSwitch"
+    assert steps["untraced"]["seen"]["cursors"] == INSTRUMENTED and steps["untraced"]["switch"] != "FlaskSwitch"
+    steps, stderr = run_app(**SDK_ENV)
+    assert "spanprobe:" not in stderr  # no message of ours
+    assert steps["untraced"]["seen"]["cursors"] == INSTRUMENTED and steps["untraced"]["switch"] != "FlaskSwitch"
 
 
 def test_a_forked_worker_follows_its_own_tracer():
@@ -124,3 +151,50 @@ def test_a_take_over_that_fails_leaves_everything_installed(monkeypatch, caplog)
     with pytest.raises(RuntimeError, match="cannot take out"):
         ondemand.OnDemand(toggled, probe=object())
     assert [i.installed for i in toggled] == [True, True, True]
+    switched = _Instrumentor()
+    connect = sqlite3.connect
+    with pytest.raises(ImportError):
+        ondemand.ConnectionSwitch(switched, on_demand=None).install(("sqlite3", "no_such_driver"))
+    assert sqlite3.connect is connect and switched.installed
+
+
+class _Switch:
+    """What a SwitchedConnection asks of its ConnectionSwitch, the tracer's presence played by hand."""
+
+    on_demand = types.SimpleNamespace(traced=False)
+
+    def __init__(self):
+        from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+        self.proxies = 0
+
+        def instrument_connection(connection):
+            self.proxies += 1
+            return SQLite3Instrumentor.instrument_connection(connection)
+
+        self.instrumentor = types.SimpleNamespace(instrument_connection=instrument_connection)
+
+
+def test_a_switched_connection_is_the_drivers_connection():
+    """What the application does with the connection is what it does with the driver's (as with the
+    instrumentation's own proxy): an isinstance check, ``with`` giving the connection back and committing,
+    the shortcut ``execute``. Its cursors are the driver's while untraced, the instrumentation's while
+    traced (one proxy of the connection made, kept), the driver's again after."""
+    from spanprobe.otel.ondemand import SwitchedConnection
+
+    switch = _Switch()
+    switch.on_demand.traced = False
+    db = SwitchedConnection(sqlite3.connect(":memory:"), switch)
+    assert isinstance(db, sqlite3.Connection)
+    with db as entered:
+        assert entered is db
+        entered.execute("CREATE TABLE t (x)")
+        entered.cursor().execute("INSERT INTO t VALUES (1)")
+    assert not db.in_transaction  # committed by __exit__
+    assert type(db.cursor()) is sqlite3.Cursor
+    switch.on_demand.traced = True
+    first, second = db.cursor(), db.cursor()
+    assert type(first).__name__ == type(second).__name__ == "TracedCursorProxy" and switch.proxies == 1
+    assert first.execute("SELECT x FROM t").fetchall() == [(1,)]
+    switch.on_demand.traced = False
+    assert type(db.cursor()) is sqlite3.Cursor
+    db.close()
