@@ -7,12 +7,15 @@ import json
 import os
 import sqlite3
 import sys
+import threading
 from sqlite3 import connect  # by name, at import: as the driver's own or switched
 
 import flask
 import requests
 from flask import Flask
 from opentelemetry import context, trace
+from opentelemetry.instrumentation.sqlite3 import SQLite3Instrumentor
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 
 from spanprobe.otel import ondemand
 from spanprobe.otel.tracer import span_probe
@@ -22,13 +25,16 @@ app = Flask("ondemand_app")
 STARTUP_DB = sqlite3.connect(":memory:")
 probe = span_probe()
 #: Whether the OpenTelemetry context was empty again once the last request's teardown functions ran
-#: (the test client runs a request in a context of its own, so it is looked at from inside).
+#: (the test client runs a request in a context of its own, so it is looked at from inside), or holds
+#: no more than an untraced request's suppress_instrumentation.
 after_teardown = []
+with suppress_instrumentation():
+    SUPPRESSED = dict(context.get_current())
 
 
 @flask.request_tearing_down.connect_via(app)
 def torn_down(sender, **extra):
-    after_teardown.append(dict(context.get_current()) == {})
+    after_teardown.append(dict(context.get_current()) in ({}, SUPPRESSED))
 
 
 def wait_traced(want: bool) -> None:
@@ -37,10 +43,15 @@ def wait_traced(want: bool) -> None:
 
 
 def cursor_kind(db) -> str:
-    """The class of a cursor of ``db`` that ran a query: the instrumentation's (TracedCursorProxy) or the driver's."""
+    """The classes of a cursor of ``db`` that ran a query, proxy by proxy: the instrumentation's
+    ("TracedCursorProxy>Cursor") or the driver's ("Cursor")."""
     cursor = db.cursor()
     cursor.execute("SELECT 1")
-    return type(cursor).__name__
+    kinds = [type(cursor).__name__]
+    while hasattr(cursor, "__wrapped__"):
+        cursor = cursor.__wrapped__
+        kinds.append(type(cursor).__name__)
+    return ">".join(kinds)
 
 
 def seen() -> dict:
@@ -54,7 +65,8 @@ def seen() -> dict:
         early.close()
     return {"recording": span.is_recording(), "kind": getattr(span, "kind", None) and span.kind.name,
             "cursors": [request_cursor, cursor_kind(STARTUP_DB), early_cursor],
-            "send_wrapped": hasattr(requests.Session.send, "__wrapped__")}
+            "send_wrapped": hasattr(requests.Session.send, "__wrapped__"),
+            "suppressed": not is_instrumentation_enabled()}
 
 
 @app.route("/")
@@ -82,7 +94,8 @@ def arrive():
 def step(name: str, response) -> None:
     print(json.dumps({"step": name, "status": response.status_code, "seen": response.json,
                       "context_after": after_teardown.pop(),
-                      "switch": type(app.wsgi_app).__name__}), flush=True)
+                      "switch": type(app.wsgi_app).__name__,
+                      "threads": sorted(t.name for t in threading.enumerate())}), flush=True)
 
 
 def main() -> int:
@@ -108,6 +121,12 @@ def main() -> int:
         os._exit(0)
     os.waitpid(pid, 0)
     step("parent after the fork", client.get("/"))
+    probe.enabled.value = 1
+    wait_traced(True)
+    SQLite3Instrumentor().instrument()  # the application's own, on top of opentelemetry-instrument's
+    step("instrumented by the application too", client.get("/"))
+    SQLite3Instrumentor().uninstrument()
+    step("uninstrumented by the application", client.get("/"))
     return 0
 
 

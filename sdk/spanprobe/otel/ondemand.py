@@ -15,20 +15,24 @@ the otel_span probe's semaphore every POLL_S seconds:
   call) are taken out, and installed with their ``instrument()`` when a tracer
   attaches, taken out with ``uninstrument()`` when the last one leaves. A call
   already running finishes as it began;
-* CONNECTIONS instrumentations (dbapi drivers) are taken out and the driver's
-  ``connect`` returns a connection with a switch (ConnectionSwitch), opened
-  whenever it was (at start-up, in a pool, through a ``connect`` imported by
-  name): a cursor made while a tracer listens is the instrumentation's own,
-  from its public ``instrument_connection``; one made while nothing listens is
-  the driver's;
+* CONNECTIONS instrumentations (dbapi drivers) stay installed, but the
+  driver's ``connect`` returns a connection with a switch (ConnectionSwitch),
+  opened whenever it was (at start-up, in a pool, through a ``connect``
+  imported by name): a cursor made while a tracer listens is the
+  instrumentation's own, from its public ``instrument_connection``; one made
+  while nothing listens is the driver's;
 * Flask apps stay instrumented as the flask instrumentation does it (its
   class is kept installed), and each app made gets a switch (FlaskSwitch) read
   once per request, when it enters the app: a request that enters while a
   tracer listens runs the whole instrumentation (wsgi wrapper, before-request
   and teardown functions), one that enters while nothing listens runs none of
-  it. A request in flight when a tracer attaches is not traced; one in flight
-  when it leaves ends as a traced one (its span, not fired, is no half span);
+  it, under the API's ``suppress_instrumentation``: a request in flight when a
+  tracer attaches is not traced, nor are its later queries and calls (no span
+  without its request's); one in flight when it leaves ends as a traced one
+  (its span, not fired, is no half span);
 * any other instrumentation stays installed, as in ``always``.
+
+Nothing to take over (none of these installed): no thread, as in ``always``.
 
 Taking over never fails opentelemetry-instrument: an error is logged and the
 instrumentations stay installed, as in ``always``.
@@ -44,6 +48,7 @@ from importlib.metadata import entry_points
 
 import wrapt
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 
 from .tracer import TracerProvider, span_probe
 
@@ -120,6 +125,8 @@ def _take_over():
             switched.append((instrumentor, CONNECTIONS[ep.name]))
         else:
             toggled.append(instrumentor)
+    if not (toggled or switched or flask_instrumentor):
+        return None  # nothing to follow the probe for
     on_demand = OnDemand(toggled)
     switches = []
     try:
@@ -211,43 +218,50 @@ class ConnectionSwitch:
     """A dbapi instrumentation's connections, traced while a tracer listens whenever they were opened.
 
     The instrumentation wraps the driver's ``connect`` and builds its integration
-    for every connection (~30 µs for sqlite3), so taking it out would leave a
+    for every connection (~10 µs for sqlite3), so taking it out would leave a
     connection opened untraced (at start-up, in a pool) untraced for good.
-    Instead ``connect`` returns a SwitchedConnection, and a cursor asked of it
-    while ``on_demand.traced`` comes from the instrumentation's
-    ``instrument_connection`` of the connection (made once, on first need).
+    Instead its wrapper of ``connect`` is replaced by one returning a
+    SwitchedConnection, whose cursors asked for while ``on_demand.traced`` come
+    from the instrumentation's ``instrument_connection`` of the connection
+    (made once, on first need). The instrumentor stays installed as far as
+    anyone asks it: the application's own ``instrument()`` does nothing more,
+    its ``uninstrument()`` gives the driver's ``connect`` back.
     """
 
     def __init__(self, instrumentor, on_demand):
         self.instrumentor = instrumentor
         self.on_demand = on_demand
-        self.wrapped = []  # (module, the driver's connect) put in place
+        self.replaced = []  # (module, the instrumentation's wrapper of connect) replaced
 
     def install(self, modules):
-        """Take the instrumentation out and switch ``connect`` of each module; on failure, undone and raised."""
-        self.instrumentor.uninstrument()
+        """Switch ``connect`` of each module; on failure, undone and raised."""
         try:
             for name in modules:
                 module = import_module(name)
-                connect = module.connect
-                module.connect = wrapt.FunctionWrapper(connect, self.connect)
-                self.wrapped.append((module, connect))
+                wrapper = module.connect
+                if not isinstance(wrapper, wrapt.FunctionWrapper):
+                    raise RuntimeError("%s.connect is not the instrumentation's wrapper (%r)" % (name, wrapper))
+                module.connect = wrapt.FunctionWrapper(wrapper.__wrapped__, self.connect)
+                self.replaced.append((module, wrapper))
         except Exception:
             self.remove()
             raise
 
     def remove(self):
-        """The driver's ``connect`` again, and the instrumentation installed again; never raises."""
-        for module, connect in self.wrapped:
-            module.connect = connect
-        self.wrapped = []
-        OnDemand.put_back([self.instrumentor])
+        """The instrumentation's wrappers of ``connect`` again; never raises."""
+        for module, wrapper in self.replaced:
+            module.connect = wrapper
+        self.replaced = []
 
     def connect(self, wrapped, instance, args, kwargs):
         return SwitchedConnection(wrapped(*args, **kwargs), self)
 
 
-class SwitchedConnection(wrapt.ObjectProxy):
+#: What the instrumentation's own connection proxy is made of (wrapt 2: without ObjectProxy's __iter__).
+_Proxy = getattr(wrapt, "BaseObjectProxy", wrapt.ObjectProxy)
+
+
+class SwitchedConnection(_Proxy):
     """A driver's connection whose cursors are the instrumentation's while a tracer listens (ConnectionSwitch).
 
     As the instrumentation's own connection proxy, it hands out cursors and is
@@ -298,7 +312,8 @@ class FlaskSwitch:
         if self.on_demand.traced:
             environ[TRACED_KEY] = True
             return self.wrapper(environ, start_response)
-        return self.plain(environ, start_response)
+        with suppress_instrumentation():  # should a tracer attach meanwhile: no span of this request's
+            return self.plain(environ, start_response)
 
     @staticmethod
     def install(module, on_demand):

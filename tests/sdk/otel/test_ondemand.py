@@ -3,6 +3,7 @@ work only while a tracer listens, what requests in flight get, and bad settings.
 departure are played by raising and lowering the otel_span probe's semaphore in the application (tests/support/ondemand_app.py);
 tests/otel/test_services.py has the same mode traced for real, compared span by span with the SDK."""
 
+import collections.abc
 import json
 import os
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import types
 
 import pytest
+import wrapt
 
 from tests.support import ROOT
 
@@ -39,11 +41,12 @@ def run_app(**env):
 #: Cursors of a connection opened in the request, of one opened at start-up, of one from a ``connect``
 #: imported by name at start-up: the driver's, or the sqlite3 instrumentation's.
 PLAIN = ["Cursor"] * 3
-INSTRUMENTED = ["TracedCursorProxy"] * 3
-UNTRACED = {"recording": False, "kind": None, "cursors": PLAIN, "send_wrapped": False}
-TRACED = {"recording": True, "kind": "SERVER", "cursors": INSTRUMENTED, "send_wrapped": True}
+INSTRUMENTED = ["TracedCursorProxy>Cursor"] * 3
+#: An untraced request runs under suppress_instrumentation: a tracer attaching meanwhile gets none of its spans.
+UNTRACED = {"recording": False, "kind": None, "cursors": PLAIN, "send_wrapped": False, "suppressed": True}
+TRACED = {"recording": True, "kind": "SERVER", "cursors": INSTRUMENTED, "send_wrapped": True, "suppressed": False}
 #: SPANPROBE_OTEL_INSTRUMENT=always, or the mode refused: the instrumentations as installed, at work.
-INSTALLED = {"recording": False, "kind": None, "cursors": INSTRUMENTED, "send_wrapped": True}
+INSTALLED = {"recording": False, "kind": None, "cursors": INSTRUMENTED, "send_wrapped": True, "suppressed": False}
 
 
 @pytest.mark.parametrize("setting", [None, "traced", " Traced "])
@@ -65,8 +68,9 @@ def test_instrumentations_work_only_while_a_tracer_listens(setting):
 
 
 def test_requests_in_flight_keep_what_they_began_with():
-    """A request that began untraced stays untraced when a tracer arrives during it (no server span, no
-    half-instrumented request), though the functions are wrapped for what comes next; one that began
+    """A request that began untraced stays untraced when a tracer arrives during it: no server span, and
+    though its cursors and Session.send are now the instrumentations' (for what comes next), it runs under
+    suppress_instrumentation, so they make no span either (none without its request's); one that began
     traced ends as a traced request when the tracer leaves during it (its server span is still current,
     and its teardown runs: the thread's context is empty afterwards), the functions already unwrapped."""
     steps, _ = run_app()
@@ -76,6 +80,24 @@ def test_requests_in_flight_keep_what_they_began_with():
     assert leave["seen"]["before"] == TRACED
     assert leave["seen"]["after"] == dict(TRACED, cursors=PLAIN, send_wrapped=False)
     assert leave["context_after"]
+
+
+def test_the_applications_own_instrument_and_uninstrument_act_as_with_always():
+    """The sqlite3 instrumentor stays installed as far as the application can tell: its own instrument()
+    on top of opentelemetry-instrument's changes nothing (one proxy a cursor, one span a query, not two);
+    its uninstrument() gives sqlite3.connect back, and connections opened before keep their switch, as
+    connections keep the instrumentation's proxy in always."""
+    steps, _ = run_app()
+    assert steps["instrumented by the application too"]["seen"] == TRACED
+    assert steps["uninstrumented by the application"]["seen"]["cursors"] == ["Cursor"] + INSTRUMENTED[1:]
+
+
+def test_nothing_to_take_over_starts_nothing():
+    """None of the instrumentations it switches installed: no polling thread, the app as installed."""
+    steps, stderr = run_app(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS="flask,requests,sqlite3")
+    assert steps["untraced"]["seen"] == dict(UNTRACED, suppressed=False)
+    assert steps["untraced"]["switch"] != "FlaskSwitch" and steps["untraced"]["threads"] == ["MainThread"]
+    assert "spanprobe:" not in stderr  # no message of ours
 
 
 def test_always_leaves_the_instrumentations_installed():
@@ -130,32 +152,40 @@ class _Instrumentor:
 
 
 def test_a_take_over_that_fails_leaves_everything_installed(monkeypatch, caplog):
-    """post_instrument never raises into opentelemetry-instrument: a failure (here the otel_span probe's
-    provider not loading; or an instrumentor that cannot be taken out) is logged once, and the
-    instrumentations stay installed (those already taken out are installed again)."""
+    """post_instrument never raises into opentelemetry-instrument: a failure (here the installed
+    instrumentations not found; or an instrumentor that cannot be taken out, a connect that cannot be
+    switched) is logged once, and the instrumentations stay installed (those already taken out are
+    installed again)."""
     from spanprobe.otel import ondemand
 
-    def no_probe():
-        raise RuntimeError("provider did not load")
+    def no_entry_points():
+        raise RuntimeError("entry points did not load")
 
     monkeypatch.setenv(ondemand.SETTING, "traced")
     monkeypatch.setattr(ondemand, "TracerProvider", object)   # whatever provider is set passes as spanprobe's
-    monkeypatch.setattr(ondemand, "span_probe", no_probe)
+    monkeypatch.setattr(ondemand, "entry_points", no_entry_points)
     with caplog.at_level("ERROR", logger="spanprobe.otel"):
         assert ondemand.post_instrument() is None
     assert [r.getMessage() for r in caplog.records] == [
         "spanprobe: SPANPROBE_OTEL_INSTRUMENT=traced could not take over the instrumentations; they stay installed"]
-    assert "provider did not load" in caplog.text
+    assert "entry points did not load" in caplog.text
 
     toggled = [_Instrumentor(), _Instrumentor(fails=True), _Instrumentor()]
     with pytest.raises(RuntimeError, match="cannot take out"):
         ondemand.OnDemand(toggled, probe=object())
     assert [i.installed for i in toggled] == [True, True, True]
-    switched = _Instrumentor()
     connect = sqlite3.connect
-    with pytest.raises(ImportError):
-        ondemand.ConnectionSwitch(switched, on_demand=None).install(("sqlite3", "no_such_driver"))
-    assert sqlite3.connect is connect and switched.installed
+    try:
+        wrapper = sqlite3.connect = wrapt.FunctionWrapper(connect, lambda wrapped, instance, args, kwargs: None)
+        with pytest.raises(ImportError):  # sqlite3's switched, then a driver missing: sqlite3's undone
+            ondemand.ConnectionSwitch(_Instrumentor(), on_demand=None).install(("sqlite3", "no_such_driver"))
+        assert sqlite3.connect is wrapper
+        sqlite3.connect = connect
+        with pytest.raises(RuntimeError, match="sqlite3.connect is not the instrumentation's wrapper"):
+            ondemand.ConnectionSwitch(_Instrumentor(), on_demand=None).install(("sqlite3",))
+        assert sqlite3.connect is connect
+    finally:
+        sqlite3.connect = connect
 
 
 class _Switch:
@@ -195,6 +225,7 @@ def test_a_switched_connection_is_the_drivers_connection():
     first, second = db.cursor(), db.cursor()
     assert type(first).__name__ == type(second).__name__ == "TracedCursorProxy" and switch.proxies == 1
     assert first.execute("SELECT x FROM t").fetchall() == [(1,)]
+    assert not isinstance(db, collections.abc.Iterable)  # as the instrumentation's proxy and the connection
     switch.on_demand.traced = False
     assert type(db.cursor()) is sqlite3.Cursor
     db.close()
