@@ -235,6 +235,8 @@ NO_STATUS = status_field(0)
 
 _TIMES = struct.Struct("<BBBQBQ").pack
 _IDS = struct.Struct(">2sQQ2sQ").pack
+#: The ids with a parent span id (no trace state between them).
+_IDS_PARENT = struct.Struct(">2sQQ2sQ2sQ").pack
 _LOW64 = (1 << 64) - 1
 
 
@@ -247,14 +249,21 @@ def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_sp
     encoder writes it). Written as appends to one list, field by field, the usual cases in single
     pack calls: this runs once per span while traced.
     """
-    parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
-    add = parts.append
-    if trace_state:
-        add(_text(b"\x1a", trace_state))
-    if parent_span_id:
-        add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
+    if parent_span_id and not trace_state:
+        parts = [_IDS_PARENT(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id, b"\x22\x08",
+                             parent_span_id)]
+        add = parts.append
+    else:
+        parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
+        add = parts.append
+        if trace_state:
+            add(_text(b"\x1a", trace_state))
+        if parent_span_id:
+            add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
     if name:
-        add(_text(b"\x2a", name))
+        data = name.encode("utf-8")
+        n = len(data)
+        add(b"\x2a" + (_SMALL[n] if n < 128 else varint(n)) + data)
     if 0 < kind < 128 and start and end:
         add(_TIMES(0x30, kind, 0x39, start, 0x41, end))
     else:

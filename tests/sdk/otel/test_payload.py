@@ -77,6 +77,24 @@ def test_payload_is_the_official_encoding(pair):
     assert p.payloads() == [ref.SerializeToString() for ref in theirs]
 
 
+@pytest.mark.parametrize("trace_state", [[], [("vendor", "v1"), ("other", "x")]])
+@pytest.mark.parametrize("remote", [True, False])
+def test_parent_and_trace_state_as_the_official_encoding(pair, trace_state, remote):
+    """A child of a parent with and without a trace state (the ids' fields in one pack or apart)."""
+    p = pair()
+    parent = trace.SpanContext(0x1234, 0x5678, remote, trace.TraceFlags(1), trace.TraceState(trace_state))
+
+    def scenario(tracer):
+        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        tracer.start_span("child", context=ctx, start_time=T0).end(end_time=T0 + 1)
+
+    ours_tracer, sdk_tracer = p.tracers("t")
+    scenario(ours_tracer)
+    scenario(sdk_tracer)
+    assert p.payloads() == [ref.SerializeToString() for ref in p.theirs()]
+    assert p.ours()[0].spans[0].trace_state == ",".join("%s=%s" % kv for kv in trace_state)
+
+
 def test_span_fields_as_decoded(pair):
     p = pair()
     tracer, _ = p.tracers("t")
@@ -141,7 +159,7 @@ def test_attribute_dicts_cleaned_as_the_sdk(pair, length, bad, caplog):
     p = pair(limits=SpanLimits(**limits), sdk_limits=SdkLimits(**limits))
 
     def attrs(tag):
-        out = {tag + ".a": "GET", tag + ".n": 80}
+        out = {tag + ".a": "GET", tag + ".n": 80, tag + ".b": True, tag + ".s": "abc"}
         out.update(bad)
         out[tag + ".f"] = 0.5
         return out
