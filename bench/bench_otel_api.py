@@ -62,15 +62,18 @@ def operation(tracer):
         span.add_event("cache.miss", {"cache.key": "items:1"})
 
 
-def flask_request(server_tracer, db_tracer, item):
+def flask_request(server_tracer, db_tracer, item, all_new=False):
     """The two spans of a Flask request under the flask and sqlite3 instrumentations, as their calls
     make them: a SERVER span started with 11 attributes, each set again, made current with
     trace.use_span, a CLIENT span inside, and the status code. The path (``item``) differs from
-    request to request, as a real service's do."""
+    request to request, as a real service's do; ``all_new``: every str value of the server span
+    does (the worst case for the encoder's cache of str pairs)."""
     attributes = {"http.method": "GET", "http.server_name": "localhost", "http.scheme": "http",
                   "net.host.name": "localhost", "http.host": "localhost", "net.host.port": 80,
                   "http.target": "/items/%d" % item, "net.peer.ip": "127.0.0.1",
                   "http.user_agent": "Werkzeug/3.1.9", "http.flavor": "1.1", "http.route": "/items/<int:item_id>"}
+    if all_new:
+        attributes = {k: "%s %d" % (v, item) if type(v) is str else v for k, v in attributes.items()}
     span = server_tracer.start_span("GET /items/<int:item_id>", kind=trace.SpanKind.SERVER, attributes=attributes)
     if span.is_recording():
         for key, value in attributes.items():
@@ -118,6 +121,7 @@ def pieces(n):
             "payload encode at end()": lambda: payload.encode(ended),
             "probe call (no uprobe)": lambda: probe.emit(data),
             "a Flask request's 2 spans": lambda: flask_request(flask, sqlite3, next(items)),
+            "the same, all str new": lambda: flask_request(flask, sqlite3, next(items), all_new=True),
         }
         print("pieces of a traced span, semaphore raised by hand, no uprobe (best of 9 x %d)" % n)
         for name, fn in rows.items():
