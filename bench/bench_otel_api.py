@@ -27,11 +27,14 @@ separate line, per span it exported. Needs root and bcc for phase 2.
 ``--pieces`` instead times each piece of a traced span alone (best of 9
 rounds), with the probe's semaphore raised by hand and nothing attached (the
 probe site a plain ``nop; ret``): where the application's microseconds go,
-the uprobe excluded. No root needed.
+the uprobe excluded; and, the same way, the two spans of one request of a
+Flask service under the flask and sqlite3 instrumentations (their calls
+replayed: what spanprobe's provider costs such a request). No root needed.
 """
 
 import argparse
 import gc
+import itertools
 import multiprocessing
 import os
 import statistics
@@ -59,13 +62,42 @@ def operation(tracer):
         span.add_event("cache.miss", {"cache.key": "items:1"})
 
 
+def flask_request(server_tracer, db_tracer, item, all_new=False):
+    """The two spans of a Flask request under the flask and sqlite3 instrumentations, as their calls
+    make them: a SERVER span started with 11 attributes, each set again, made current with
+    trace.use_span, a CLIENT span inside, and the status code. The path (``item``) differs from
+    request to request, as a real service's do; ``all_new``: every str value of the server span
+    does (the worst case for the encoder's cache of str pairs)."""
+    attributes = {"http.method": "GET", "http.server_name": "localhost", "http.scheme": "http",
+                  "net.host.name": "localhost", "http.host": "localhost", "net.host.port": 80,
+                  "http.target": "/items/%d" % item, "net.peer.ip": "127.0.0.1",
+                  "http.user_agent": "Werkzeug/3.1.9", "http.flavor": "1.1", "http.route": "/items/<int:item_id>"}
+    if all_new:
+        attributes = {k: "%s %d" % (v, item) if type(v) is str else v for k, v in attributes.items()}
+    span = server_tracer.start_span("GET /items/<int:item_id>", kind=trace.SpanKind.SERVER, attributes=attributes)
+    if span.is_recording():
+        for key, value in attributes.items():
+            span.set_attribute(key, value)
+    with trace.use_span(span, end_on_exit=True):
+        with db_tracer.start_as_current_span("SELECT", kind=trace.SpanKind.CLIENT) as query:
+            if query.is_recording():
+                query.set_attributes({"db.system": "sqlite",
+                                      "db.statement": "SELECT name, price FROM items WHERE id = ?"})
+        span.set_attribute("http.status_code", 200)
+
+
 def pieces(n):
     """µs of each piece of a traced span, the semaphore raised by hand (no uprobe)."""
     from spanprobe.otel import payload
     from spanprobe.otel.tracer import span_probe
 
     probe = span_probe()
-    tracer = spanprobe.otel.TracerProvider().get_tracer("bench")
+    provider = spanprobe.otel.TracerProvider()
+    tracer = provider.get_tracer("bench")
+    schema = "https://opentelemetry.io/schemas/1.11.0"
+    flask, sqlite3 = (provider.get_tracer("opentelemetry.instrumentation." + name, "0.66b1", schema)
+                      for name in ("flask", "sqlite3"))
+    items = itertools.count()
     probe.enabled.value = 1
     try:
         ended = tracer.start_span("op")
@@ -88,6 +120,8 @@ def pieces(n):
             "add_event, 1 attribute": add_event,
             "payload encode at end()": lambda: payload.encode(ended),
             "probe call (no uprobe)": lambda: probe.emit(data),
+            "a Flask request's 2 spans": lambda: flask_request(flask, sqlite3, next(items)),
+            "the same, all str new": lambda: flask_request(flask, sqlite3, next(items), all_new=True),
         }
         print("pieces of a traced span, semaphore raised by hand, no uprobe (best of 9 x %d)" % n)
         for name, fn in rows.items():

@@ -123,6 +123,12 @@ def key_value(key, value):
 
 #: AnyValue string_value heads with their length, framed: (len + 2, tag, len) for a string of ``len`` bytes.
 _STRING_HEADS = [bytes((n + 2, 0x0A, n)) for n in range(126)]
+#: Framed KeyValue fields of (key, str value) pairs, without their field tag: instrumentations
+#: repeat the same pairs span after span (a method, a host, a route). Bounded: emptied when full,
+#: so pairs that never repeat (a URL's path, a peer address) cannot crowd out those that do.
+#: Only str values: as dict keys 1, 1.0 and True are one, though each encodes differently.
+STR_FIELDS = {}
+MAX_STR_FIELDS = 1024
 
 
 def key_value_fields(tag, attributes, on_error):
@@ -136,30 +142,42 @@ def key_value_fields(tag, attributes, on_error):
     add = parts.append
     keys = _KEYS
     small = _SMALL
+    str_fields = STR_FIELDS
     for key, value in attributes.items():
-        head = keys.get(key) or _key_head(key)
         t = type(value)
         if t is str:
+            field = str_fields.get((key, value))
+            if field is not None:
+                add(tag)
+                add(field)
+                continue
+            head = keys.get(key) or _key_head(key)
             data = value.encode("utf-8")
             n = len(data)
             m = len(head) + n + 3
             if m < 128:
-                add(tag + small[m] + head + _STRING_HEADS[n])
-                add(data)
+                field = small[m] + head + _STRING_HEADS[n] + data
+                if len(str_fields) >= MAX_STR_FIELDS:
+                    str_fields.clear()
+                str_fields[key, value] = field
+                add(tag)
+                add(field)
                 continue
-        elif t is int and 0 <= value <= _INT64_MAX:
-            data = (small[value] if value < 128 else bytes(((value & 0x7F) | 0x80, value >> 7)) if value < 16384
-                    else varint(value))
-            n = len(data)
-            m = len(head) + n + 2
-            if m < 128:
-                add(tag + small[m] + head + small[n + 1] + b"\x18" + data)
-                continue
-        elif t is float:
-            m = len(head) + 10
-            if m < 128:
-                add(tag + small[m] + head + b"\x09\x21" + _DOUBLE(value))
-                continue
+        else:
+            head = keys.get(key) or _key_head(key)
+            if t is int and 0 <= value <= _INT64_MAX:
+                data = (small[value] if value < 128 else bytes(((value & 0x7F) | 0x80, value >> 7)) if value < 16384
+                        else varint(value))
+                n = len(data)
+                m = len(head) + n + 2
+                if m < 128:
+                    add(tag + small[m] + head + small[n + 1] + b"\x18" + data)
+                    continue
+            elif t is float:
+                m = len(head) + 10
+                if m < 128:
+                    add(tag + small[m] + head + b"\x09\x21" + _DOUBLE(value))
+                    continue
         try:
             value = length_delimited(b"", any_value(value))
         except ValueError as exc:
@@ -217,6 +235,8 @@ NO_STATUS = status_field(0)
 
 _TIMES = struct.Struct("<BBBQBQ").pack
 _IDS = struct.Struct(">2sQQ2sQ").pack
+#: The ids with a parent span id (no trace state between them).
+_IDS_PARENT = struct.Struct(">2sQQ2sQ2sQ").pack
 _LOW64 = (1 << 64) - 1
 
 
@@ -229,14 +249,21 @@ def scope_span(scope_head, scope_tail, trace_id, span_id, trace_state, parent_sp
     encoder writes it). Written as appends to one list, field by field, the usual cases in single
     pack calls: this runs once per span while traced.
     """
-    parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
-    add = parts.append
-    if trace_state:
-        add(_text(b"\x1a", trace_state))
-    if parent_span_id:
-        add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
+    if parent_span_id and not trace_state:
+        parts = [_IDS_PARENT(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id, b"\x22\x08",
+                             parent_span_id)]
+        add = parts.append
+    else:
+        parts = [_IDS(b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", span_id)]
+        add = parts.append
+        if trace_state:
+            add(_text(b"\x1a", trace_state))
+        if parent_span_id:
+            add(b"\x22\x08" + parent_span_id.to_bytes(8, "big"))
     if name:
-        add(_text(b"\x2a", name))
+        data = name.encode("utf-8")
+        n = len(data)
+        add(b"\x2a" + (_SMALL[n] if n < 128 else varint(n)) + data)
     if 0 < kind < 128 and start and end:
         add(_TIMES(0x30, kind, 0x39, start, 0x41, end))
     else:

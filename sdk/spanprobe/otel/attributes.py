@@ -43,10 +43,20 @@ def clean_value(value, max_length):
 
 #: Values kept as they are when no length limit applies (clean_value() not called for them).
 _KEPT = frozenset((str, bool, int, float))
+#: The same under a length limit (a str may need cutting).
+_SCALARS = frozenset((bool, int, float))
+#: The key type kept as it is (a non-empty str).
+_STR = frozenset((str,))
 
 
 def clean_mapping(mapping, max_length):
     """A mapping's items cleaned: bad keys dropped (non-str keys with a str() of their own converted)."""
+    if (max_length is None and type(mapping) is dict and len(mapping) > 4 and _STR.issuperset(map(type, mapping))
+            and "" not in mapping and _KEPT.issuperset(map(type, mapping.values()))):
+        # What the loop below makes of a dict with nothing to clean (what instrumentations pass at
+        # a span's start), its types checked without a Python-level step per item (keys first: ""
+        # is then compared with str keys only). Up to 4 items the loop is as quick.
+        return mapping.copy()
     out = {}
     kept = _KEPT if max_length is None else _PLAIN
     for key, value in mapping.items():
@@ -68,13 +78,15 @@ def clean_mapping(mapping, max_length):
 class Attributes:
     """A span's, event's or link's attributes under a count and a value-length limit."""
 
-    __slots__ = ("items", "dropped", "max_count", "max_length")
+    __slots__ = ("items", "dropped", "max_count", "max_length", "kept")
 
     def __init__(self, max_count, max_length, initial=None):
         self.items = {}
         self.dropped = 0
         self.max_count = max_count
         self.max_length = max_length
+        #: The value types stored as given under this length limit (set_attribute's inline case).
+        self.kept = _KEPT if max_length is None else _SCALARS
         if initial:
             self.update(initial)
 

@@ -29,7 +29,6 @@ log = logging.getLogger("spanprobe.otel")
 _end_lock = threading.Lock()
 
 
-_SCALARS = frozenset((bool, int, float))
 #: The attributes of an event given none (read-only: events share it).
 _NO_ATTRIBUTES = MappingProxyType({})
 
@@ -83,8 +82,7 @@ class Span(trace_api.Span):
             log.warning("Setting attribute on ended span.")
             return
         attrs = self.attributes
-        t = type(value)
-        if type(key) is str and key and (t in _SCALARS or (t is str and attrs.max_length is None)):
+        if type(value) in attrs.kept and type(key) is str and key:
             # The common case inline (instrumentations set attributes one by one): what Attributes.set
             # does for a valid key and a value that needs no cleaning, while there is room.
             items = attrs.items

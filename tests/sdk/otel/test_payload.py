@@ -10,6 +10,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 from opentelemetry.sdk.trace import SpanLimits as SdkLimits
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from spanprobe.abi import otlp
 from spanprobe.abi.protocol import MAX_BYTES
 from spanprobe.otel import SpanLimits
 from spanprobe.otel.payload import CUT_MARKER
@@ -76,6 +77,24 @@ def test_payload_is_the_official_encoding(pair):
     assert p.payloads() == [ref.SerializeToString() for ref in theirs]
 
 
+@pytest.mark.parametrize("trace_state", [[], [("vendor", "v1"), ("other", "x")]])
+@pytest.mark.parametrize("remote", [True, False])
+def test_parent_and_trace_state_as_the_official_encoding(pair, trace_state, remote):
+    """A child of a parent with and without a trace state (the ids' fields in one pack or apart)."""
+    p = pair()
+    parent = trace.SpanContext(0x1234, 0x5678, remote, trace.TraceFlags(1), trace.TraceState(trace_state))
+
+    def scenario(tracer):
+        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+        tracer.start_span("child", context=ctx, start_time=T0).end(end_time=T0 + 1)
+
+    ours_tracer, sdk_tracer = p.tracers("t")
+    scenario(ours_tracer)
+    scenario(sdk_tracer)
+    assert p.payloads() == [ref.SerializeToString() for ref in p.theirs()]
+    assert p.ours()[0].spans[0].trace_state == ",".join("%s=%s" % kv for kv in trace_state)
+
+
 def test_span_fields_as_decoded(pair):
     p = pair()
     tracer, _ = p.tracers("t")
@@ -125,6 +144,43 @@ def test_limits_and_bad_values_as_the_sdk(pair, caplog):
     assert a.dropped_attributes_count > 0 and a.dropped_events_count == 1 and a.dropped_links_count == 2
 
 
+class Key(str):
+    """A str subclass as a key: kept, as the SDK keeps it."""
+
+
+@SDK_1_45
+@pytest.mark.parametrize("length", [None, 4])
+@pytest.mark.parametrize("bad", [{"": 1}, {7: "seven"}, {object(): 1}, {"none": None}, {"list": ["abcdefgh"]},
+                                 {"bytes": b"ab"}, {"obj": object()}, {Key("sub"): "abcdefgh"}, {"long": "abcdefgh"}, {}])
+def test_attribute_dicts_cleaned_as_the_sdk(pair, length, bad, caplog):
+    """A dict of attributes at start, to set_attributes, one by one, of an event and of a link: valid
+    items around one that needs cleaning or dropping, with and without a length limit."""
+    limits = dict(max_attribute_length=length, max_span_attribute_length=length)
+    p = pair(limits=SpanLimits(**limits), sdk_limits=SdkLimits(**limits))
+
+    def attrs(tag):
+        out = {tag + ".a": "GET", tag + ".n": 80, tag + ".b": True, tag + ".s": "abc"}
+        out.update(bad)
+        out[tag + ".f"] = 0.5
+        return out
+
+    def scenario(tracer):
+        other = trace.SpanContext(7, 8, True, trace.TraceFlags(1))
+        span = tracer.start_span("dicts", start_time=T0, attributes=attrs("start"), links=[Link(other, attrs("link"))])
+        span.set_attributes(attrs("later"))
+        for key, value in attrs("one").items():
+            span.set_attribute(key, value)
+        span.add_event("e", attrs("event"), timestamp=T0 + 1)
+        span.end(end_time=T0 + 2)
+
+    ours_tracer, sdk_tracer = p.tracers("t")
+    with caplog.at_level(logging.WARNING):
+        scenario(ours_tracer)
+    scenario(sdk_tracer)
+    (mine,), (ref,) = p.ours(), p.theirs()
+    assert mine == ref
+
+
 @SDK_1_45
 def test_value_and_key_sizes_at_the_encoders_boundaries(pair):
     """Lengths and ints around one- and two-byte varints, where the encoder takes its short cuts."""
@@ -148,6 +204,29 @@ def test_value_and_key_sizes_at_the_encoders_boundaries(pair):
     scenario(sdk_tracer)
     (mine,), (ref,) = p.ours(), p.theirs()
     assert [(kv.key, kv.value) for kv in mine.spans[0].attributes] == [(kv.key, kv.value) for kv in ref.spans[0].attributes]
+    assert p.payloads() == [ref.SerializeToString() for ref in p.theirs()]
+
+
+@SDK_1_45
+def test_repeated_pairs_encode_as_the_first_time(pair, monkeypatch):
+    """Values equal as dict keys but of other types (1, 1.0, True, "1") under one key never share an
+    encoding, and the bounded cache of str pairs gives the same bytes warm, cold and emptied."""
+    monkeypatch.setattr(otlp, "MAX_STR_FIELDS", 3)
+    p = pair()
+    values = ["1", 1, True, 1.0, "True", "1", "é", "x" * 120, "1"]
+
+    def scenario(tracer):
+        for i in range(3):
+            for j, value in enumerate(values):
+                span = tracer.start_span("s", start_time=T0, attributes={"k": value})
+                span.set_attribute("k%d" % (i % 2), value)
+                span.add_event("e", {"k": value}, timestamp=T0 + 1)
+                span.end(end_time=T0 + 2)
+                assert len(otlp.STR_FIELDS) <= 3
+
+    ours_tracer, sdk_tracer = p.tracers("t")
+    scenario(ours_tracer)
+    scenario(sdk_tracer)
     assert p.payloads() == [ref.SerializeToString() for ref in p.theirs()]
 
 
