@@ -50,7 +50,8 @@ def length_delimited(tag, data):
 
 
 def _text(tag, value):
-    return length_delimited(tag, value.encode("utf-8")) if value else b""
+    # str.encode, not value.encode: a str subclass's text is its data, as protobuf takes it
+    return length_delimited(tag, str.encode(value, "utf-8")) if value else b""
 
 
 def _uint(tag, value):
@@ -91,7 +92,7 @@ def _any_other(value):
     if value is True or value is False:
         return any_value(bool(value))
     if isinstance(value, str):
-        return any_value(str(value))
+        return any_value(str.__str__(value))  # its data, whatever its own __str__ says (as protobuf)
     if isinstance(value, int):
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise ValueError(f"integer {value} does not fit OTLP's int64")
@@ -144,41 +145,41 @@ def key_value_fields(tag, attributes, on_error):
     small = _SMALL
     str_fields = STR_FIELDS
     for key, value in attributes.items():
-        t = type(value)
-        if t is str:
-            field = str_fields.get((key, value))
-            if field is not None:
-                add(tag)
-                add(field)
-                continue
-            head = keys.get(key) or _key_head(key)
-            data = value.encode("utf-8")
-            n = len(data)
-            m = len(head) + n + 3
-            if m < 128:
-                field = small[m] + head + _STRING_HEADS[n] + data
-                if len(str_fields) >= MAX_STR_FIELDS:
-                    str_fields.clear()
-                str_fields[key, value] = field
-                add(tag)
-                add(field)
-                continue
-        else:
-            head = keys.get(key) or _key_head(key)
-            if t is int and 0 <= value <= _INT64_MAX:
-                data = (small[value] if value < 128 else bytes(((value & 0x7F) | 0x80, value >> 7)) if value < 16384
-                        else varint(value))
+        try:  # a ValueError (UnicodeEncodeError: a lone surrogate in the key or a str value) leaves the item out
+            t = type(value)
+            if t is str:
+                field = str_fields.get((key, value))
+                if field is not None:
+                    add(tag)
+                    add(field)
+                    continue
+                head = keys.get(key) or _key_head(key)
+                data = value.encode("utf-8")
                 n = len(data)
-                m = len(head) + n + 2
+                m = len(head) + n + 3
                 if m < 128:
-                    add(tag + small[m] + head + small[n + 1] + b"\x18" + data)
+                    field = small[m] + head + _STRING_HEADS[n] + data
+                    if len(str_fields) >= MAX_STR_FIELDS:
+                        str_fields.clear()
+                    str_fields[key, value] = field
+                    add(tag)
+                    add(field)
                     continue
-            elif t is float:
-                m = len(head) + 10
-                if m < 128:
-                    add(tag + small[m] + head + b"\x09\x21" + _DOUBLE(value))
-                    continue
-        try:
+            else:
+                head = keys.get(key) or _key_head(key)
+                if t is int and 0 <= value <= _INT64_MAX:
+                    data = (small[value] if value < 128 else bytes(((value & 0x7F) | 0x80, value >> 7))
+                            if value < 16384 else varint(value))
+                    n = len(data)
+                    m = len(head) + n + 2
+                    if m < 128:
+                        add(tag + small[m] + head + small[n + 1] + b"\x18" + data)
+                        continue
+                elif t is float:
+                    m = len(head) + 10
+                    if m < 128:
+                        add(tag + small[m] + head + b"\x09\x21" + _DOUBLE(value))
+                        continue
             value = length_delimited(b"", any_value(value))
         except ValueError as exc:
             on_error(key, exc)

@@ -10,8 +10,9 @@ is cut, each cut counted where OTLP counts it, in this order until it fits:
 4. links, oldest first (``dropped_links_count``);
 5. the span name and the scope's name and version, cut to NAME_CAP characters.
 
-Never raises: a value OTLP cannot carry (an int beyond int64) is left out
-with a warning, as the official encoder does.
+Never raises: an attribute OTLP cannot carry (an int beyond int64, a key or a
+str value with a lone surrogate, which UTF-8 cannot encode) is left out with
+a warning, as the official encoder does.
 """
 
 import logging

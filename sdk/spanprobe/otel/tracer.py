@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import threading
+from collections.abc import Mapping
 
 from opentelemetry.context import attach, detach
 from opentelemetry import trace as trace_api
@@ -26,6 +27,7 @@ from ..abi.protocol import OTEL_SPAN_ARGS, ROLE_OTEL_SPAN, TRACE_FLAG_SAMPLED
 from ..probes.provider import ProbeProvider
 from ..spans.context import random_bits
 from . import payload, sampling
+from .attributes import clean_mapping
 from .limits import SpanLimits
 from .span import Span
 
@@ -91,7 +93,7 @@ class TracerProvider(trace_api.TracerProvider):
             tracer = self.tracers.get(key)
             if tracer is not None:
                 return tracer
-        scope = (instrumenting_module_name, instrumenting_library_version, schema_url, dict(attributes or {}))
+        scope = (instrumenting_module_name, instrumenting_library_version, schema_url, scope_attributes(attributes))
         tracer = Tracer(span_probe(), scope, self.sampler, self.span_limits)
         if key is not None and len(self.tracers) < MAX_TRACERS:
             self.tracers[key] = tracer
@@ -103,6 +105,17 @@ class TracerProvider(trace_api.TracerProvider):
 
     def shutdown(self):
         """Nothing to flush or close: spans already left as probe hits."""
+
+
+def scope_attributes(attributes):
+    """get_tracer's attributes cleaned as a span's (the SDK's BoundedAttributes); anything but a mapping
+    left out with a warning (the SDK would raise into the application)."""
+    if not attributes:
+        return {}
+    if not isinstance(attributes, Mapping):
+        log.warning("spanprobe: get_tracer attributes %r are not a mapping; left out", attributes)
+        return {}
+    return clean_mapping(attributes, None)
 
 
 class Tracer(trace_api.Tracer):

@@ -176,9 +176,13 @@ def test_attribute_dicts_cleaned_as_the_sdk(pair, length, bad, caplog):
     ours_tracer, sdk_tracer = p.tracers("t")
     with caplog.at_level(logging.WARNING):
         scenario(ours_tracer)
-    scenario(sdk_tracer)
+        ours_warned = len(caplog.records)
+        caplog.clear()
+        scenario(sdk_tracer)
     (mine,), (ref,) = p.ours(), p.theirs()
     assert mine == ref
+    assert p.payloads() == [ref.SerializeToString()]
+    assert ours_warned == len(caplog.records)  # a warning wherever the SDK warns, and nowhere else
 
 
 @SDK_1_45
@@ -212,6 +216,7 @@ def test_repeated_pairs_encode_as_the_first_time(pair, monkeypatch):
     """Values equal as dict keys but of other types (1, 1.0, True, "1") under one key never share an
     encoding, and the bounded cache of str pairs gives the same bytes warm, cold and emptied."""
     monkeypatch.setattr(otlp, "MAX_STR_FIELDS", 3)
+    monkeypatch.setattr(otlp, "STR_FIELDS", {})  # cold, whatever earlier tests left in it
     p = pair()
     values = ["1", 1, True, 1.0, "True", "1", "é", "x" * 120, "1"]
 
@@ -335,3 +340,63 @@ def test_huge_names_are_cut_last(pair):
     s = mine.spans[0]
     assert s.name == "n" * NAME_CAP and mine.scope.name == "s" * NAME_CAP and mine.scope.version == "v" * NAME_CAP
     assert (s.dropped_attributes_count, s.dropped_events_count) == (1, 1) and not s.attributes and not s.events
+
+
+class Shown(str):
+    """A str subclass whose str() is not its text: OTLP carries the text (protobuf takes the data)."""
+
+    def __str__(self):
+        return "shown"
+
+
+@SDK_1_45
+@pytest.mark.parametrize("where", ["start", "set", "event", "link"])
+def test_unencodable_text_leaves_out_only_its_attribute(pair, where, caplog):
+    """A lone surrogate in a key or a str value cannot be UTF-8: that attribute is left out with a warning,
+    as the official encoder does, and the span, its event, its other attributes stay. A str subclass
+    is encoded by its text (key and value), whatever its __str__ says."""
+    p = pair()
+    bad = {"ok": "fine", "\ud800": "v", "k": "\udc80", "sub": Shown("text"), Shown("subkey"): 1, "last": 2}
+
+    def scenario(tracer):
+        other = trace.SpanContext(7, 8, True, trace.TraceFlags(1))
+        span = tracer.start_span("surrogates", start_time=T0, attributes=bad if where == "start" else None,
+                                 links=[Link(other, bad)] if where == "link" else ())
+        if where == "set":
+            span.set_attributes(bad)
+        span.add_event("e", bad if where == "event" else {"x": 1}, timestamp=T0 + 1)
+        span.end(end_time=T0 + 2)
+
+    ours_tracer, sdk_tracer = p.tracers("t")
+    with caplog.at_level(logging.WARNING, logger="spanprobe.otel"):
+        scenario(ours_tracer)
+    scenario(sdk_tracer)
+    (mine,), (ref,) = p.ours(), p.theirs()
+    assert mine == ref and p.payloads() == [ref.SerializeToString()]
+    span = mine.spans[0]
+    kept = (span.events[0].attributes if where == "event" else span.links[0].attributes if where == "link"
+            else span.attributes)
+    assert [kv.key for kv in kept] == ["ok", "sub", "subkey", "last"] and kept[1].value.string_value == "text"
+    assert caplog.text.count("left out of the span") == 2
+
+
+@SDK_1_45
+@pytest.mark.parametrize("attributes", [{"": "v", "a": "b"}, {"a": None}, {"a": [1, "x"]}, {7: "x"},
+                                        {"a": "x" * 300}, {Shown("k"): Shown("v")}])
+def test_scope_attributes_cleaned_as_the_sdk(pair, attributes):
+    """get_tracer's attributes: what the SDK keeps, drops or converts, in the exported scope."""
+    p = pair()
+    for tracer in p.tracers("t", attributes=attributes):
+        tracer.start_span("s", start_time=T0).end(end_time=T0 + 1)
+    (mine,), (ref,) = p.ours(), p.theirs()
+    assert mine == ref and p.payloads() == [ref.SerializeToString()]
+
+
+def test_scope_attributes_not_a_mapping_are_left_out(pair, caplog):
+    """Where the SDK would raise into the application, a warning and a scope without attributes."""
+    p = pair()
+    tracer = p.provider.get_tracer("t", attributes=["not", "a", "mapping"])
+    tracer.start_span("s", start_time=T0).end(end_time=T0 + 1)
+    (mine,) = p.ours()
+    assert mine.scope.name == "t" and not mine.scope.attributes
+    assert "get_tracer attributes ['not', 'a', 'mapping'] are not a mapping; left out" in caplog.text
